@@ -1,1 +1,22 @@
-//! placeholder
+//! Test helpers for ubackup (dev-only, never published).
+//!
+//! - [`rsync`]: find the two stock rsync builds the interop tests run against (Debian's 3.5.0
+//!   and 3.2.7), and decide between skipping and failing when one is missing
+//!   (`UBACKUP_INTEROP=required` makes a missing binary a failure).
+//! - [`daemon`]: start a real `rsync --daemon` on a loopback port picked at run time, in its
+//!   own temp dir, killed on `Drop`.
+//! - [`data`]: deterministic (seeded) test data: random files, small trees, mtimes.
+//! - [`compare`]: compare files and trees (bytes, mtime, permission bits, symlink targets).
+//!
+//! Everything is re-exported at the crate root.
+#![warn(missing_docs)]
+
+pub mod compare;
+pub mod daemon;
+pub mod data;
+pub mod rsync;
+
+pub use compare::{compare_files, compare_trees};
+pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
+pub use data::{make_tree, set_mtime, write_random_file};
+pub use rsync::{interop_required, require_rsync, rsync_binary, RsyncVersion};
