@@ -1,0 +1,481 @@
+//! A [`Sink`] that writes pulled files into a local directory.
+//!
+//! Guarantees:
+//! * a file appears under its final name only after its whole-file checksum
+//!   verified, its bytes were fsynced, and its mode and mtime were set; it is
+//!   written under a temporary name (`.NAME.XXXXXX`) in its destination
+//!   directory and renamed into place;
+//! * nothing is written outside the destination: every path is walked from
+//!   the destination's directory descriptor one component at a time with
+//!   `O_NOFOLLOW`, so a symlink in the destination (planted, or received) is
+//!   never followed;
+//! * symlinks are created only when the pull asked for them (`-l`), and a
+//!   link whose target is absolute or climbs out of the destination is
+//!   refused (skipped and reported);
+//! * directories are made durable (fsynced) after the renames into them.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::io::{self, Write as _};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use tokio::task::JoinSet;
+
+use super::Sink;
+use crate::connection::FileOutcome;
+use crate::flist::{FileEntry, FileIndex, FileKind, FileList};
+
+/// Most fsync-and-rename jobs in flight at once; they run on tokio's
+/// blocking pool while the network keeps flowing.
+const MAX_PENDING_COMMITS: usize = 16;
+/// Most directory descriptors kept open for path resolution.
+const MAX_CACHED_DIRS: usize = 512;
+
+/// Where files go, decided once the file list is known (rsync's
+/// `get_local_name` rule: a single non-directory item and a destination
+/// that is not an existing directory means "write the file as DEST").
+#[derive(Debug)]
+enum Layout {
+    Tree { root: Arc<OwnedFd> },
+    SingleFile { parent: Arc<OwnedFd>, name: OsString },
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    ndx: FileIndex,
+    parent: Arc<OwnedFd>,
+    parent_path: Vec<u8>,
+    tmp: OsString,
+    name: OsString,
+    file: std::fs::File,
+    entry: FileEntry,
+}
+
+/// Writes pulled files under a destination directory. See the module docs.
+#[derive(Debug)]
+pub struct FsSink {
+    dest: PathBuf,
+    dest_wants_dir: bool,
+    ignore_times: bool,
+    layout: Option<Layout>,
+    dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
+    open: Option<OpenFile>,
+    commits: JoinSet<io::Result<()>>,
+    touched_dirs: HashSet<Vec<u8>>,
+    refused_symlinks: Vec<String>,
+    skipped_up_to_date: u64,
+    committed: u64,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl FsSink {
+    /// A sink writing under `dest`. Like rsync, a trailing slash on `dest`
+    /// means "this is a directory" even for a single-file pull. Nothing is
+    /// created until the file list arrives.
+    pub fn new(dest: impl Into<PathBuf>) -> io::Result<FsSink> {
+        let dest = dest.into();
+        let dest_wants_dir = dest.as_os_str().as_bytes().ends_with(b"/");
+        Ok(FsSink {
+            dest,
+            dest_wants_dir,
+            ignore_times: false,
+            layout: None,
+            dirs: HashMap::new(),
+            open: None,
+            commits: JoinSet::new(),
+            touched_dirs: HashSet::new(),
+            refused_symlinks: Vec::new(),
+            skipped_up_to_date: 0,
+            committed: 0,
+        })
+    }
+
+    /// Fetch every file even when a file of the same size and mtime is
+    /// already in place (rsync's `--ignore-times`). Off by default.
+    pub fn ignore_times(mut self, on: bool) -> Self {
+        self.ignore_times = on;
+        self
+    }
+
+    /// Symlinks that were refused because their target leaves the destination.
+    pub fn refused_symlinks(&self) -> &[String] {
+        &self.refused_symlinks
+    }
+
+    /// Files skipped because an identical (size and mtime) file was in place.
+    pub fn skipped_up_to_date(&self) -> u64 {
+        self.skipped_up_to_date
+    }
+
+    /// Files committed under their final names.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    fn root(&self) -> io::Result<&Arc<OwnedFd>> {
+        match &self.layout {
+            Some(Layout::Tree { root }) => Ok(root),
+            Some(Layout::SingleFile { parent, .. }) => Ok(parent),
+            None => Err(io::Error::other("file list not planned yet")),
+        }
+    }
+
+    /// The directory that holds `name` and the leaf name, walking from the
+    /// root without following symlinks and creating missing directories.
+    fn parent_of(&mut self, name: &[u8]) -> io::Result<(Arc<OwnedFd>, Vec<u8>, OsString)> {
+        if let Some(Layout::SingleFile { parent, name: leaf }) = &self.layout {
+            return Ok((parent.clone(), Vec::new(), leaf.clone()));
+        }
+        let (dir, leaf) = match name.iter().rposition(|&b| b == b'/') {
+            Some(p) => (&name[..p], &name[p + 1..]),
+            None => (&name[..0], name),
+        };
+        let fd = self.dir_fd(dir)?;
+        Ok((fd, dir.to_vec(), OsString::from_vec(leaf.to_vec())))
+    }
+
+    fn dir_fd(&mut self, dir: &[u8]) -> io::Result<Arc<OwnedFd>> {
+        if dir.is_empty() || dir == b"." {
+            return self.root().cloned();
+        }
+        if let Some(fd) = self.dirs.get(dir) {
+            return Ok(fd.clone());
+        }
+        let mut fd = self.root()?.clone();
+        for comp in dir.split(|&b| b == b'/') {
+            fd = Arc::new(open_or_make_dir(&fd, comp)?);
+        }
+        if self.dirs.len() >= MAX_CACHED_DIRS {
+            self.dirs.clear();
+        }
+        self.dirs.insert(dir.to_vec(), fd.clone());
+        Ok(fd)
+    }
+
+    fn choose_layout(&mut self, list: &FileList) -> io::Result<()> {
+        let mut active = list.iter();
+        let single = match (active.next(), active.next()) {
+            (Some((_, e)), None) => e.kind() != FileKind::Directory,
+            _ => false,
+        };
+        let dest_is_dir = std::fs::metadata(&self.dest).map(|m| m.is_dir()).unwrap_or(false);
+        if single && !self.dest_wants_dir && !dest_is_dir {
+            let name = self
+                .dest
+                .file_name()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name"))?
+                .to_os_string();
+            let parent_path = match self.dest.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            std::fs::create_dir_all(&parent_path)?;
+            let parent = open_dir_path(&parent_path)?;
+            self.layout = Some(Layout::SingleFile {
+                parent: Arc::new(parent),
+                name,
+            });
+        } else {
+            std::fs::create_dir_all(&self.dest)?;
+            self.layout = Some(Layout::Tree {
+                root: Arc::new(open_dir_path(&self.dest)?),
+            });
+        }
+        Ok(())
+    }
+
+    fn up_to_date(&mut self, e: &FileEntry) -> bool {
+        if self.ignore_times {
+            return false;
+        }
+        let Ok((parent, _, leaf)) = self.parent_of(&e.name) else {
+            return false;
+        };
+        match rustix::fs::statat(&*parent, leaf.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                (st.st_mode & 0o170000) == 0o100000 && st.st_size as u64 == e.size && st.st_mtime as i64 == e.mtime
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn make_symlink(&mut self, e: &FileEntry) -> io::Result<()> {
+        let Some(target) = &e.symlink_target else {
+            return Ok(());
+        };
+        if !symlink_stays_inside(&e.name, target) {
+            tracing::warn!(
+                link = %e.name_lossy(),
+                target = %String::from_utf8_lossy(target),
+                "refusing symlink whose target leaves the destination"
+            );
+            self.refused_symlinks.push(e.name_lossy());
+            return Ok(());
+        }
+        let (parent, parent_path, leaf) = self.parent_of(&e.name)?;
+        let tmp = temp_name(&leaf);
+        rustix::fs::symlinkat(target.as_slice(), &*parent, tmp.as_os_str())?;
+        let times = timestamps(e);
+        let _ = rustix::fs::utimensat(&*parent, tmp.as_os_str(), &times, AtFlags::SYMLINK_NOFOLLOW);
+        if let Err(err) = rustix::fs::renameat(&*parent, tmp.as_os_str(), &*parent, leaf.as_os_str()) {
+            let _ = rustix::fs::unlinkat(&*parent, tmp.as_os_str(), AtFlags::empty());
+            return Err(err.into());
+        }
+        self.touched_dirs.insert(parent_path);
+        Ok(())
+    }
+
+    async fn wait_commits(&mut self, down_to: usize) -> io::Result<()> {
+        while self.commits.len() > down_to {
+            match self.commits.join_next().await {
+                Some(Ok(r)) => r?,
+                Some(Err(join)) => return Err(io::Error::other(join)),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn discard_open(&mut self) {
+        if let Some(f) = self.open.take() {
+            let _ = rustix::fs::unlinkat(&*f.parent, f.tmp.as_os_str(), AtFlags::empty());
+        }
+    }
+}
+
+impl Drop for FsSink {
+    fn drop(&mut self) {
+        self.discard_open();
+    }
+}
+
+impl Sink for FsSink {
+    async fn plan(&mut self, list: &FileList) -> io::Result<Vec<FileIndex>> {
+        self.choose_layout(list)?;
+        let mut wanted = Vec::new();
+        for (ndx, e) in list.iter() {
+            match e.kind() {
+                FileKind::Directory => {
+                    if e.name != b"." {
+                        self.dir_fd(&e.name)?;
+                    }
+                }
+                FileKind::Regular => {
+                    if self.up_to_date(e) {
+                        self.skipped_up_to_date += 1;
+                    } else {
+                        wanted.push(ndx);
+                    }
+                }
+                FileKind::Symlink => self.make_symlink(e)?,
+                FileKind::Special => {
+                    tracing::debug!(name = %e.name_lossy(), "skipping special file");
+                }
+            }
+        }
+        Ok(wanted)
+    }
+
+    async fn begin_file(&mut self, ndx: FileIndex, entry: &FileEntry) -> io::Result<()> {
+        self.discard_open();
+        let (parent, parent_path, name) = self.parent_of(&entry.name)?;
+        let tmp = temp_name(&name);
+        let fd = rustix::fs::openat(
+            &*parent,
+            tmp.as_os_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        self.open = Some(OpenFile {
+            ndx,
+            parent,
+            parent_path,
+            tmp,
+            name,
+            file: std::fs::File::from(fd),
+            entry: entry.clone(),
+        });
+        Ok(())
+    }
+
+    async fn write(&mut self, ndx: FileIndex, data: &[u8]) -> io::Result<()> {
+        match &mut self.open {
+            Some(f) if f.ndx == ndx => f.file.write_all(data),
+            _ => Err(io::Error::other(format!("data for file {ndx} that is not open"))),
+        }
+    }
+
+    async fn end_file(&mut self, ndx: FileIndex, outcome: FileOutcome) -> io::Result<()> {
+        match &self.open {
+            Some(f) if f.ndx == ndx => {}
+            _ => return Err(io::Error::other(format!("end of file {ndx} that is not open"))),
+        }
+        if outcome != FileOutcome::Verified {
+            self.discard_open();
+            return Ok(());
+        }
+        let Some(f) = self.open.take() else {
+            return Ok(());
+        };
+        self.touched_dirs.insert(f.parent_path.clone());
+        self.wait_commits(MAX_PENDING_COMMITS - 1).await?;
+        self.committed += 1;
+        self.commits.spawn_blocking(move || commit(f));
+        Ok(())
+    }
+
+    async fn finish(&mut self, list: &FileList) -> io::Result<()> {
+        self.wait_commits(0).await?;
+        // Directory modes and times last, deepest first, so that writing
+        // into them cannot disturb the times and a read-only mode cannot
+        // stop us writing (rsync does the same at the end of the run).
+        let mut dirs: Vec<&FileEntry> = list.iter().map(|(_, e)| e).filter(|e| e.kind() == FileKind::Directory).collect();
+        dirs.sort_by_key(|e| std::cmp::Reverse(e.name.iter().filter(|&&b| b == b'/').count()));
+        for e in dirs {
+            let fd = if e.name == b"." {
+                match &self.layout {
+                    Some(Layout::Tree { root }) => root.clone(),
+                    _ => continue,
+                }
+            } else {
+                self.dir_fd(&e.name)?
+            };
+            rustix::fs::fchmod(&*fd, Mode::from_raw_mode(e.permissions() & 0o7777))?;
+            rustix::fs::futimens(&*fd, &timestamps(e))?;
+        }
+        let touched: Vec<Vec<u8>> = self.touched_dirs.drain().collect();
+        for d in touched {
+            let fd = self.dir_fd(&d)?;
+            rustix::fs::fsync(&*fd)?;
+        }
+        Ok(())
+    }
+}
+
+/// fsync, then mode and times, then the atomic rename into place.
+fn commit(f: OpenFile) -> io::Result<()> {
+    let result = (|| -> io::Result<()> {
+        f.file.sync_all()?;
+        rustix::fs::fchmod(&f.file, Mode::from_raw_mode(f.entry.permissions() & 0o777))?;
+        rustix::fs::futimens(&f.file, &timestamps(&f.entry))?;
+        rustix::fs::renameat(&*f.parent, f.tmp.as_os_str(), &*f.parent, f.name.as_os_str())?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(&*f.parent, f.tmp.as_os_str(), AtFlags::empty());
+    }
+    result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.entry.name_lossy())))
+}
+
+fn timestamps(e: &FileEntry) -> Timestamps {
+    let mtime = Timespec {
+        tv_sec: e.mtime,
+        tv_nsec: i64::from(e.mtime_nsec) as _,
+    };
+    Timestamps {
+        last_access: mtime,
+        last_modification: mtime,
+    }
+}
+
+fn temp_name(leaf: &OsString) -> OsString {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let salt = (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let bytes = leaf.as_bytes();
+    let keep = &bytes[..bytes.len().min(200)];
+    let mut t = Vec::with_capacity(keep.len() + 10);
+    t.push(b'.');
+    t.extend_from_slice(keep);
+    t.extend_from_slice(format!(".{:06x}", salt & 0xff_ffff).as_bytes());
+    OsString::from_vec(t)
+}
+
+fn open_dir_path(p: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        p,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens (creating if needed) directory `comp` under `parent`, refusing
+/// to follow a symlink.
+fn open_or_make_dir(parent: &OwnedFd, comp: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(parent, comp, flags, Mode::empty()) {
+        Ok(fd) => return Ok(fd),
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "refusing to write through {:?}: not a plain directory ({e})",
+                    String::from_utf8_lossy(comp)
+                ),
+            ))
+        }
+    }
+    match rustix::fs::mkdirat(parent, comp, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(rustix::fs::openat(parent, comp, flags, Mode::empty())?)
+}
+
+/// True when a symlink named `link` (relative to the destination) with
+/// `target` resolves, lexically, to a place inside the destination.
+pub fn symlink_stays_inside(link: &[u8], target: &[u8]) -> bool {
+    if target.is_empty() || target.starts_with(b"/") || target.contains(&0) {
+        return false;
+    }
+    let mut depth: i64 = link.iter().filter(|&&b| b == b'/').count() as i64;
+    for comp in target.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_targets_inside_are_allowed() {
+        assert!(symlink_stays_inside(b"a", b"b"));
+        assert!(symlink_stays_inside(b"d/a", b"../b"));
+        assert!(symlink_stays_inside(b"d/e/a", b"../../x/y"));
+        assert!(symlink_stays_inside(b"a", b"./b/../c"));
+    }
+
+    #[test]
+    fn symlink_targets_outside_are_refused() {
+        assert!(!symlink_stays_inside(b"a", b"/etc/passwd"));
+        assert!(!symlink_stays_inside(b"a", b"../x"));
+        assert!(!symlink_stays_inside(b"d/a", b"../../x"));
+        assert!(!symlink_stays_inside(b"a", b"b/../../x"));
+        assert!(!symlink_stays_inside(b"a", b""));
+    }
+
+    #[test]
+    fn temp_names_are_hidden_and_distinct() {
+        let a = temp_name(&OsString::from("dump.rdb"));
+        let b = temp_name(&OsString::from("dump.rdb"));
+        assert_ne!(a, b);
+        assert!(a.as_bytes().starts_with(b".dump.rdb."));
+    }
+}

@@ -1,0 +1,505 @@
+//! The tokio driver: connects to a daemon, pumps a [`Connection`] and feeds
+//! a [`Sink`]. Shaped like quinn's `ConnectionDriver`: read → handle, drain
+//! transmit → write, timer → handle_timeout, drain events → sink.
+
+mod fs;
+mod source;
+
+use std::future::Future;
+use std::io;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use self::fs::FsSink;
+pub use self::source::{Source, SourceError, DEFAULT_PORT};
+use crate::checksum::ChecksumKind;
+use crate::connection::{
+    Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind, SessionError,
+    SessionInfo, Stats, Target,
+};
+use crate::daemon::ModuleInfo;
+use crate::error::{Limits, ProtocolError};
+use crate::flist::{FileEntry, FileIndex, FileList};
+use crate::version::ProtocolVersion;
+
+/// Options for [`pull`] and [`list_modules`].
+#[derive(Clone)]
+pub struct PullOptions {
+    /// Protocol version to announce (default 32; 29 to 32 supported).
+    pub protocol: ProtocolVersion,
+    /// Recurse into directories (`-r`).
+    pub recursive: bool,
+    /// Transfer symlinks as symlinks (`-l`); otherwise the sender skips them.
+    pub links: bool,
+    /// Ask for owner and group ids and names (`-o -g`).
+    pub owner_group: bool,
+    /// User for daemon auth; defaults to the source's user, then `$USER`.
+    pub user: Option<String>,
+    /// Password for daemon auth.
+    pub password: Option<Vec<u8>>,
+    /// Give up when the daemon sends nothing for this long, and forward it
+    /// to the daemon as `--timeout`.
+    pub timeout: Option<Duration>,
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Force a strong checksum instead of negotiating.
+    pub checksum_choice: Option<ChecksumKind>,
+    /// Bounds on what the daemon can make us allocate.
+    pub limits: Limits,
+    /// Send a keep-alive after this much silence on our side.
+    pub keepalive: Duration,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            protocol: ProtocolVersion::default(),
+            recursive: false,
+            links: false,
+            owner_group: false,
+            user: None,
+            password: None,
+            timeout: None,
+            connect_timeout: Duration::from_secs(30),
+            checksum_choice: None,
+            limits: Limits::default(),
+            keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("protocol", &self.protocol)
+            .field("recursive", &self.recursive)
+            .field("links", &self.links)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("checksum_choice", &self.checksum_choice)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of a pull or a listing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The source string could not be parsed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The TCP connection could not be made.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Connecting took longer than the connect timeout.
+    #[error("timed out connecting to {addr} after {after:?}")]
+    ConnectTimeout {
+        /// The address tried.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// Socket I/O failed after connecting.
+    #[error("socket I/O error: {0}")]
+    Io(#[source] io::Error),
+    /// The daemon sent nothing for longer than the timeout.
+    #[error("timed out: no data from the daemon for {after:?} (during {during})")]
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+        /// The protocol stage.
+        during: &'static str,
+    },
+    /// The session failed: refusal, protocol violation, remote exit.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Writing to the sink failed.
+    #[error("destination error: {0}")]
+    Sink(#[source] io::Error),
+    /// The session completed but some files were not received intact
+    /// (verification failed twice, vanished, unreadable on the sender).
+    #[error("partial transfer: {failed} file(s) failed{}", last_error.as_ref().map(|m| format!("; last daemon error: {m}")).unwrap_or_default())]
+    Partial {
+        /// Number of files that failed.
+        failed: u64,
+        /// The last error text from the daemon, verbatim.
+        last_error: Option<String>,
+        /// The full report.
+        report: Box<PullReport>,
+    },
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        Error::Session(SessionError::Protocol(e))
+    }
+}
+
+impl Error {
+    /// True when trying again later may succeed (network trouble, timeouts,
+    /// `max connections`, partial transfers); false for refusals that need a
+    /// config change (unknown module, bad password) and protocol violations.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::Io(_) | Error::Timeout { .. } => true,
+            Error::Partial { .. } => true,
+            Error::Session(SessionError::Refused { kind, .. }) => *kind == RefusalKind::MaxConnections,
+            Error::Session(SessionError::RemoteExit { .. }) => true,
+            Error::Session(SessionError::Protocol(ProtocolError::UnexpectedEof { .. })) => true,
+            _ => false,
+        }
+    }
+
+    /// The daemon's own words, verbatim, when it explained the failure.
+    pub fn remote_message(&self) -> Option<&str> {
+        match self {
+            Error::Session(SessionError::Refused { message, .. }) => Some(message),
+            Error::Session(SessionError::RemoteExit { last_error, .. }) => last_error.as_deref(),
+            Error::Partial { last_error, .. } => last_error.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// An exit code with rsync's meanings (errcode.h): 5 refused / start
+    /// error, 10 socket, 11 file I/O, 12 protocol, 23 partial, 30 timeout,
+    /// 35 connect timeout.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Source(_) => 1,
+            Error::Connect { .. } | Error::Io(_) => 10,
+            Error::ConnectTimeout { .. } => 35,
+            Error::Timeout { .. } => 30,
+            Error::Session(SessionError::Refused { .. } | SessionError::DaemonExit) => 5,
+            Error::Session(SessionError::RemoteExit { code, .. }) => {
+                if *code > 0 {
+                    *code
+                } else {
+                    12
+                }
+            }
+            Error::Session(SessionError::Protocol(ProtocolError::PasswordRequired)) => 5,
+            Error::Session(_) => 12,
+            Error::Sink(_) => 11,
+            Error::Partial { .. } => 23,
+        }
+    }
+}
+
+/// The result of a pull.
+#[derive(Debug, Clone, Default)]
+pub struct PullReport {
+    /// What setup fixed (protocol, checksum, seed).
+    pub session: Option<SessionInfo>,
+    /// Counters.
+    pub stats: Stats,
+    /// Messages the daemon sent, verbatim.
+    pub messages: Vec<(MessageKind, String)>,
+    /// MOTD lines.
+    pub motd: Vec<String>,
+    /// Entries in the file list.
+    pub entries: usize,
+}
+
+/// A module listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleListing {
+    /// The MOTD lines.
+    pub motd: Vec<String>,
+    /// The modules.
+    pub modules: Vec<ModuleInfo>,
+}
+
+/// Where pulled files go. [`FsSink`] writes them to a directory; tests and
+/// embedders can provide their own.
+///
+/// The driver calls, in order: [`plan`](Sink::plan) once with the sorted
+/// file list; for each file it receives [`begin_file`](Sink::begin_file),
+/// [`write`](Sink::write)s, then [`end_file`](Sink::end_file); finally
+/// [`finish`](Sink::finish). A file may be started again after
+/// [`FileOutcome::RetryScheduled`].
+pub trait Sink: Send {
+    /// Prepares the destination (directories, symlinks) and returns the
+    /// regular files to fetch.
+    fn plan(&mut self, list: &FileList) -> impl Future<Output = io::Result<Vec<FileIndex>>> + Send;
+    /// Data for `entry` is about to arrive.
+    fn begin_file(&mut self, ndx: FileIndex, entry: &FileEntry) -> impl Future<Output = io::Result<()>> + Send;
+    /// The next bytes of the file begun last.
+    fn write(&mut self, ndx: FileIndex, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// The file is complete: commit it if `outcome` is
+    /// [`FileOutcome::Verified`], discard it otherwise.
+    fn end_file(&mut self, ndx: FileIndex, outcome: FileOutcome) -> impl Future<Output = io::Result<()>> + Send;
+    /// The sender did not send `ndx`.
+    fn not_sent(&mut self, ndx: FileIndex) -> impl Future<Output = io::Result<()>> + Send {
+        let _ = ndx;
+        async { Ok(()) }
+    }
+    /// The session is over: make everything durable. Called only on success.
+    fn finish(&mut self, list: &FileList) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+fn user_for(source: &Source, opts: &PullOptions) -> String {
+    opts.user
+        .clone()
+        .or_else(|| source.user.clone())
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "nobody".to_string())
+}
+
+fn config_for(source: &Source, opts: &PullOptions, target: Target) -> ConnectionConfig {
+    let mut cfg = ConnectionConfig::new(target);
+    cfg.protocol = opts.protocol;
+    cfg.limits = opts.limits.clone();
+    cfg.keepalive = opts.keepalive;
+    cfg.args.recursive = opts.recursive;
+    cfg.args.links = opts.links;
+    cfg.args.owner = opts.owner_group;
+    cfg.args.group = opts.owner_group;
+    cfg.args.checksum_choice = opts.checksum_choice;
+    cfg.args.timeout = opts.timeout.map(|t| t.as_secs().clamp(1, u64::from(u32::MAX)) as u32);
+    cfg.credentials = opts.password.clone().map(|password| Credentials {
+        user: user_for(source, opts),
+        password,
+    });
+    cfg
+}
+
+async fn connect(source: &Source, opts: &PullOptions) -> Result<TcpStream, Error> {
+    let addr = source.authority();
+    let s = match tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&addr)).await {
+        Err(_) => {
+            return Err(Error::ConnectTimeout {
+                addr,
+                after: opts.connect_timeout,
+            })
+        }
+        Ok(Err(e)) => return Err(Error::Connect { addr, source: e }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Lists the modules of the daemon at `source` (its module part is ignored).
+pub async fn list_modules(source: &Source, opts: &PullOptions) -> Result<ModuleListing, Error> {
+    let stream = connect(source, opts).await?;
+    let conn = Connection::new(config_for(source, opts, Target::ListModules));
+    let mut listing = ModuleListing::default();
+    let mut sink = NoFiles;
+    drive(stream, conn, &mut sink, opts, |ev| match ev {
+        Event::Motd(l) => listing.motd.push(l.clone()),
+        Event::Module(m) => listing.modules.push(m.clone()),
+        _ => {}
+    })
+    .await?;
+    Ok(listing)
+}
+
+/// Pulls `source` into `sink`.
+///
+/// Returns the report when every requested file arrived and verified.
+/// A session that completed with failed files returns [`Error::Partial`].
+pub async fn pull<S: Sink>(source: &Source, opts: &PullOptions, sink: &mut S) -> Result<PullReport, Error> {
+    pull_with(source, opts, sink, |_| {}).await
+}
+
+/// Like [`pull`], and calls `observe` with every event (for progress
+/// displays and logging) before the sink sees it.
+pub async fn pull_with<S: Sink>(
+    source: &Source,
+    opts: &PullOptions,
+    sink: &mut S,
+    observe: impl FnMut(&Event),
+) -> Result<PullReport, Error> {
+    if source.module.is_empty() {
+        return Err(SourceError {
+            input: source.to_string(),
+            reason: "no module given",
+        }
+        .into());
+    }
+    let stream = connect(source, opts).await?;
+    let target = Target::Pull {
+        module: source.module.clone(),
+        paths: vec![source.sender_arg()],
+    };
+    let conn = Connection::new(config_for(source, opts, target));
+    let report = drive(stream, conn, sink, opts, observe).await?;
+    let failed = report.stats.files_failed;
+    if failed > 0 || report.stats.io_error != 0 {
+        let last_error = report
+            .messages
+            .iter()
+            .rev()
+            .find(|(k, _)| k.is_error())
+            .map(|(_, t)| t.clone());
+        return Err(Error::Partial {
+            failed: failed.max(1),
+            last_error,
+            report: Box::new(report),
+        });
+    }
+    Ok(report)
+}
+
+struct NoFiles;
+
+impl Sink for NoFiles {
+    async fn plan(&mut self, _: &FileList) -> io::Result<Vec<FileIndex>> {
+        Ok(Vec::new())
+    }
+    async fn begin_file(&mut self, _: FileIndex, _: &FileEntry) -> io::Result<()> {
+        Err(io::Error::other("no files expected"))
+    }
+    async fn write(&mut self, _: FileIndex, _: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("no files expected"))
+    }
+    async fn end_file(&mut self, _: FileIndex, _: FileOutcome) -> io::Result<()> {
+        Ok(())
+    }
+    async fn finish(&mut self, _: &FileList) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+const READ_BUF: usize = 256 * 1024;
+
+/// Pumps `conn` over `stream` until the session ends.
+async fn drive<S: Sink>(
+    stream: TcpStream,
+    mut conn: Connection,
+    sink: &mut S,
+    opts: &PullOptions,
+    mut observe: impl FnMut(&Event),
+) -> Result<PullReport, Error> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut out: Vec<u8> = Vec::new();
+    let mut out_pos = 0;
+    let mut report = PullReport::default();
+    let mut flist: Option<std::sync::Arc<FileList>> = None;
+    let mut current: Option<(FileIndex, FileEntry)> = None;
+    let mut last_read = Instant::now();
+    let mut eof = false;
+    let mut eof_handled = false;
+    loop {
+        // Drain events into the sink.
+        while let Some(ev) = conn.poll_event() {
+            observe(&ev);
+            match ev {
+                Event::Motd(l) => report.motd.push(l),
+                Event::Message { kind, text } => {
+                    match kind {
+                        MessageKind::Info | MessageKind::Client | MessageKind::Log => {
+                            tracing::info!(target: "rsync_proto::remote", "{text}")
+                        }
+                        MessageKind::Warning => tracing::warn!(target: "rsync_proto::remote", "{text}"),
+                        _ => tracing::error!(target: "rsync_proto::remote", "{text}"),
+                    }
+                    report.messages.push((kind, text));
+                }
+                Event::Ready(info) => report.session = Some(info),
+                Event::FileList(list) => {
+                    report.entries = list.iter().count();
+                    let wanted = sink.plan(&list).await.map_err(Error::Sink)?;
+                    for ndx in wanted {
+                        conn.request(ndx)?;
+                    }
+                    if conn.awaiting_requests() {
+                        conn.finish_requests()?;
+                    }
+                    flist = Some(list);
+                }
+                Event::FileStart(ndx) => {
+                    let entry = flist
+                        .as_ref()
+                        .and_then(|l| l.get(ndx))
+                        .cloned()
+                        .ok_or(ProtocolError::UnrequestedFile { ndx: ndx.0 })?;
+                    sink.begin_file(ndx, &entry).await.map_err(Error::Sink)?;
+                    current = Some((ndx, entry));
+                }
+                Event::FileData(ndx, data) => sink.write(ndx, &data).await.map_err(Error::Sink)?,
+                Event::FileDone(ndx, outcome) => {
+                    if outcome != FileOutcome::Verified {
+                        if let Some((_, e)) = &current {
+                            tracing::warn!(file = %e.name_lossy(), ?outcome, "whole-file checksum mismatch");
+                        }
+                    }
+                    current = None;
+                    sink.end_file(ndx, outcome).await.map_err(Error::Sink)?;
+                }
+                Event::FileNotSent(ndx) => sink.not_sent(ndx).await.map_err(Error::Sink)?,
+                Event::Finished(stats) => {
+                    report.stats = stats;
+                    if let Some(list) = &flist {
+                        sink.finish(list).await.map_err(Error::Sink)?;
+                    }
+                    let _ = wr.shutdown().await;
+                    return Ok(report);
+                }
+                Event::Module(_) | Event::ServerTimeout(_) => {}
+            }
+        }
+        let now = Instant::now();
+        conn.handle_timeout(now);
+        if out_pos == out.len() {
+            out.clear();
+            out_pos = 0;
+            if let Some(bytes) = conn.poll_transmit(now) {
+                out = bytes;
+            }
+        }
+        if eof {
+            if eof_handled {
+                return Err(ProtocolError::UnexpectedEof { during: stage_name(&conn) }.into());
+            }
+            eof_handled = true;
+            conn.handle_eof()?;
+            continue;
+        }
+        let keepalive_at = conn.poll_timeout().unwrap_or(now + Duration::from_secs(3600));
+        let stall_at = opts.timeout.map(|t| last_read + t);
+        let deadline = stall_at.map_or(keepalive_at, |s| s.min(keepalive_at));
+        let want_write = out_pos < out.len();
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = r.map_err(Error::Io)?;
+                last_read = Instant::now();
+                if n == 0 {
+                    eof = true;
+                } else {
+                    conn.handle_input(&buf[..n])?;
+                }
+            }
+            w = wr.write(&out[out_pos..]), if want_write => {
+                out_pos += w.map_err(Error::Io)?;
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if let (Some(t), Some(s)) = (opts.timeout, stall_at) {
+                    if Instant::now() >= s {
+                        return Err(Error::Timeout { after: t, during: stage_name(&conn) });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stage_name(conn: &Connection) -> &'static str {
+    if conn.session_info().is_none() {
+        "setup"
+    } else if conn.awaiting_requests() {
+        "file selection"
+    } else {
+        "transfer"
+    }
+}

@@ -1,0 +1,1394 @@
+//! The receiver state machine: everything a pulling client does, with no I/O.
+//!
+//! A [`Connection`] is fed bytes with [`Connection::handle_input`] and end of
+//! input with [`Connection::handle_eof`]. It produces bytes to send through
+//! [`Connection::poll_transmit`] and [`Event`]s through
+//! [`Connection::poll_event`]. Time is passed in; the connection never reads a
+//! clock.
+//!
+//! # Driving a connection
+//!
+//! Like quinn-proto's `Connection`, it is pumped by a driver in this order:
+//!
+//! 1. read from the socket → [`handle_input`](Connection::handle_input)
+//!    (or [`handle_eof`](Connection::handle_eof));
+//! 2. drain [`poll_transmit`](Connection::poll_transmit) → write;
+//! 3. drain [`poll_event`](Connection::poll_event) → act (a sink writes files);
+//! 4. when [`poll_timeout`](Connection::poll_timeout) passes, call
+//!    [`handle_timeout`](Connection::handle_timeout) (keep-alives);
+//! 5. after [`Event::FileList`], choose the files: call
+//!    [`request`](Connection::request) for each, then
+//!    [`finish_requests`](Connection::finish_requests).
+//!
+//! The session ends with [`Event::Finished`] or an error.
+//!
+//! # Protocol flow (mirrors clientserver.c, compat.c, flist.c, generator.c,
+//! receiver.c and main.c of rsync)
+//!
+//! ```text
+//! greeting ⇄ │ module → [AUTHREQD → response] → OK │ args │ compat flags,
+//! checksum lists, seed │ ── multiplexed from here ── │ filter list → │
+//! ← file list, id lists │ requests, NDX_DONE → │ ← file data … NDX_DONE │
+//! redo requests, NDX_DONE×2 (×3 at >= 31) → │ ← redo data, NDX_DONE×2,
+//! stats, [NDX_DONE at >= 31] │ goodbye NDX_DONE → │ EOF
+//! ```
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::checksum::{ChecksumKind, FileHasher};
+use crate::daemon::{self, AuthDigest, Greeting, ModuleInfo, ServerLine};
+use crate::delta::{SumHead, Token};
+use crate::error::{check_limit, Limits, ProtocolError};
+use crate::flist::{
+    decode_id_lists, FileEntry, FileIndex, FileKind, FileList, FlistDecoder, FlistItem, FlistOptions,
+};
+use crate::mux::{encode_frame, Demuxed, Demuxer, MessageCode};
+use crate::setup::{compat, TransferArgs};
+use crate::version::ProtocolVersion;
+use crate::wire::{self, NdxCodec, Reader, NDX_DEL_STATS, NDX_DONE};
+
+/// ITEM_TRANSFER: the file's data follows (rsync.h).
+pub const ITEM_TRANSFER: u16 = 1 << 15;
+/// ITEM_REPORT_TIME: logged by the sender only.
+pub const ITEM_REPORT_TIME: u16 = 1 << 3;
+/// ITEM_IS_NEW: logged by the sender only.
+pub const ITEM_IS_NEW: u16 = 1 << 13;
+/// ITEM_BASIS_TYPE_FOLLOWS: a basis-type byte follows the iflags.
+pub const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
+/// ITEM_XNAME_FOLLOWS: a vstring follows the iflags.
+pub const ITEM_XNAME_FOLLOWS: u16 = 1 << 12;
+
+/// What the session is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// List the daemon's modules.
+    ListModules,
+    /// Pull `paths` (each `module[/path]`, trailing slash kept) from `module`.
+    Pull {
+        /// The module name.
+        module: String,
+        /// Sender arguments, each starting with the module name.
+        paths: Vec<String>,
+    },
+}
+
+/// Credentials for daemon authentication.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name sent in the response.
+    pub user: String,
+    /// The password (never logged).
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Everything a [`Connection`] needs to know up front.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// The version we announce (default 32).
+    pub protocol: ProtocolVersion,
+    /// What to do.
+    pub target: Target,
+    /// Credentials, if the module may ask for them.
+    pub credentials: Option<Credentials>,
+    /// Options sent to the daemon.
+    pub args: TransferArgs,
+    /// Bounds on peer input.
+    pub limits: Limits,
+    /// Longest quiet period on our side before we send a keep-alive.
+    pub keepalive: Duration,
+}
+
+impl ConnectionConfig {
+    /// A config with defaults for `target`.
+    pub fn new(target: Target) -> Self {
+        ConnectionConfig {
+            protocol: ProtocolVersion::default(),
+            target,
+            credentials: None,
+            args: TransferArgs {
+                recursive: false,
+                links: false,
+                owner: false,
+                group: false,
+                checksum_choice: None,
+                timeout: None,
+                bwlimit_kib: None,
+            },
+            limits: Limits::default(),
+            keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why the daemon refused the module request (`@ERROR: ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// "Unknown module".
+    UnknownModule,
+    /// "auth failed on module".
+    AuthFailed,
+    /// "access denied to".
+    AccessDenied,
+    /// "max connections (N) reached -- try again later".
+    MaxConnections,
+    /// Any other `@ERROR`.
+    Other,
+}
+
+impl RefusalKind {
+    fn classify(text: &str) -> RefusalKind {
+        if text.starts_with("Unknown module") {
+            RefusalKind::UnknownModule
+        } else if text.starts_with("auth failed") {
+            RefusalKind::AuthFailed
+        } else if text.starts_with("access denied") {
+            RefusalKind::AccessDenied
+        } else if text.starts_with("max connections") {
+            RefusalKind::MaxConnections
+        } else {
+            RefusalKind::Other
+        }
+    }
+}
+
+/// What ended a session early.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The peer broke the protocol or exceeded a limit.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The daemon refused with `@ERROR: <message>` (kept verbatim).
+    #[error("daemon refused: {message}")]
+    Refused {
+        /// The refusal class.
+        kind: RefusalKind,
+        /// The daemon's text, verbatim.
+        message: String,
+    },
+    /// The daemon closed the module request with `@RSYNCD: EXIT`.
+    #[error("daemon ended the session (@RSYNCD: EXIT)")]
+    DaemonExit,
+    /// The remote side exited with an error (MSG_ERROR_EXIT); the text of
+    /// its last error message, if any, is kept verbatim.
+    #[error("remote rsync exited with code {code}{}", last_error.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    RemoteExit {
+        /// The remote exit code.
+        code: i32,
+        /// The last MSG_ERROR text received before the exit.
+        last_error: Option<String>,
+    },
+}
+
+/// Kind of an out-of-band text message from the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// MSG_ERROR_XFER: an error about one file.
+    ErrorXfer,
+    /// MSG_INFO.
+    Info,
+    /// MSG_ERROR.
+    Error,
+    /// MSG_WARNING.
+    Warning,
+    /// MSG_ERROR_SOCKET.
+    ErrorSocket,
+    /// MSG_LOG.
+    Log,
+    /// MSG_CLIENT.
+    Client,
+    /// MSG_ERROR_UTF8.
+    ErrorUtf8,
+}
+
+impl MessageKind {
+    /// True for the error kinds.
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            MessageKind::ErrorXfer | MessageKind::Error | MessageKind::ErrorSocket | MessageKind::ErrorUtf8
+        )
+    }
+}
+
+/// Facts fixed during setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Negotiated protocol.
+    pub protocol: ProtocolVersion,
+    /// Strong checksum in use.
+    pub checksum: ChecksumKind,
+    /// The server's compat flags (0 below protocol 30).
+    pub compat_flags: u32,
+    /// The checksum seed.
+    pub seed: i32,
+}
+
+/// Counters for a finished (or failed) session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes we read from the socket.
+    pub bytes_received: u64,
+    /// Bytes we wrote to the socket.
+    pub bytes_sent: u64,
+    /// File bytes that arrived as literal data.
+    pub literal_bytes: u64,
+    /// File bytes copied from a basis (block matches).
+    pub matched_bytes: u64,
+    /// Files whose data arrived and verified.
+    pub files_transferred: u64,
+    /// Files that failed verification twice, were not sent, or vanished.
+    pub files_failed: u64,
+    /// The sender's io_error flags.
+    pub io_error: i32,
+    /// Error messages the daemon sent (MSG_ERROR, MSG_ERROR_XFER, ...).
+    pub remote_errors: u64,
+    /// The sender's own stats (total_read, total_written, total_size,
+    /// flist_buildtime, flist_xfertime), from the end of the run.
+    pub sender: [i64; 5],
+}
+
+/// How a file's transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// The whole-file checksum matched: commit the file.
+    Verified,
+    /// The checksum did not match; the file will be requested again in the
+    /// redo phase. Discard what was written.
+    RetryScheduled,
+    /// The checksum did not match in the redo phase. Discard.
+    VerificationFailed,
+}
+
+/// Something the driver or sink must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A line of the daemon's message of the day.
+    Motd(String),
+    /// A module from the listing.
+    Module(ModuleInfo),
+    /// Setup is complete.
+    Ready(SessionInfo),
+    /// The daemon's module `timeout`, in seconds (MSG_IO_TIMEOUT).
+    ServerTimeout(u32),
+    /// An out-of-band message from the daemon, text verbatim.
+    Message {
+        /// Its kind.
+        kind: MessageKind,
+        /// The text (trailing newline removed).
+        text: String,
+    },
+    /// The complete, sorted file list. The driver must now call
+    /// [`Connection::request`] for each wanted file and then
+    /// [`Connection::finish_requests`].
+    FileList(Arc<FileList>),
+    /// Data for file `ndx` is about to arrive.
+    FileStart(FileIndex),
+    /// The next bytes of file `ndx`, in order.
+    FileData(FileIndex, Vec<u8>),
+    /// File `ndx` is complete.
+    FileDone(FileIndex, FileOutcome),
+    /// The sender could not send file `ndx` (MSG_NO_SEND), or never sent it.
+    FileNotSent(FileIndex),
+    /// The session completed.
+    Finished(Stats),
+}
+
+#[derive(Debug)]
+enum Receiving {
+    /// Between files: expecting an ndx.
+    Idle,
+    /// Reading tokens of a file.
+    Tokens(FileState),
+    /// Inside a literal run with this many bytes left.
+    Literal(FileState, usize),
+    /// Reading the whole-file checksum.
+    Checksum(FileState),
+}
+
+#[derive(Debug)]
+struct FileState {
+    ndx: FileIndex,
+    hasher: FileHasher,
+    received: u64,
+}
+
+#[derive(Debug)]
+struct Transfer {
+    /// Receiver phase: 0 = normal, 1 = redo, 2 = final.
+    phase: u32,
+    /// Requested in the current phase and not yet received.
+    pending: BTreeSet<i32>,
+    redo: Vec<i32>,
+    recv: Receiving,
+}
+
+#[derive(Debug)]
+enum State {
+    Greeting,
+    Listing,
+    ModuleReply { sent_auth: bool },
+    CompatFlags,
+    ChecksumList { compat: u32 },
+    Seed { compat: u32, checksum: ChecksumKind },
+    FileList { decoder: Box<FlistDecoder>, entries: Vec<FileEntry>, io_error: i32 },
+    IdLists { entries: Vec<FileEntry>, io_error: i32, inline: Vec<(bool, u32, String)> },
+    AwaitRequests { flist: Arc<FileList>, requested: BTreeSet<i32> },
+    Transfer(Box<Transfer>),
+    Stats,
+    FinalDone,
+    /// Goodbye sent (or nothing to do); waiting for the daemon to close.
+    Closing,
+    Done,
+    Failed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Greeting => "greeting",
+            State::Listing => "module listing",
+            State::ModuleReply { .. } => "module request",
+            State::CompatFlags | State::ChecksumList { .. } | State::Seed { .. } => "setup",
+            State::FileList { .. } | State::IdLists { .. } => "file list",
+            State::AwaitRequests { .. } => "file selection",
+            State::Transfer(_) => "transfer",
+            State::Stats | State::FinalDone => "end of run",
+            State::Closing => "goodbye",
+            State::Done => "done",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// The receiver side of an rsync daemon session. See the module docs.
+#[derive(Debug)]
+pub struct Connection {
+    config: ConnectionConfig,
+    state: State,
+    /// Negotiated version (the announced one until the greeting arrives).
+    protocol: ProtocolVersion,
+    greeting: Option<Greeting>,
+    info: Option<SessionInfo>,
+    /// Unparsed raw input (before multiplexing) or raw frames (after).
+    input: Vec<u8>,
+    /// The demultiplexed MSG_DATA stream not yet parsed.
+    stream: Vec<u8>,
+    stream_pos: usize,
+    demux: Option<Demuxer>,
+    ndx_in: NdxCodec,
+    ndx_out: NdxCodec,
+    /// Raw bytes to send (before our output is multiplexed).
+    out_raw: Vec<u8>,
+    /// Protocol bytes to send inside MSG_DATA once multiplexed.
+    out_data: Vec<u8>,
+    mux_out: bool,
+    events: VecDeque<Event>,
+    motd_bytes: usize,
+    modules: usize,
+    stats: Stats,
+    last_error: Option<String>,
+    last_transmit: Option<Instant>,
+    keepalive: Duration,
+}
+
+impl Connection {
+    /// Starts a session. Our greeting is queued for transmission at once,
+    /// as stock rsync does (both sides greet without waiting).
+    pub fn new(config: ConnectionConfig) -> Connection {
+        let protocol = config.protocol;
+        let keepalive = config.keepalive;
+        Connection {
+            config,
+            state: State::Greeting,
+            protocol,
+            greeting: None,
+            info: None,
+            input: Vec::new(),
+            stream: Vec::new(),
+            stream_pos: 0,
+            demux: None,
+            ndx_in: NdxCodec::new(protocol.compact_ndx()),
+            ndx_out: NdxCodec::new(protocol.compact_ndx()),
+            out_raw: daemon::encode_greeting(protocol),
+            out_data: Vec::new(),
+            mux_out: false,
+            events: VecDeque::new(),
+            motd_bytes: 0,
+            modules: 0,
+            stats: Stats::default(),
+            last_error: None,
+            last_transmit: None,
+            keepalive,
+        }
+    }
+
+    // ----- queries -----
+
+    /// The negotiated protocol (the announced one before the greeting).
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.protocol
+    }
+    /// Setup facts, once [`Event::Ready`] has been produced.
+    pub fn session_info(&self) -> Option<SessionInfo> {
+        self.info
+    }
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    /// True once the session finished successfully.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+    /// True while the connection waits for [`Connection::request`] calls.
+    pub fn awaiting_requests(&self) -> bool {
+        matches!(self.state, State::AwaitRequests { .. })
+    }
+    /// The last error text the daemon sent, verbatim.
+    pub fn last_remote_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    // ----- inputs -----
+
+    /// Feeds bytes read from the socket.
+    pub fn handle_input(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        self.stats.bytes_received += data.len() as u64;
+        if matches!(self.state, State::Failed) {
+            return Err(ProtocolError::Misuse("connection already failed").into());
+        }
+        let r = self.process(data);
+        if r.is_err() {
+            self.state = State::Failed;
+        }
+        r
+    }
+
+    /// Reports that the peer closed its side.
+    pub fn handle_eof(&mut self) -> Result<(), SessionError> {
+        match &self.state {
+            State::Closing => {
+                self.state = State::Done;
+                self.events.push_back(Event::Finished(self.stats));
+                Ok(())
+            }
+            State::Done => Ok(()),
+            _ => {
+                let during = self.state.name();
+                self.state = State::Failed;
+                if let Some(code) = self.exit_code_hint() {
+                    return Err(SessionError::RemoteExit {
+                        code,
+                        last_error: self.last_error.clone(),
+                    });
+                }
+                Err(ProtocolError::UnexpectedEof { during }.into())
+            }
+        }
+    }
+
+    /// A daemon that sent error text and then hung up has failed; rsync
+    /// reports that as a partial transfer (code 23) or a start error (5).
+    fn exit_code_hint(&self) -> Option<i32> {
+        self.last_error.as_ref().map(|_| {
+            if matches!(self.state, State::FileList { .. } | State::IdLists { .. }) {
+                23
+            } else {
+                5
+            }
+        })
+    }
+
+    /// Lets the connection queue a keep-alive if we have been quiet for
+    /// longer than the keep-alive interval.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.mux_out || matches!(self.state, State::Closing | State::Done | State::Failed) {
+            return;
+        }
+        let due = self.last_transmit.is_none_or(|t| now.saturating_duration_since(t) >= self.keepalive);
+        if due && self.out_data.is_empty() && self.out_raw.is_empty() {
+            // An empty MSG_DATA frame is the keep-alive every 3.x peer
+            // accepts (io.c maybe_send_keepalive).
+            encode_frame(MessageCode::DATA, &[], &mut self.out_raw);
+        }
+    }
+
+    /// Requests the content of regular file `ndx` as a whole file.
+    pub fn request(&mut self, ndx: FileIndex) -> Result<(), SessionError> {
+        let State::AwaitRequests { flist, requested } = &mut self.state else {
+            return Err(ProtocolError::Misuse("request() outside file selection").into());
+        };
+        match flist.get(ndx) {
+            Some(e) if e.kind() == FileKind::Regular => {}
+            _ => return Err(ProtocolError::Misuse("request() for a non-regular or unknown index").into()),
+        }
+        if !requested.insert(ndx.0) {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(24);
+        self.ndx_out.encode(ndx.0, &mut buf);
+        if self.protocol.has_iflags() {
+            buf.extend_from_slice(&(ITEM_TRANSFER | ITEM_IS_NEW | ITEM_REPORT_TIME).to_le_bytes());
+        }
+        SumHead::EMPTY.encode(&mut buf);
+        self.send(&buf);
+        Ok(())
+    }
+
+    /// Ends the request list for phase 0 (sends NDX_DONE).
+    pub fn finish_requests(&mut self) -> Result<(), SessionError> {
+        let State::AwaitRequests { flist, requested } =
+            std::mem::replace(&mut self.state, State::Failed)
+        else {
+            return Err(ProtocolError::Misuse("finish_requests() outside file selection").into());
+        };
+        self.send_ndx(NDX_DONE);
+        drop(flist);
+        self.state = State::Transfer(Box::new(Transfer {
+            phase: 0,
+            pending: requested,
+            redo: Vec::new(),
+            recv: Receiving::Idle,
+        }));
+        // Bytes may already be buffered behind the file list.
+        self.run_stream().inspect_err(|_| self.state = State::Failed)
+    }
+
+    // ----- outputs -----
+
+    /// Bytes to write to the socket, if any. `now` is recorded as the time
+    /// of our last transmission (for keep-alives).
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if !self.out_data.is_empty() {
+            let data = std::mem::take(&mut self.out_data);
+            if self.mux_out {
+                encode_frame(MessageCode::DATA, &data, &mut self.out_raw);
+            } else {
+                self.out_raw.extend_from_slice(&data);
+            }
+        }
+        if self.out_raw.is_empty() {
+            return None;
+        }
+        self.last_transmit = Some(now);
+        let out = std::mem::take(&mut self.out_raw);
+        self.stats.bytes_sent += out.len() as u64;
+        Some(out)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.mux_out {
+            return None;
+        }
+        self.last_transmit.map(|t| t + self.keepalive)
+    }
+
+    // ----- internals -----
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.out_data.extend_from_slice(bytes);
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.out_raw.extend_from_slice(bytes);
+    }
+
+    fn send_ndx(&mut self, ndx: i32) {
+        let mut b = Vec::with_capacity(5);
+        self.ndx_out.encode(ndx, &mut b);
+        self.send(&b);
+    }
+
+    fn process(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        if self.demux.is_some() {
+            return self.process_muxed(data);
+        }
+        self.input.extend_from_slice(data);
+        loop {
+            if self.demux.is_some() {
+                let rest = std::mem::take(&mut self.input);
+                return self.process_muxed(&rest);
+            }
+            let progressed = match self.state {
+                State::Greeting | State::Listing | State::ModuleReply { .. } => self.step_line()?,
+                State::CompatFlags | State::ChecksumList { .. } | State::Seed { .. } => self.step_setup()?,
+                State::Closing | State::Done => {
+                    if !self.input.is_empty() {
+                        return Err(ProtocolError::UnexpectedLine {
+                            line: String::from_utf8_lossy(&self.input).into_owned(),
+                        }
+                        .into());
+                    }
+                    false
+                }
+                _ => return Err(ProtocolError::Misuse("raw input in a multiplexed state").into()),
+            };
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads one text line from the raw input, bounded by `max_line`.
+    fn take_line(&mut self) -> Result<Option<String>, ProtocolError> {
+        let max = self.config.limits.max_line;
+        match self.input.iter().position(|&b| b == b'\n') {
+            Some(p) if p > max => Err(ProtocolError::LineTooLong { limit: max }),
+            Some(p) => {
+                let mut line: Vec<u8> = self.input.drain(..=p).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+            }
+            None if self.input.len() > max => Err(ProtocolError::LineTooLong { limit: max }),
+            None => Ok(None),
+        }
+    }
+
+    fn step_line(&mut self) -> Result<bool, SessionError> {
+        let Some(line) = self.take_line()? else {
+            return Ok(false);
+        };
+        match &mut self.state {
+            State::Greeting => {
+                let g = Greeting::parse(&line)?;
+                self.protocol = g.negotiate(self.config.protocol)?;
+                self.ndx_in = NdxCodec::new(self.protocol.compact_ndx());
+                self.ndx_out = NdxCodec::new(self.protocol.compact_ndx());
+                self.greeting = Some(g);
+                match &self.config.target {
+                    Target::ListModules => {
+                        self.send_raw(b"#list\n");
+                        self.state = State::Listing;
+                    }
+                    Target::Pull { module, .. } => {
+                        let line = format!("{module}\n");
+                        self.send_raw(line.as_bytes());
+                        self.state = State::ModuleReply { sent_auth: false };
+                    }
+                }
+            }
+            State::Listing => match ServerLine::parse(&line) {
+                ServerLine::Exit => {
+                    self.state = State::Closing;
+                }
+                ServerLine::Error(message) => {
+                    return Err(SessionError::Refused {
+                        kind: RefusalKind::classify(&message),
+                        message,
+                    })
+                }
+                ServerLine::Text(t) | ServerLine::AuthRequired(t) => {
+                    // Before the first module line the daemon may send MOTD
+                    // lines; rsync itself cannot tell them apart either, so
+                    // lines without a tab are reported as MOTD.
+                    if t.contains('\t') {
+                        self.modules += 1;
+                        if self.modules > self.config.limits.max_modules {
+                            return Err(ProtocolError::TooManyModules {
+                                limit: self.config.limits.max_modules,
+                            }
+                            .into());
+                        }
+                        self.events.push_back(Event::Module(ModuleInfo::parse(&t)));
+                    } else {
+                        self.motd_line(t)?;
+                    }
+                }
+                ServerLine::Ok => {
+                    return Err(ProtocolError::UnexpectedLine { line }.into());
+                }
+            },
+            State::ModuleReply { sent_auth } => match ServerLine::parse(&line) {
+                ServerLine::Ok => {
+                    let paths = match &self.config.target {
+                        Target::Pull { paths, .. } => paths.clone(),
+                        Target::ListModules => Vec::new(),
+                    };
+                    let args = self.config.args.encode(self.protocol, &paths);
+                    self.send_raw(&args);
+                    self.state = if self.protocol.has_compat_flags() {
+                        State::CompatFlags
+                    } else {
+                        let checksum = self.default_checksum()?;
+                        State::Seed { compat: 0, checksum }
+                    };
+                }
+                ServerLine::AuthRequired(challenge) => {
+                    if *sent_auth {
+                        return Err(ProtocolError::UnexpectedLine { line }.into());
+                    }
+                    *sent_auth = true;
+                    self.answer_challenge(&challenge)?;
+                }
+                ServerLine::Exit => return Err(SessionError::DaemonExit),
+                ServerLine::Error(message) => {
+                    return Err(SessionError::Refused {
+                        kind: RefusalKind::classify(&message),
+                        message,
+                    })
+                }
+                ServerLine::Text(t) => self.motd_line(t)?,
+            },
+            _ => return Err(ProtocolError::Misuse("line in a binary state").into()),
+        }
+        Ok(true)
+    }
+
+    fn motd_line(&mut self, t: String) -> Result<(), ProtocolError> {
+        self.motd_bytes += t.len() + 1;
+        if self.motd_bytes > self.config.limits.max_motd {
+            return Err(ProtocolError::MotdTooLong {
+                limit: self.config.limits.max_motd,
+            });
+        }
+        self.events.push_back(Event::Motd(t));
+        Ok(())
+    }
+
+    fn answer_challenge(&mut self, challenge: &str) -> Result<(), ProtocolError> {
+        if challenge.is_empty() || challenge.len() > 256 || !challenge.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ProtocolError::BadChallenge {
+                challenge: challenge.to_string(),
+            });
+        }
+        let Some(creds) = self.config.credentials.clone() else {
+            return Err(ProtocolError::PasswordRequired);
+        };
+        let list = self.greeting.as_ref().and_then(|g| g.digests.clone());
+        let digest = AuthDigest::choose(list.as_deref(), self.protocol).ok_or_else(|| {
+            ProtocolError::UnexpectedLine {
+                line: format!("no common auth digest in {list:?}"),
+            }
+        })?;
+        let resp = daemon::auth_response(&creds.user, &creds.password, challenge, digest);
+        self.send_raw(&resp);
+        Ok(())
+    }
+
+    /// The checksum when no name list is exchanged: a forced choice, else
+    /// md5 at >= 30 and old md4 below (checksum.c parse_csum_name).
+    fn default_checksum(&self) -> Result<ChecksumKind, ProtocolError> {
+        if self.protocol.default_checksum_is_md5() {
+            match self.config.args.checksum_choice {
+                Some(k) => Ok(k),
+                None => Ok(ChecksumKind::Md5),
+            }
+        } else {
+            match self.config.args.checksum_choice {
+                None | Some(ChecksumKind::Md4) | Some(ChecksumKind::Md4Old) => Ok(ChecksumKind::Md4Old),
+                Some(_) => Err(ProtocolError::Unsupported {
+                    version: self.protocol,
+                    feature: "a checksum other than md4",
+                }),
+            }
+        }
+    }
+
+    fn step_setup(&mut self) -> Result<bool, SessionError> {
+        let mut r = Reader::new(&self.input);
+        match self.state {
+            State::CompatFlags => {
+                let Some(flags) = wire::finish(r.varint())? else {
+                    return Ok(false);
+                };
+                let flags = flags as u32;
+                let used = r.pos();
+                self.input.drain(..used);
+                if flags & compat::INC_RECURSE != 0 {
+                    // We never send `i`; a server that turns it on anyway is broken.
+                    return Err(ProtocolError::UnrequestedFeature {
+                        name: String::new(),
+                        feature: "incremental recursion",
+                    }
+                    .into());
+                }
+                if flags & compat::VARINT_FLIST_FLAGS != 0 && self.config.args.checksum_choice.is_none() {
+                    let mut list = Vec::new();
+                    wire::put_vstring(&mut list, ChecksumKind::advertised_list().as_bytes());
+                    self.send_raw(&list);
+                    self.state = State::ChecksumList { compat: flags };
+                } else {
+                    let checksum = self.default_checksum()?;
+                    self.state = State::Seed {
+                        compat: flags,
+                        checksum,
+                    };
+                }
+            }
+            State::ChecksumList { compat } => {
+                let Some(list) = wire::finish(r.vstring(1024))? else {
+                    return Ok(false);
+                };
+                let list = String::from_utf8_lossy(list).into_owned();
+                let used = r.pos();
+                self.input.drain(..used);
+                let checksum = ChecksumKind::choose(&list).ok_or(ProtocolError::NoCommonChecksum { offered: list })?;
+                self.state = State::Seed { compat, checksum };
+            }
+            State::Seed { compat: cf, checksum } => {
+                let Some(seed) = wire::finish(r.i32())? else {
+                    return Ok(false);
+                };
+                self.input.drain(..4);
+                let info = SessionInfo {
+                    protocol: self.protocol,
+                    checksum,
+                    compat_flags: cf,
+                    seed,
+                };
+                self.info = Some(info);
+                self.events.push_back(Event::Ready(info));
+                // From here the server's output is multiplexed; ours too at >= 30.
+                self.demux = Some(Demuxer::new(self.config.limits.max_message, self.config.limits.max_frame));
+                self.mux_out = self.protocol.client_output_multiplexed();
+                // The (empty) filter list (exclude.c send_filter_list).
+                self.send(&0i32.to_le_bytes());
+                let safe = cf & compat::SAFE_FLIST != 0 || self.protocol.always_safe_flist();
+                let opts = self.flist_options(cf, safe);
+                self.state = State::FileList {
+                    decoder: Box::new(FlistDecoder::new(opts, self.config.limits.clone())),
+                    entries: Vec::new(),
+                    io_error: 0,
+                };
+            }
+            _ => return Err(ProtocolError::Misuse("setup step outside setup").into()),
+        }
+        Ok(true)
+    }
+
+    fn flist_options(&self, cf: u32, safe: bool) -> FlistOptions {
+        FlistOptions {
+            protocol: self.protocol,
+            varint_flags: cf & compat::VARINT_FLIST_FLAGS != 0,
+            safe_flist: safe,
+            preserve_links: self.config.args.links,
+            preserve_uid: self.config.args.owner,
+            preserve_gid: self.config.args.group,
+            id0_names: cf & compat::ID0_NAMES != 0,
+        }
+    }
+
+    fn process_muxed(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        let owned;
+        let buf: &[u8] = if self.input.is_empty() {
+            data
+        } else {
+            let mut joined = std::mem::take(&mut self.input);
+            joined.extend_from_slice(data);
+            owned = joined;
+            &owned
+        };
+        let mut pos = 0;
+        let result = self.demux_loop(buf, &mut pos);
+        self.input = buf[pos..].to_vec();
+        result
+    }
+
+    fn demux_loop(&mut self, buf: &[u8], pos: &mut usize) -> Result<(), SessionError> {
+        loop {
+            let avail = &buf[*pos..];
+            let Some(demux) = self.demux.as_mut() else {
+                return Ok(());
+            };
+            let run = demux.data_run(avail.len());
+            if run > 0 {
+                // Fast path: literal file data straight from a data frame.
+                if let Some(n) = self.direct_literal(avail) {
+                    *pos += n;
+                    continue;
+                }
+                if let Some(d) = self.demux.as_mut() {
+                    d.consume_data(run);
+                }
+                self.stream.extend_from_slice(&avail[..run]);
+                *pos += run;
+                self.run_stream()?;
+                continue;
+            }
+            let (used, item) = demux.decode(avail)?;
+            *pos += used;
+            match item {
+                Some(Demuxed::Data(d)) => {
+                    self.stream.extend_from_slice(&d);
+                    self.run_stream()?;
+                }
+                Some(Demuxed::Message(code, payload)) => self.handle_message(code, payload)?,
+                None => {}
+            }
+            if used == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// When inside a literal run with nothing else buffered, hands the data
+    /// frame's bytes straight to the file without copying them through the
+    /// stream buffer. Returns the bytes consumed.
+    fn direct_literal(&mut self, input: &[u8]) -> Option<usize> {
+        if self.stream_pos < self.stream.len() {
+            return None;
+        }
+        let State::Transfer(t) = &mut self.state else {
+            return None;
+        };
+        let Receiving::Literal(fs, left) = &mut t.recv else {
+            return None;
+        };
+        let demux = self.demux.as_mut()?;
+        let n = demux.data_run(input.len()).min(*left);
+        if n == 0 {
+            return None;
+        }
+        demux.consume_data(n);
+        let chunk = &input[..n];
+        fs.hasher.update(chunk);
+        fs.received += n as u64;
+        *left -= n;
+        self.stats.literal_bytes += n as u64;
+        self.events.push_back(Event::FileData(fs.ndx, chunk.to_vec()));
+        if *left == 0 {
+            let Receiving::Literal(fs, _) = std::mem::replace(&mut t.recv, Receiving::Idle) else {
+                return Some(n);
+            };
+            t.recv = Receiving::Tokens(fs);
+        }
+        Some(n)
+    }
+
+    fn handle_message(&mut self, code: MessageCode, payload: Vec<u8>) -> Result<(), SessionError> {
+        let int_payload = |code| -> Result<i32, ProtocolError> {
+            let b: [u8; 4] = payload
+                .as_slice()
+                .try_into()
+                .map_err(|_| ProtocolError::BadMessageLength { code, len: payload.len() })?;
+            Ok(i32::from_le_bytes(b))
+        };
+        let kind = match code {
+            MessageCode::ERROR_XFER => Some(MessageKind::ErrorXfer),
+            MessageCode::INFO => Some(MessageKind::Info),
+            MessageCode::ERROR => Some(MessageKind::Error),
+            MessageCode::WARNING => Some(MessageKind::Warning),
+            MessageCode::ERROR_SOCKET => Some(MessageKind::ErrorSocket),
+            MessageCode::LOG => Some(MessageKind::Log),
+            MessageCode::CLIENT => Some(MessageKind::Client),
+            MessageCode::ERROR_UTF8 => Some(MessageKind::ErrorUtf8),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let text = String::from_utf8_lossy(&payload).trim_end_matches('\n').to_string();
+            if kind.is_error() {
+                self.stats.remote_errors += 1;
+                self.last_error = Some(text.clone());
+            }
+            self.events.push_back(Event::Message { kind, text });
+            return Ok(());
+        }
+        match code {
+            MessageCode::IO_ERROR => {
+                self.stats.io_error |= int_payload(code)?;
+            }
+            MessageCode::IO_TIMEOUT => {
+                let t = int_payload(code)?;
+                if t > 0 {
+                    let t = t as u32;
+                    // Stay well inside the daemon's idle limit.
+                    let half = Duration::from_secs(u64::from(t).max(2) / 2);
+                    self.keepalive = self.keepalive.min(half);
+                    self.events.push_back(Event::ServerTimeout(t));
+                }
+            }
+            MessageCode::NOOP => {
+                if !payload.is_empty() {
+                    return Err(ProtocolError::BadMessageLength { code, len: payload.len() }.into());
+                }
+            }
+            MessageCode::NO_SEND => {
+                let ndx = int_payload(code)?;
+                let State::Transfer(t) = &mut self.state else {
+                    return Err(ProtocolError::UnexpectedMessage { code }.into());
+                };
+                if !t.pending.remove(&ndx) {
+                    return Err(ProtocolError::UnrequestedFile { ndx }.into());
+                }
+                self.stats.files_failed += 1;
+                self.events.push_back(Event::FileNotSent(FileIndex(ndx)));
+            }
+            MessageCode::ERROR_EXIT => {
+                let code = match payload.len() {
+                    0 => 0,
+                    _ => int_payload(code)?,
+                };
+                if code == 0 && matches!(self.state, State::Closing) {
+                    return Ok(());
+                }
+                return Err(SessionError::RemoteExit {
+                    code,
+                    last_error: self.last_error.clone(),
+                });
+            }
+            _ => return Err(ProtocolError::UnexpectedMessage { code }.into()),
+        }
+        Ok(())
+    }
+
+    /// Parses as much of the data stream as possible.
+    fn run_stream(&mut self) -> Result<(), SessionError> {
+        loop {
+            let progressed = self.step_stream()?;
+            if !progressed {
+                break;
+            }
+        }
+        // Compact the consumed prefix.
+        if self.stream_pos > 0 && (self.stream_pos == self.stream.len() || self.stream_pos > 64 * 1024) {
+            self.stream.drain(..self.stream_pos);
+            self.stream_pos = 0;
+        }
+        Ok(())
+    }
+
+    fn step_stream(&mut self) -> Result<bool, SessionError> {
+        let id_opts = self.flist_options(self.info.map_or(0, |i| i.compat_flags), true);
+        let avail = &self.stream[self.stream_pos..];
+        match &mut self.state {
+            State::FileList {
+                decoder,
+                entries,
+                io_error,
+            } => {
+                let Some((item, used)) = decoder.decode(avail)? else {
+                    return Ok(false);
+                };
+                self.stream_pos += used;
+                match item {
+                    FlistItem::Entry(e) => {
+                        check_limit(
+                            "file-list entries",
+                            entries.len() as u64 + 1,
+                            self.config.limits.max_entries as u64,
+                        )?;
+                        entries.push(e);
+                    }
+                    FlistItem::End { io_error: err } => {
+                        *io_error = err;
+                        let entries = std::mem::take(entries);
+                        let io_error = *io_error;
+                        let inline = decoder.inline_names().to_vec();
+                        self.state = State::IdLists {
+                            entries,
+                            io_error,
+                            inline,
+                        };
+                    }
+                }
+                Ok(true)
+            }
+            State::IdLists {
+                entries,
+                io_error,
+                inline,
+            } => {
+                let Some(((names, err29), used)) = decode_id_lists(avail, &id_opts, &self.config.limits)? else {
+                    return Ok(false);
+                };
+                self.stream_pos += used;
+                let mut flist = FileList::sorted(std::mem::take(entries), self.protocol);
+                flist.id_names = names;
+                for (is_group, id, name) in inline.drain(..) {
+                    let map = if is_group {
+                        &mut flist.id_names.groups
+                    } else {
+                        &mut flist.id_names.users
+                    };
+                    map.entry(id).or_insert(name);
+                }
+                flist.io_error = *io_error | err29;
+                self.stats.io_error |= flist.io_error;
+                let flist = Arc::new(flist);
+                self.events.push_back(Event::FileList(flist.clone()));
+                if flist.is_empty() {
+                    // The sender exits right after an empty list (main.c do_server_sender).
+                    self.state = State::Closing;
+                } else {
+                    self.state = State::AwaitRequests {
+                        flist,
+                        requested: BTreeSet::new(),
+                    };
+                }
+                Ok(true)
+            }
+            State::AwaitRequests { .. } => Ok(false),
+            State::Transfer(_) => self.step_transfer(),
+            State::Stats => {
+                let mut r = Reader::new(avail);
+                let n = if self.protocol.stats_have_flist_times() { 5 } else { 3 };
+                let mut vals = [0i64; 5];
+                for v in vals.iter_mut().take(n) {
+                    let x = if self.protocol.uses_varint30() {
+                        r.varlong(3)
+                    } else {
+                        r.longint()
+                    };
+                    match wire::finish(x)? {
+                        Some(x) => *v = x,
+                        None => return Ok(false),
+                    }
+                }
+                self.stream_pos += r.pos();
+                // main.c handle_stats: the client reads written/read swapped.
+                self.stats.sender = vals;
+                if self.protocol.has_delete_done_ndx() {
+                    self.state = State::FinalDone;
+                } else {
+                    self.send_ndx(NDX_DONE);
+                    self.state = State::Closing;
+                }
+                Ok(true)
+            }
+            State::FinalDone => {
+                let mut r = Reader::new(avail);
+                let Some(ndx) = wire::finish(self.ndx_in.read(&mut r))? else {
+                    return Ok(false);
+                };
+                self.stream_pos += r.pos();
+                if ndx != NDX_DONE {
+                    return Err(ProtocolError::BadGoodbye {
+                        what: "NDX_DONE",
+                        value: i64::from(ndx),
+                    }
+                    .into());
+                }
+                self.send_ndx(NDX_DONE);
+                self.state = State::Closing;
+                Ok(true)
+            }
+            State::Closing | State::Done if avail.is_empty() => Ok(false),
+            State::Closing | State::Done => Err(ProtocolError::BadGoodbye {
+                what: "end of stream",
+                value: avail.len() as i64,
+            }
+            .into()),
+            _ => Err(ProtocolError::Misuse("data in a non-data state").into()),
+        }
+    }
+
+    fn step_transfer(&mut self) -> Result<bool, SessionError> {
+        let protocol = self.protocol;
+        let info = self.info.ok_or(ProtocolError::Misuse("transfer before setup"))?;
+        let max_literal = self.config.limits.max_literal;
+        let max_file = self.config.limits.max_file_size;
+        let State::Transfer(t) = &mut self.state else {
+            return Ok(false);
+        };
+        let avail = &self.stream[self.stream_pos..];
+        let mut r = Reader::new(avail);
+        match std::mem::replace(&mut t.recv, Receiving::Idle) {
+            Receiving::Idle => {
+                let mut codec = self.ndx_in.clone();
+                let parsed = wire::finish(read_file_header(&mut r, &mut codec, protocol, info.checksum.len()))?;
+                let Some((ndx, iflags, head)) = parsed else {
+                    return Ok(false);
+                };
+                self.ndx_in = codec;
+                self.stream_pos += r.pos();
+                if ndx == NDX_DONE {
+                    return self.end_phase().map(|_| true);
+                }
+                if ndx == NDX_DEL_STATS {
+                    // Only with --delete; five varints follow. Not requested.
+                    return Err(ProtocolError::UnrequestedFeature {
+                        name: String::new(),
+                        feature: "delete statistics",
+                    }
+                    .into());
+                }
+                if ndx < 0 {
+                    return Err(ProtocolError::InvalidValue {
+                        what: "file index",
+                        value: i64::from(ndx),
+                    }
+                    .into());
+                }
+                if iflags & ITEM_TRANSFER == 0 {
+                    // A log-only echo for something we never asked about.
+                    return Err(ProtocolError::UnrequestedFile { ndx }.into());
+                }
+                if !t.pending.remove(&ndx) {
+                    return Err(ProtocolError::UnrequestedFile { ndx }.into());
+                }
+                if head != Some(SumHead::EMPTY) {
+                    return Err(ProtocolError::SumHeadMismatch { ndx }.into());
+                }
+                let file = FileState {
+                    ndx: FileIndex(ndx),
+                    hasher: FileHasher::new(info.checksum, info.seed),
+                    received: 0,
+                };
+                self.events.push_back(Event::FileStart(FileIndex(ndx)));
+                t.recv = Receiving::Tokens(file);
+                Ok(true)
+            }
+            Receiving::Tokens(fs) => {
+                let Some(raw) = wire::finish(r.i32())? else {
+                    t.recv = Receiving::Tokens(fs);
+                    return Ok(false);
+                };
+                self.stream_pos += 4;
+                match Token::from_raw(raw) {
+                    Token::End => t.recv = Receiving::Checksum(fs),
+                    Token::Literal(n) => {
+                        check_limit("literal run", u64::from(n), max_literal as u64)?;
+                        let total = fs.received + u64::from(n);
+                        if total > max_file {
+                            return Err(ProtocolError::FileTooLarge {
+                                ndx: fs.ndx.0,
+                                received: total,
+                                limit: max_file,
+                            }
+                            .into());
+                        }
+                        t.recv = Receiving::Literal(fs, n as usize);
+                    }
+                    Token::Block(b) => {
+                        return Err(ProtocolError::BadBlockToken {
+                            block: i64::from(b),
+                            count: 0,
+                        }
+                        .into())
+                    }
+                }
+                Ok(true)
+            }
+            Receiving::Literal(mut fs, left) => {
+                let n = left.min(avail.len());
+                let chunk = &avail[..n];
+                fs.hasher.update(chunk);
+                fs.received += n as u64;
+                self.stats.literal_bytes += n as u64;
+                self.events.push_back(Event::FileData(fs.ndx, chunk.to_vec()));
+                self.stream_pos += n;
+                t.recv = if n == left {
+                    Receiving::Tokens(fs)
+                } else {
+                    Receiving::Literal(fs, left - n)
+                };
+                Ok(n > 0)
+            }
+            Receiving::Checksum(fs) => {
+                let len = info.checksum.len();
+                let Some(sum) = wire::finish(r.take(len))? else {
+                    t.recv = Receiving::Checksum(fs);
+                    return Ok(false);
+                };
+                let ok = fs.hasher.finish() == sum;
+                self.stream_pos += len;
+                let outcome = if ok {
+                    self.stats.files_transferred += 1;
+                    FileOutcome::Verified
+                } else if t.phase == 0 {
+                    t.redo.push(fs.ndx.0);
+                    FileOutcome::RetryScheduled
+                } else {
+                    self.stats.files_failed += 1;
+                    FileOutcome::VerificationFailed
+                };
+                self.events.push_back(Event::FileDone(fs.ndx, outcome));
+                Ok(true)
+            }
+        }
+    }
+
+    /// The sender finished a phase (receiver.c recv_files on NDX_DONE;
+    /// generator.c generate_files for what we send back).
+    fn end_phase(&mut self) -> Result<(), SessionError> {
+        let State::Transfer(t) = &mut self.state else {
+            return Ok(());
+        };
+        for ndx in std::mem::take(&mut t.pending) {
+            self.stats.files_failed += 1;
+            self.events.push_back(Event::FileNotSent(FileIndex(ndx)));
+        }
+        t.phase += 1;
+        match t.phase {
+            1 => {
+                let redo = std::mem::take(&mut t.redo);
+                t.pending = redo.iter().copied().collect();
+                let mut buf = Vec::new();
+                for ndx in redo {
+                    self.ndx_out.encode(ndx, &mut buf);
+                    if self.protocol.has_iflags() {
+                        buf.extend_from_slice(&(ITEM_TRANSFER | ITEM_REPORT_TIME).to_le_bytes());
+                    }
+                    SumHead::EMPTY.encode(&mut buf);
+                }
+                // End of the redo phase, then the early delay-updates done,
+                // then (>= 31) the early delete-stats done.
+                self.ndx_out.encode(NDX_DONE, &mut buf);
+                self.ndx_out.encode(NDX_DONE, &mut buf);
+                if self.protocol.has_delete_done_ndx() {
+                    self.ndx_out.encode(NDX_DONE, &mut buf);
+                }
+                self.send(&buf);
+            }
+            p if p <= self.protocol.max_phase() => {}
+            _ => self.state = State::Stats,
+        }
+        Ok(())
+    }
+}
+
+/// Reads `ndx [iflags [basis-type] [xname]] [sum head]` as one item
+/// (rsync.c read_ndx_and_attrs, then io.c read_sum_head when ITEM_TRANSFER).
+fn read_file_header(
+    r: &mut Reader<'_>,
+    codec: &mut NdxCodec,
+    protocol: ProtocolVersion,
+    sum_len: usize,
+) -> wire::Step<(i32, u16, Option<SumHead>)> {
+    let ndx = codec.read(r)?;
+    if ndx < 0 {
+        return Ok((ndx, 0, None));
+    }
+    let iflags = if protocol.has_iflags() {
+        r.u16()?
+    } else {
+        ITEM_TRANSFER
+    };
+    if iflags & ITEM_BASIS_TYPE_FOLLOWS != 0 {
+        r.u8()?;
+    }
+    if iflags & ITEM_XNAME_FOLLOWS != 0 {
+        r.vstring(4096)?;
+    }
+    let head = if iflags & ITEM_TRANSFER != 0 {
+        Some(SumHead::read(r, protocol, sum_len)?)
+    } else {
+        None
+    };
+    Ok((ndx, iflags, head))
+}
+
+#[cfg(test)]
+mod tests;
