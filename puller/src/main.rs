@@ -1,1 +1,43 @@
-fn main() {}
+//! `ubackup-puller`: the ubackup backup-node puller.
+//!
+//! `ubackup-puller fetch [OPTIONS] SOURCE DEST` pulls once from an rsync
+//! daemon, like the rsync client. See `--help` and README.md.
+
+mod cli;
+mod fetch;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ubackup-puller: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match cli.command {
+        cli::Command::Fetch(args) => runtime.block_on(fetch::run(args)),
+    };
+    ExitCode::from(code)
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UBACKUP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

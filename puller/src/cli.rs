@@ -1,0 +1,80 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The ubackup backup-node puller.
+#[derive(Debug, Parser)]
+#[command(name = "ubackup-puller", version, about)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug). UBACKUP_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull once from an rsync daemon, like `rsync SOURCE DEST`.
+    ///
+    /// SOURCE is rsync://[USER@]HOST[:PORT]/MODULE[/PATH] or
+    /// [USER@]HOST::MODULE[/PATH]. As with rsync, a trailing slash on a
+    /// directory means "its contents".
+    ///
+    /// Exit codes (rsync's meanings): 0 success; 1 usage error; 5 daemon
+    /// refused (unknown module, auth failed, access denied, too many
+    /// connections) or no password; 10 socket error; 11 destination I/O
+    /// error; 12 protocol error; 23 partial transfer (a file failed
+    /// verification, vanished or could not be read); 30 timeout; 35 connect
+    /// timeout.
+    #[command(verbatim_doc_comment)]
+    Fetch(FetchArgs),
+}
+
+/// Options of `fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The daemon source.
+    pub source: String,
+    /// Local destination (not needed with --list).
+    pub dest: Option<PathBuf>,
+    /// Recurse into directories.
+    #[arg(short, long)]
+    pub recursive: bool,
+    /// Copy symlinks as symlinks (links leaving the destination are refused).
+    #[arg(short = 'l', long)]
+    pub links: bool,
+    /// Archive mode as far as a backup pull needs it: -rl, with times and
+    /// permissions (always kept).
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Protocol version to announce (29-32).
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(29..=32))]
+    pub protocol: u32,
+    /// Read the daemon password from FILE (first line). Otherwise
+    /// RSYNC_PASSWORD is used.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Fail when the daemon sends nothing for SECS seconds (also forwarded
+    /// to the daemon). 0 disables.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub timeout: u64,
+    /// Give up connecting after SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub contimeout: u64,
+    /// Force the strong checksum: xxh128, xxh3, xxh64, md5, md4 or sha1.
+    #[arg(long, value_name = "NAME")]
+    pub checksum_choice: Option<String>,
+    /// List the daemon's modules instead of pulling.
+    #[arg(long)]
+    pub list: bool,
+    /// Fetch files even if size and mtime match a file already in place.
+    #[arg(short = 'I', long)]
+    pub ignore_times: bool,
+    /// Print one JSON line with the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

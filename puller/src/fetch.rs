@@ -1,0 +1,172 @@
+//! `ubackup-puller fetch`: one pull from an rsync daemon.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use rsync_proto::client::{self, FsSink, PullOptions, PullReport, Source};
+use rsync_proto::{ChecksumKind, ProtocolVersion};
+use serde::Serialize;
+
+use crate::cli::FetchArgs;
+use crate::progress::Progress;
+
+/// The final `--json` line.
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    ok: bool,
+    exit_code: u8,
+    source: String,
+    files: u64,
+    files_failed: u64,
+    entries: usize,
+    bytes_received: u64,
+    bytes_sent: u64,
+    literal_bytes: u64,
+    matched_bytes: u64,
+    elapsed_ms: u128,
+    protocol: Option<u32>,
+    checksum: Option<&'a str>,
+    error: Option<String>,
+    remote_message: Option<String>,
+}
+
+/// Runs the command and returns the process exit code.
+pub async fn run(args: FetchArgs) -> u8 {
+    let started = Instant::now();
+    let source_text = args.source.clone();
+    let json = args.json;
+    let result = fetch(args).await;
+    let elapsed_ms = started.elapsed().as_millis();
+    let (code, report, error, remote) = match result {
+        Ok(Outcome::Pulled(report)) => (0, Some(report), None, None),
+        Ok(Outcome::Listed) => return 0,
+        Err(Failure::Usage(e)) => {
+            eprintln!("ubackup-puller: {e:#}");
+            (1, None, Some(format!("{e:#}")), None)
+        }
+        Err(Failure::Pull(e)) => {
+            eprintln!("ubackup-puller: {e}");
+            let code = u8::try_from(e.exit_code()).unwrap_or(1);
+            let remote = e.remote_message().map(str::to_string);
+            let text = e.to_string();
+            let report = match e {
+                client::Error::Partial { report, .. } => Some(*report),
+                _ => None,
+            };
+            (code, report, Some(text), remote)
+        }
+    };
+    if json {
+        let stats = report.as_ref().map(|r| r.stats).unwrap_or_default();
+        let session = report.as_ref().and_then(|r| r.session);
+        let summary = Summary {
+            ok: code == 0,
+            exit_code: code,
+            source: source_text,
+            files: stats.files_transferred,
+            files_failed: stats.files_failed,
+            entries: report.as_ref().map_or(0, |r| r.entries),
+            bytes_received: stats.bytes_received,
+            bytes_sent: stats.bytes_sent,
+            literal_bytes: stats.literal_bytes,
+            matched_bytes: stats.matched_bytes,
+            elapsed_ms,
+            protocol: session.map(|s| s.protocol.get()),
+            checksum: session.map(|s| s.checksum.name()),
+            error,
+            remote_message: remote,
+        };
+        match serde_json::to_string(&summary) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("ubackup-puller: cannot encode the summary: {e}"),
+        }
+    }
+    code
+}
+
+enum Outcome {
+    Pulled(PullReport),
+    Listed,
+}
+
+enum Failure {
+    Usage(anyhow::Error),
+    Pull(client::Error),
+}
+
+impl From<client::Error> for Failure {
+    fn from(e: client::Error) -> Self {
+        Failure::Pull(e)
+    }
+}
+
+async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
+    let opts = options(&args).map_err(Failure::Usage)?;
+    let source: Source = args.source.parse().map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    if args.list || source.module.is_empty() {
+        let listing = client::list_modules(&source, &opts).await?;
+        for line in &listing.motd {
+            println!("{line}");
+        }
+        for m in &listing.modules {
+            println!("{:<15}\t{}", m.name, m.comment);
+        }
+        return Ok(Outcome::Listed);
+    }
+    let Some(dest) = args.dest.as_ref() else {
+        return Err(Failure::Usage(anyhow::anyhow!("DEST is required unless --list is given")));
+    };
+    let mut sink = FsSink::new(dest)
+        .map_err(|e| Failure::Pull(client::Error::Sink(e)))?
+        .ignore_times(args.ignore_times);
+    let mut progress = Progress::new();
+    let result = client::pull_with(&source, &opts, &mut sink, |ev| progress.observe(ev)).await;
+    progress.finish();
+    for link in sink.refused_symlinks() {
+        eprintln!("ubackup-puller: refused symlink {link:?}: its target leaves the destination");
+    }
+    Ok(Outcome::Pulled(result?))
+}
+
+fn options(args: &FetchArgs) -> anyhow::Result<PullOptions> {
+    let protocol = ProtocolVersion::new(args.protocol).context("unsupported --protocol")?;
+    let checksum_choice = match &args.checksum_choice {
+        Some(name) => match ChecksumKind::from_name(name) {
+            Some(k) => Some(k),
+            None => bail!("unknown --checksum-choice {name:?} (xxh128, xxh3, xxh64, md5, md4, sha1)"),
+        },
+        None => None,
+    };
+    let password = match &args.password_file {
+        Some(path) => Some(read_password_file(path)?),
+        None => std::env::var_os("RSYNC_PASSWORD").map(|p| {
+            use std::os::unix::ffi::OsStringExt as _;
+            p.into_vec()
+        }),
+    };
+    Ok(PullOptions {
+        protocol,
+        recursive: args.recursive || args.archive,
+        links: args.links || args.archive,
+        password,
+        timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
+        connect_timeout: Duration::from_secs(args.contimeout.max(1)),
+        checksum_choice,
+        ..PullOptions::default()
+    })
+}
+
+/// Reads the first line of a password file, refusing one that others can
+/// read (as the rsync client does).
+fn read_password_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("password file {}", path.display()))?;
+    if meta.permissions().mode() & 0o006 != 0 {
+        bail!("password file {} must not be other-accessible", path.display());
+    }
+    let text = std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Ok(line.to_vec())
+}
