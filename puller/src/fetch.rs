@@ -104,7 +104,10 @@ impl From<client::Error> for Failure {
 
 async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
     let opts = options(&args).map_err(Failure::Usage)?;
-    let source: Source = args.source.parse().map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    let source: Source = args
+        .source
+        .parse()
+        .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
     if args.list || source.module.is_empty() {
         let listing = client::list_modules(&source, &opts).await?;
         for line in &listing.motd {
@@ -116,7 +119,9 @@ async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
         return Ok(Outcome::Listed);
     }
     let Some(dest) = args.dest.as_ref() else {
-        return Err(Failure::Usage(anyhow::anyhow!("DEST is required unless --list is given")));
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "DEST is required unless --list is given"
+        )));
     };
     let mut sink = FsSink::new(dest)
         .map_err(|e| Failure::Pull(client::Error::Sink(e)))?
@@ -135,7 +140,9 @@ fn options(args: &FetchArgs) -> anyhow::Result<PullOptions> {
     let checksum_choice = match &args.checksum_choice {
         Some(name) => match ChecksumKind::from_name(name) {
             Some(k) => Some(k),
-            None => bail!("unknown --checksum-choice {name:?} (xxh128, xxh3, xxh64, md5, md4, sha1)"),
+            None => {
+                bail!("unknown --checksum-choice {name:?} (xxh128, xxh3, xxh64, md5, md4, sha1)")
+            }
         },
         None => None,
     };
@@ -161,11 +168,16 @@ fn options(args: &FetchArgs) -> anyhow::Result<PullOptions> {
 /// Reads the first line of a password file, refusing one that others can
 /// read (as the rsync client does).
 fn read_password_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("password file {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("password file {}", path.display()))?;
     if meta.permissions().mode() & 0o006 != 0 {
-        bail!("password file {} must not be other-accessible", path.display());
+        bail!(
+            "password file {} must not be other-accessible",
+            path.display()
+        );
     }
-    let text = std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
+    let text =
+        std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
     let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     Ok(line.to_vec())

@@ -62,7 +62,7 @@ impl ChecksumKind {
 
     /// Length of the whole-file checksum (`xfer_sum_len`), which is also the
     /// most a block's strong sum may carry.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             ChecksumKind::Xxh128 | ChecksumKind::Md5 | ChecksumKind::Md4 | ChecksumKind::Md4Old => {
                 16
@@ -168,7 +168,10 @@ mod tests {
 
     #[test]
     fn advertises_stock_order() {
-        assert_eq!(ChecksumKind::advertised_list(), "xxh128 xxh3 xxh64 md5 md4 sha1");
+        assert_eq!(
+            ChecksumKind::advertised_list(),
+            "xxh128 xxh3 xxh64 md5 md4 sha1"
+        );
     }
 
     #[test]
@@ -179,7 +182,10 @@ mod tests {
             Some(ChecksumKind::Xxh128)
         );
         assert_eq!(ChecksumKind::choose("md4 md5"), Some(ChecksumKind::Md5));
-        assert_eq!(ChecksumKind::choose("xxhash none"), Some(ChecksumKind::Xxh64));
+        assert_eq!(
+            ChecksumKind::choose("xxhash none"),
+            Some(ChecksumKind::Xxh64)
+        );
         assert_eq!(ChecksumKind::choose("none"), None);
     }
 

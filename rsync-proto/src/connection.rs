@@ -42,7 +42,8 @@ use crate::daemon::{self, AuthDigest, Greeting, ModuleInfo, ServerLine};
 use crate::delta::{SumHead, Token};
 use crate::error::{check_limit, Limits, ProtocolError};
 use crate::flist::{
-    decode_id_lists, FileEntry, FileIndex, FileKind, FileList, FlistDecoder, FlistItem, FlistOptions,
+    decode_id_lists, FileEntry, FileIndex, FileKind, FileList, FlistDecoder, FlistItem,
+    FlistOptions,
 };
 use crate::mux::{encode_frame, Demuxed, Demuxer, MessageCode};
 use crate::setup::{compat, TransferArgs};
@@ -218,7 +219,10 @@ impl MessageKind {
     pub fn is_error(self) -> bool {
         matches!(
             self,
-            MessageKind::ErrorXfer | MessageKind::Error | MessageKind::ErrorSocket | MessageKind::ErrorUtf8
+            MessageKind::ErrorXfer
+                | MessageKind::Error
+                | MessageKind::ErrorSocket
+                | MessageKind::ErrorUtf8
         )
     }
 }
@@ -339,13 +343,31 @@ struct Transfer {
 enum State {
     Greeting,
     Listing,
-    ModuleReply { sent_auth: bool },
+    ModuleReply {
+        sent_auth: bool,
+    },
     CompatFlags,
-    ChecksumList { compat: u32 },
-    Seed { compat: u32, checksum: ChecksumKind },
-    FileList { decoder: Box<FlistDecoder>, entries: Vec<FileEntry>, io_error: i32 },
-    IdLists { entries: Vec<FileEntry>, io_error: i32, inline: Vec<(bool, u32, String)> },
-    AwaitRequests { flist: Arc<FileList>, requested: BTreeSet<i32> },
+    ChecksumList {
+        compat: u32,
+    },
+    Seed {
+        compat: u32,
+        checksum: ChecksumKind,
+    },
+    FileList {
+        decoder: Box<FlistDecoder>,
+        entries: Vec<FileEntry>,
+        io_error: i32,
+    },
+    IdLists {
+        entries: Vec<FileEntry>,
+        io_error: i32,
+        inline: Vec<(bool, u32, String)>,
+    },
+    AwaitRequests {
+        flist: Arc<FileList>,
+        requested: BTreeSet<i32>,
+    },
     Transfer(Box<Transfer>),
     Stats,
     FinalDone,
@@ -518,7 +540,9 @@ impl Connection {
         if !self.mux_out || matches!(self.state, State::Closing | State::Done | State::Failed) {
             return;
         }
-        let due = self.last_transmit.is_none_or(|t| now.saturating_duration_since(t) >= self.keepalive);
+        let due = self
+            .last_transmit
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.keepalive);
         if due && self.out_data.is_empty() && self.out_raw.is_empty() {
             // An empty MSG_DATA frame is the keep-alive every 3.x peer
             // accepts (io.c maybe_send_keepalive).
@@ -533,7 +557,11 @@ impl Connection {
         };
         match flist.get(ndx) {
             Some(e) if e.kind() == FileKind::Regular => {}
-            _ => return Err(ProtocolError::Misuse("request() for a non-regular or unknown index").into()),
+            _ => {
+                return Err(
+                    ProtocolError::Misuse("request() for a non-regular or unknown index").into(),
+                )
+            }
         }
         if !requested.insert(ndx.0) {
             return Ok(());
@@ -564,7 +592,8 @@ impl Connection {
             recv: Receiving::Idle,
         }));
         // Bytes may already be buffered behind the file list.
-        self.run_stream().inspect_err(|_| self.state = State::Failed)
+        self.run_stream()
+            .inspect_err(|_| self.state = State::Failed)
     }
 
     // ----- outputs -----
@@ -630,7 +659,9 @@ impl Connection {
             }
             let progressed = match self.state {
                 State::Greeting | State::Listing | State::ModuleReply { .. } => self.step_line()?,
-                State::CompatFlags | State::ChecksumList { .. } | State::Seed { .. } => self.step_setup()?,
+                State::CompatFlags | State::ChecksumList { .. } | State::Seed { .. } => {
+                    self.step_setup()?
+                }
                 State::Closing | State::Done => {
                     if !self.input.is_empty() {
                         return Err(ProtocolError::UnexpectedLine {
@@ -732,7 +763,10 @@ impl Connection {
                         State::CompatFlags
                     } else {
                         let checksum = self.default_checksum()?;
-                        State::Seed { compat: 0, checksum }
+                        State::Seed {
+                            compat: 0,
+                            checksum,
+                        }
                     };
                 }
                 ServerLine::AuthRequired(challenge) => {
@@ -768,7 +802,10 @@ impl Connection {
     }
 
     fn answer_challenge(&mut self, challenge: &str) -> Result<(), ProtocolError> {
-        if challenge.is_empty() || challenge.len() > 256 || !challenge.bytes().all(|b| b.is_ascii_graphic()) {
+        if challenge.is_empty()
+            || challenge.len() > 256
+            || !challenge.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(ProtocolError::BadChallenge {
                 challenge: challenge.to_string(),
             });
@@ -797,7 +834,9 @@ impl Connection {
             }
         } else {
             match self.config.args.checksum_choice {
-                None | Some(ChecksumKind::Md4) | Some(ChecksumKind::Md4Old) => Ok(ChecksumKind::Md4Old),
+                None | Some(ChecksumKind::Md4) | Some(ChecksumKind::Md4Old) => {
+                    Ok(ChecksumKind::Md4Old)
+                }
                 Some(_) => Err(ProtocolError::Unsupported {
                     version: self.protocol,
                     feature: "a checksum other than md4",
@@ -824,7 +863,9 @@ impl Connection {
                     }
                     .into());
                 }
-                if flags & compat::VARINT_FLIST_FLAGS != 0 && self.config.args.checksum_choice.is_none() {
+                if flags & compat::VARINT_FLIST_FLAGS != 0
+                    && self.config.args.checksum_choice.is_none()
+                {
                     let mut list = Vec::new();
                     wire::put_vstring(&mut list, ChecksumKind::advertised_list().as_bytes());
                     self.send_raw(&list);
@@ -844,10 +885,14 @@ impl Connection {
                 let list = String::from_utf8_lossy(list).into_owned();
                 let used = r.pos();
                 self.input.drain(..used);
-                let checksum = ChecksumKind::choose(&list).ok_or(ProtocolError::NoCommonChecksum { offered: list })?;
+                let checksum = ChecksumKind::choose(&list)
+                    .ok_or(ProtocolError::NoCommonChecksum { offered: list })?;
                 self.state = State::Seed { compat, checksum };
             }
-            State::Seed { compat: cf, checksum } => {
+            State::Seed {
+                compat: cf,
+                checksum,
+            } => {
                 let Some(seed) = wire::finish(r.i32())? else {
                     return Ok(false);
                 };
@@ -861,7 +906,10 @@ impl Connection {
                 self.info = Some(info);
                 self.events.push_back(Event::Ready(info));
                 // From here the server's output is multiplexed; ours too at >= 30.
-                self.demux = Some(Demuxer::new(self.config.limits.max_message, self.config.limits.max_frame));
+                self.demux = Some(Demuxer::new(
+                    self.config.limits.max_message,
+                    self.config.limits.max_frame,
+                ));
                 self.mux_out = self.protocol.client_output_multiplexed();
                 // The (empty) filter list (exclude.c send_filter_list).
                 self.send(&0i32.to_le_bytes());
@@ -967,7 +1015,8 @@ impl Connection {
         fs.received += n as u64;
         *left -= n;
         self.stats.literal_bytes += n as u64;
-        self.events.push_back(Event::FileData(fs.ndx, chunk.to_vec()));
+        self.events
+            .push_back(Event::FileData(fs.ndx, chunk.to_vec()));
         if *left == 0 {
             let Receiving::Literal(fs, _) = std::mem::replace(&mut t.recv, Receiving::Idle) else {
                 return Some(n);
@@ -979,10 +1028,14 @@ impl Connection {
 
     fn handle_message(&mut self, code: MessageCode, payload: Vec<u8>) -> Result<(), SessionError> {
         let int_payload = |code| -> Result<i32, ProtocolError> {
-            let b: [u8; 4] = payload
-                .as_slice()
-                .try_into()
-                .map_err(|_| ProtocolError::BadMessageLength { code, len: payload.len() })?;
+            let b: [u8; 4] =
+                payload
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ProtocolError::BadMessageLength {
+                        code,
+                        len: payload.len(),
+                    })?;
             Ok(i32::from_le_bytes(b))
         };
         let kind = match code {
@@ -997,7 +1050,9 @@ impl Connection {
             _ => None,
         };
         if let Some(kind) = kind {
-            let text = String::from_utf8_lossy(&payload).trim_end_matches('\n').to_string();
+            let text = String::from_utf8_lossy(&payload)
+                .trim_end_matches('\n')
+                .to_string();
             if kind.is_error() {
                 self.stats.remote_errors += 1;
                 self.last_error = Some(text.clone());
@@ -1021,7 +1076,11 @@ impl Connection {
             }
             MessageCode::NOOP => {
                 if !payload.is_empty() {
-                    return Err(ProtocolError::BadMessageLength { code, len: payload.len() }.into());
+                    return Err(ProtocolError::BadMessageLength {
+                        code,
+                        len: payload.len(),
+                    }
+                    .into());
                 }
             }
             MessageCode::NO_SEND => {
@@ -1062,7 +1121,9 @@ impl Connection {
             }
         }
         // Compact the consumed prefix.
-        if self.stream_pos > 0 && (self.stream_pos == self.stream.len() || self.stream_pos > 64 * 1024) {
+        if self.stream_pos > 0
+            && (self.stream_pos == self.stream.len() || self.stream_pos > 64 * 1024)
+        {
             self.stream.drain(..self.stream_pos);
             self.stream_pos = 0;
         }
@@ -1110,7 +1171,9 @@ impl Connection {
                 io_error,
                 inline,
             } => {
-                let Some(((names, err29), used)) = decode_id_lists(avail, &id_opts, &self.config.limits)? else {
+                let Some(((names, err29), used)) =
+                    decode_id_lists(avail, &id_opts, &self.config.limits)?
+                else {
                     return Ok(false);
                 };
                 self.stream_pos += used;
@@ -1143,7 +1206,11 @@ impl Connection {
             State::Transfer(_) => self.step_transfer(),
             State::Stats => {
                 let mut r = Reader::new(avail);
-                let n = if self.protocol.stats_have_flist_times() { 5 } else { 3 };
+                let n = if self.protocol.stats_have_flist_times() {
+                    5
+                } else {
+                    3
+                };
                 let mut vals = [0i64; 5];
                 for v in vals.iter_mut().take(n) {
                     let x = if self.protocol.uses_varint30() {
@@ -1196,7 +1263,9 @@ impl Connection {
 
     fn step_transfer(&mut self) -> Result<bool, SessionError> {
         let protocol = self.protocol;
-        let info = self.info.ok_or(ProtocolError::Misuse("transfer before setup"))?;
+        let info = self
+            .info
+            .ok_or(ProtocolError::Misuse("transfer before setup"))?;
         let max_literal = self.config.limits.max_literal;
         let max_file = self.config.limits.max_file_size;
         let State::Transfer(t) = &mut self.state else {
@@ -1207,7 +1276,12 @@ impl Connection {
         match std::mem::replace(&mut t.recv, Receiving::Idle) {
             Receiving::Idle => {
                 let mut codec = self.ndx_in.clone();
-                let parsed = wire::finish(read_file_header(&mut r, &mut codec, protocol, info.checksum.len()))?;
+                let parsed = wire::finish(read_file_header(
+                    &mut r,
+                    &mut codec,
+                    protocol,
+                    info.checksum.digest_len(),
+                ))?;
                 let Some((ndx, iflags, head)) = parsed else {
                     return Ok(false);
                 };
@@ -1287,7 +1361,8 @@ impl Connection {
                 fs.hasher.update(chunk);
                 fs.received += n as u64;
                 self.stats.literal_bytes += n as u64;
-                self.events.push_back(Event::FileData(fs.ndx, chunk.to_vec()));
+                self.events
+                    .push_back(Event::FileData(fs.ndx, chunk.to_vec()));
                 self.stream_pos += n;
                 t.recv = if n == left {
                     Receiving::Tokens(fs)
@@ -1297,7 +1372,7 @@ impl Connection {
                 Ok(n > 0)
             }
             Receiving::Checksum(fs) => {
-                let len = info.checksum.len();
+                let len = info.checksum.digest_len();
                 let Some(sum) = wire::finish(r.take(len))? else {
                     t.recv = Receiving::Checksum(fs);
                     return Ok(false);

@@ -63,7 +63,7 @@ impl Greeting {
     pub fn negotiate(&self, ours: ProtocolVersion) -> Result<ProtocolVersion, ProtocolError> {
         let ours_n = ours.get();
         let mut v = ours_n.min(self.protocol);
-        if (self.protocol < ours_n && self.sub != 0) || (self.protocol == ours_n && self.sub != 0) {
+        if self.protocol <= ours_n && self.sub != 0 {
             v = v.saturating_sub(1);
         }
         ProtocolVersion::new(v).ok_or(ProtocolError::UnsupportedVersion {
@@ -230,18 +230,30 @@ mod tests {
         assert_eq!(g.protocol, 32);
         assert_eq!(g.sub, 0);
         assert_eq!(g.digests.as_deref().map(|d| d.len()), Some(5));
-        assert_eq!(g.negotiate(ProtocolVersion::V32).unwrap(), ProtocolVersion::V32);
-        assert_eq!(g.negotiate(ProtocolVersion::V30).unwrap(), ProtocolVersion::V30);
+        assert_eq!(
+            g.negotiate(ProtocolVersion::V32).unwrap(),
+            ProtocolVersion::V32
+        );
+        assert_eq!(
+            g.negotiate(ProtocolVersion::V30).unwrap(),
+            ProtocolVersion::V30
+        );
     }
 
     #[test]
     fn accepts_greeting_without_digests() {
         // rsync 3.2.3 sends "@RSYNCD: 31.0"; 2.6.9 sends "@RSYNCD: 29".
         let g = Greeting::parse("@RSYNCD: 31.0").unwrap();
-        assert_eq!((g.protocol, g.digests), (31, None));
-        assert_eq!(g.negotiate(ProtocolVersion::V32).unwrap(), ProtocolVersion::V31);
+        assert_eq!((g.protocol, g.digests.is_none()), (31, true));
+        assert_eq!(
+            g.negotiate(ProtocolVersion::V32).unwrap(),
+            ProtocolVersion::V31
+        );
         let g = Greeting::parse("@RSYNCD: 29").unwrap();
-        assert_eq!(g.negotiate(ProtocolVersion::V32).unwrap(), ProtocolVersion::V29);
+        assert_eq!(
+            g.negotiate(ProtocolVersion::V32).unwrap(),
+            ProtocolVersion::V29
+        );
     }
 
     #[test]
@@ -261,9 +273,15 @@ mod tests {
     #[test]
     fn prerelease_subversion_lowers_the_version() {
         let g = Greeting::parse("@RSYNCD: 31.5 md5").unwrap();
-        assert_eq!(g.negotiate(ProtocolVersion::V32).unwrap(), ProtocolVersion::V30);
+        assert_eq!(
+            g.negotiate(ProtocolVersion::V32).unwrap(),
+            ProtocolVersion::V30
+        );
         let g = Greeting::parse("@RSYNCD: 32.1 md5").unwrap();
-        assert_eq!(g.negotiate(ProtocolVersion::V32).unwrap(), ProtocolVersion::V31);
+        assert_eq!(
+            g.negotiate(ProtocolVersion::V32).unwrap(),
+            ProtocolVersion::V31
+        );
     }
 
     #[test]
@@ -305,9 +323,18 @@ mod tests {
             AuthDigest::choose(Some(&list), ProtocolVersion::V31),
             Some(AuthDigest::Sha1)
         );
-        assert_eq!(AuthDigest::choose(None, ProtocolVersion::V30), Some(AuthDigest::Md5));
-        assert_eq!(AuthDigest::choose(None, ProtocolVersion::V29), Some(AuthDigest::Md4Old));
-        assert_eq!(AuthDigest::choose(Some(&["foo".into()]), ProtocolVersion::V31), None);
+        assert_eq!(
+            AuthDigest::choose(None, ProtocolVersion::V30),
+            Some(AuthDigest::Md5)
+        );
+        assert_eq!(
+            AuthDigest::choose(None, ProtocolVersion::V29),
+            Some(AuthDigest::Md4Old)
+        );
+        assert_eq!(
+            AuthDigest::choose(Some(&["foo".into()]), ProtocolVersion::V31),
+            None
+        );
     }
 
     #[test]

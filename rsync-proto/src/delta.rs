@@ -38,7 +38,11 @@ impl SumHead {
 
     /// Reads and validates a head as read_sum_head does; `max_sum_len` is the
     /// negotiated checksum length.
-    pub(crate) fn read(r: &mut Reader<'_>, protocol: ProtocolVersion, max_sum_len: usize) -> Step<SumHead> {
+    pub(crate) fn read(
+        r: &mut Reader<'_>,
+        protocol: ProtocolVersion,
+        max_sum_len: usize,
+    ) -> Step<SumHead> {
         let h = SumHead {
             count: r.i32()?,
             blength: r.i32()?,
@@ -50,7 +54,11 @@ impl SumHead {
     }
 
     /// Checks the ranges read_sum_head enforces.
-    pub fn validate(&self, protocol: ProtocolVersion, max_sum_len: usize) -> Result<(), ProtocolError> {
+    pub fn validate(
+        &self,
+        protocol: ProtocolVersion,
+        max_sum_len: usize,
+    ) -> Result<(), ProtocolError> {
         let bad = |what, value: i32| {
             Err(ProtocolError::InvalidValue {
                 what,
@@ -139,7 +147,9 @@ mod tests {
             remainder: 0,
         };
         assert!(h.validate(ProtocolVersion::V32, 16).is_err());
-        assert!(SumHead { s2length: 16, ..h }.validate(ProtocolVersion::V32, 16).is_ok());
+        assert!(SumHead { s2length: 16, ..h }
+            .validate(ProtocolVersion::V32, 16)
+            .is_ok());
     }
 
     #[test]

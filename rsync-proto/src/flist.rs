@@ -49,7 +49,9 @@ const S_IFMT: u32 = 0o170000;
 const S_IFREG: u32 = 0o100000;
 const S_IFDIR: u32 = 0o040000;
 const S_IFLNK: u32 = 0o120000;
-const VALID_TYPES: [u32; 7] = [0o100000, 0o040000, 0o120000, 0o020000, 0o060000, 0o010000, 0o140000];
+const VALID_TYPES: [u32; 7] = [
+    0o100000, 0o040000, 0o120000, 0o020000, 0o060000, 0o010000, 0o140000,
+];
 
 /// Index of an entry in the sorted file list, as used on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -338,10 +340,18 @@ impl FlistDecoder {
         }
         let mode = prev.mode;
         if !VALID_TYPES.contains(&(mode & S_IFMT)) {
-            return Err(ProtocolError::BadMode { name: lossy(), mode }.into());
+            return Err(ProtocolError::BadMode {
+                name: lossy(),
+                mode,
+            }
+            .into());
         }
         if name == b"." && mode & S_IFMT != S_IFDIR {
-            return Err(ProtocolError::BadMode { name: lossy(), mode }.into());
+            return Err(ProtocolError::BadMode {
+                name: lossy(),
+                mode,
+            }
+            .into());
         }
         let mut uid = None;
         if o.preserve_uid {
@@ -383,7 +393,11 @@ impl FlistDecoder {
             }
             .into());
         }
-        let size = if mode & S_IFMT == S_IFREG { size as u64 } else { 0 };
+        let size = if mode & S_IFMT == S_IFREG {
+            size as u64
+        } else {
+            0
+        };
         crate::error::check_limit("file size", size, self.limits.max_file_size)?;
         prev.name = name.clone();
         Ok(FlistItem::Entry(FileEntry {
@@ -438,13 +452,16 @@ pub struct IdNames {
     pub groups: HashMap<u32, String>,
 }
 
+/// The id lists and the io_error that follows them below protocol 30.
+pub type IdListsWithError = (IdNames, i32);
+
 /// Decodes the id lists (uidlist.c recv_id_list) and, below protocol 30,
 /// the trailing int32 io_error. Returns the names and that io_error.
 pub fn decode_id_lists(
     buf: &[u8],
     opts: &FlistOptions,
     limits: &Limits,
-) -> Result<Option<((IdNames, i32), usize)>, ProtocolError> {
+) -> Result<Option<(IdListsWithError, usize)>, ProtocolError> {
     let mut r = Reader::new(buf);
     let out = wire::finish(read_id_lists(&mut r, opts, limits))?;
     Ok(out.map(|v| (v, r.pos())))
@@ -452,7 +469,10 @@ pub fn decode_id_lists(
 
 fn read_id_lists(r: &mut Reader<'_>, o: &FlistOptions, limits: &Limits) -> Step<(IdNames, i32)> {
     let mut names = IdNames::default();
-    for (wanted, map) in [(o.preserve_uid, &mut names.users), (o.preserve_gid, &mut names.groups)] {
+    for (wanted, map) in [
+        (o.preserve_uid, &mut names.users),
+        (o.preserve_gid, &mut names.groups),
+    ] {
         if !wanted {
             continue;
         }
@@ -488,7 +508,12 @@ fn read_id_lists(r: &mut Reader<'_>, o: &FlistOptions, limits: &Limits) -> Step<
 
 /// Encodes an entry the way a sender does (flist.c send_file_entry), given
 /// the previous entry. Used by tests, the fuzzers and the hostile daemon.
-pub fn encode_entry(e: &FileEntry, prev: Option<&FileEntry>, opts: &FlistOptions, out: &mut Vec<u8>) {
+pub fn encode_entry(
+    e: &FileEntry,
+    prev: Option<&FileEntry>,
+    opts: &FlistOptions,
+    out: &mut Vec<u8>,
+) {
     let mut flags = e.xflags
         & !(xmit::SAME_MODE
             | xmit::SAME_NAME
@@ -533,7 +558,14 @@ pub fn encode_entry(e: &FileEntry, prev: Option<&FileEntry>, opts: &FlistOptions
         flags |= xmit::MOD_NSEC;
     }
     if opts.varint_flags {
-        put_varint(out, if flags == 0 { xmit::EXTENDED_FLAGS as i32 } else { flags as i32 });
+        put_varint(
+            out,
+            if flags == 0 {
+                xmit::EXTENDED_FLAGS as i32
+            } else {
+                flags as i32
+            },
+        );
     } else {
         if flags == 0 {
             flags = xmit::EXTENDED_FLAGS;
@@ -608,7 +640,9 @@ pub fn encode_end(io_error: i32, opts: &FlistOptions, out: &mut Vec<u8>) {
         put_varint(out, 0);
         put_varint(out, io_error);
     } else if io_error != 0 && opts.safe_flist {
-        out.extend_from_slice(&((xmit::EXTENDED_FLAGS | xmit::IO_ERROR_ENDLIST) as u16).to_le_bytes());
+        out.extend_from_slice(
+            &((xmit::EXTENDED_FLAGS | xmit::IO_ERROR_ENDLIST) as u16).to_le_bytes(),
+        );
         put_varint(out, io_error);
     } else {
         out.push(0);
@@ -660,7 +694,11 @@ impl<'a> NameWalk<'a> {
         w
     }
     fn load_base(&mut self) {
-        self.ty = if self.is_dir { self.path_type } else { NameType::Item };
+        self.ty = if self.is_dir {
+            self.path_type
+        } else {
+            NameType::Item
+        };
         self.seg = self.base;
         self.pos = 0;
         if self.ty == NameType::Path && self.base == b"." {
@@ -782,14 +820,19 @@ impl FileList {
         let mut non_dirs: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut prev_i: Option<usize> = None;
         for i in 0..slots.len() {
-            let Some(cur) = slots[i].as_ref() else { continue };
+            let Some(cur) = slots[i].as_ref() else {
+                continue;
+            };
             let same_as_prev = prev_i
                 .and_then(|p| slots[p].as_ref())
                 .is_some_and(|p| f_name_cmp(cur, p, protocol) == Ordering::Equal);
             let j = if same_as_prev {
                 prev_i
             } else if protocol.dirs_sort_after_files() && cur.is_dir() {
-                non_dirs.get(&cur.name).copied().filter(|&j| slots[j].is_some())
+                non_dirs
+                    .get(&cur.name)
+                    .copied()
+                    .filter(|&j| slots[j].is_some())
             } else {
                 None
             };

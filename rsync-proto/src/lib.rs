@@ -78,8 +78,8 @@ pub mod fuzzing;
 
 pub use checksum::ChecksumKind;
 pub use connection::{
-    Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind, SessionError,
-    SessionInfo, Stats, Target,
+    Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
+    SessionError, SessionInfo, Stats, Target,
 };
 pub use error::{Limits, ProtocolError};
 pub use flist::{FileEntry, FileIndex, FileKind, FileList};

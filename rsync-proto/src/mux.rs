@@ -119,7 +119,10 @@ pub fn decode_header(bytes: [u8; 4]) -> Result<(MessageCode, usize), ProtocolErr
     if tag < MPLEX_BASE {
         return Err(ProtocolError::BadFrameHeader { header });
     }
-    Ok((MessageCode(tag - MPLEX_BASE), (header & 0x00ff_ffff) as usize))
+    Ok((
+        MessageCode(tag - MPLEX_BASE),
+        (header & 0x00ff_ffff) as usize,
+    ))
 }
 
 /// What the demuxer produced from one call.
@@ -286,7 +289,10 @@ mod tests {
         let items = demux_all(&mut d, &bytes).unwrap();
         assert_eq!(
             items,
-            vec![Demuxed::Message(MessageCode::IO_TIMEOUT, vec![0x3c, 0, 0, 0])]
+            vec![Demuxed::Message(
+                MessageCode::IO_TIMEOUT,
+                vec![0x3c, 0, 0, 0]
+            )]
         );
     }
 
@@ -314,7 +320,10 @@ mod tests {
         encode_frame(MessageCode::DATA, &[], &mut buf);
         assert_eq!(buf, [0, 0, 0, 7]);
         let mut d = Demuxer::new(16, MAX_FRAME_LEN);
-        assert_eq!(demux_all(&mut d, &buf).unwrap(), vec![Demuxed::Data(vec![])]);
+        assert_eq!(
+            demux_all(&mut d, &buf).unwrap(),
+            vec![Demuxed::Data(vec![])]
+        );
     }
 
     fn frames() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {

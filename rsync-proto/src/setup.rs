@@ -78,7 +78,8 @@ impl TransferArgs {
     /// `protocol`: NUL-terminated with an extra NUL at >= 30, else lines
     /// ending in an empty line.
     pub fn encode(&self, protocol: ProtocolVersion, paths: &[String]) -> Vec<u8> {
-        let mut args: Vec<String> = vec!["--server".into(), "--sender".into(), self.cluster(protocol)];
+        let mut args: Vec<String> =
+            vec!["--server".into(), "--sender".into(), self.cluster(protocol)];
         if let Some(t) = self.timeout {
             args.push(format!("--timeout={t}"));
         }
@@ -90,7 +91,11 @@ impl TransferArgs {
         }
         args.push(".".into());
         args.extend(paths.iter().cloned());
-        let sep = if protocol.args_nul_separated() { b'\0' } else { b'\n' };
+        let sep = if protocol.args_nul_separated() {
+            b'\0'
+        } else {
+            b'\n'
+        };
         let mut out = Vec::new();
         for a in args {
             out.extend_from_slice(a.as_bytes());

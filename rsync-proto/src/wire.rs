@@ -76,7 +76,11 @@ impl<'a> Reader<'a> {
         let lead = self.u8()?;
         let extra = extra_bytes(lead);
         if extra > 4 {
-            return Err(ProtocolError::IntegerOverflow { what: "varint", lead }.into());
+            return Err(ProtocolError::IntegerOverflow {
+                what: "varint",
+                lead,
+            }
+            .into());
         }
         let mut b = [0u8; 5];
         b[..extra].copy_from_slice(self.take(extra)?);
@@ -89,7 +93,11 @@ impl<'a> Reader<'a> {
         let extra = extra_bytes(lead);
         let low = min_bytes.saturating_sub(1);
         if low + extra + 1 > 9 {
-            return Err(ProtocolError::IntegerOverflow { what: "varlong", lead }.into());
+            return Err(ProtocolError::IntegerOverflow {
+                what: "varlong",
+                lead,
+            }
+            .into());
         }
         let mut b = [0u8; 9];
         b[..low].copy_from_slice(self.take(low)?);

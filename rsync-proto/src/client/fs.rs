@@ -41,8 +41,13 @@ const MAX_CACHED_DIRS: usize = 512;
 /// that is not an existing directory means "write the file as DEST").
 #[derive(Debug)]
 enum Layout {
-    Tree { root: Arc<OwnedFd> },
-    SingleFile { parent: Arc<OwnedFd>, name: OsString },
+    Tree {
+        root: Arc<OwnedFd>,
+    },
+    SingleFile {
+        parent: Arc<OwnedFd>,
+        name: OsString,
+    },
 }
 
 #[derive(Debug)]
@@ -164,12 +169,16 @@ impl FsSink {
             (Some((_, e)), None) => e.kind() != FileKind::Directory,
             _ => false,
         };
-        let dest_is_dir = std::fs::metadata(&self.dest).map(|m| m.is_dir()).unwrap_or(false);
+        let dest_is_dir = std::fs::metadata(&self.dest)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
         if single && !self.dest_wants_dir && !dest_is_dir {
             let name = self
                 .dest
                 .file_name()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name"))?
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name")
+                })?
                 .to_os_string();
             let parent_path = match self.dest.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -199,7 +208,9 @@ impl FsSink {
         };
         match rustix::fs::statat(&*parent, leaf.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => {
-                (st.st_mode & 0o170000) == 0o100000 && st.st_size as u64 == e.size && st.st_mtime as i64 == e.mtime
+                (st.st_mode & 0o170000) == 0o100000
+                    && st.st_size as u64 == e.size
+                    && st.st_mtime == e.mtime
             }
             Err(_) => false,
         }
@@ -223,7 +234,9 @@ impl FsSink {
         rustix::fs::symlinkat(target.as_slice(), &*parent, tmp.as_os_str())?;
         let times = timestamps(e);
         let _ = rustix::fs::utimensat(&*parent, tmp.as_os_str(), &times, AtFlags::SYMLINK_NOFOLLOW);
-        if let Err(err) = rustix::fs::renameat(&*parent, tmp.as_os_str(), &*parent, leaf.as_os_str()) {
+        if let Err(err) =
+            rustix::fs::renameat(&*parent, tmp.as_os_str(), &*parent, leaf.as_os_str())
+        {
             let _ = rustix::fs::unlinkat(&*parent, tmp.as_os_str(), AtFlags::empty());
             return Err(err.into());
         }
@@ -307,14 +320,20 @@ impl Sink for FsSink {
     async fn write(&mut self, ndx: FileIndex, data: &[u8]) -> io::Result<()> {
         match &mut self.open {
             Some(f) if f.ndx == ndx => f.file.write_all(data),
-            _ => Err(io::Error::other(format!("data for file {ndx} that is not open"))),
+            _ => Err(io::Error::other(format!(
+                "data for file {ndx} that is not open"
+            ))),
         }
     }
 
     async fn end_file(&mut self, ndx: FileIndex, outcome: FileOutcome) -> io::Result<()> {
         match &self.open {
             Some(f) if f.ndx == ndx => {}
-            _ => return Err(io::Error::other(format!("end of file {ndx} that is not open"))),
+            _ => {
+                return Err(io::Error::other(format!(
+                    "end of file {ndx} that is not open"
+                )))
+            }
         }
         if outcome != FileOutcome::Verified {
             self.discard_open();
@@ -335,7 +354,11 @@ impl Sink for FsSink {
         // Directory modes and times last, deepest first, so that writing
         // into them cannot disturb the times and a read-only mode cannot
         // stop us writing (rsync does the same at the end of the run).
-        let mut dirs: Vec<&FileEntry> = list.iter().map(|(_, e)| e).filter(|e| e.kind() == FileKind::Directory).collect();
+        let mut dirs: Vec<&FileEntry> = list
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.kind() == FileKind::Directory)
+            .collect();
         dirs.sort_by_key(|e| std::cmp::Reverse(e.name.iter().filter(|&&b| b == b'/').count()));
         for e in dirs {
             let fd = if e.name == b"." {
@@ -364,7 +387,12 @@ fn commit(f: OpenFile) -> io::Result<()> {
         f.file.sync_all()?;
         rustix::fs::fchmod(&f.file, Mode::from_raw_mode(f.entry.permissions() & 0o777))?;
         rustix::fs::futimens(&f.file, &timestamps(&f.entry))?;
-        rustix::fs::renameat(&*f.parent, f.tmp.as_os_str(), &*f.parent, f.name.as_os_str())?;
+        rustix::fs::renameat(
+            &*f.parent,
+            f.tmp.as_os_str(),
+            &*f.parent,
+            f.name.as_os_str(),
+        )?;
         Ok(())
     })();
     if result.is_err() {
@@ -386,7 +414,8 @@ fn timestamps(e: &FileEntry) -> Timestamps {
 
 fn temp_name(leaf: &OsString) -> OsString {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let salt = (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let salt = (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ n.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let bytes = leaf.as_bytes();
     let keep = &bytes[..bytes.len().min(200)];
     let mut t = Vec::with_capacity(keep.len() + 10);

@@ -16,8 +16,8 @@ pub use self::fs::FsSink;
 pub use self::source::{Source, SourceError, DEFAULT_PORT};
 use crate::checksum::ChecksumKind;
 use crate::connection::{
-    Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind, SessionError,
-    SessionInfo, Stats, Target,
+    Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
+    SessionError, SessionInfo, Stats, Target,
 };
 use crate::daemon::ModuleInfo;
 use crate::error::{Limits, ProtocolError};
@@ -149,9 +149,14 @@ impl Error {
     /// config change (unknown module, bad password) and protocol violations.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::Io(_) | Error::Timeout { .. } => true,
+            Error::Connect { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::Io(_)
+            | Error::Timeout { .. } => true,
             Error::Partial { .. } => true,
-            Error::Session(SessionError::Refused { kind, .. }) => *kind == RefusalKind::MaxConnections,
+            Error::Session(SessionError::Refused { kind, .. }) => {
+                *kind == RefusalKind::MaxConnections
+            }
             Error::Session(SessionError::RemoteExit { .. }) => true,
             Error::Session(SessionError::Protocol(ProtocolError::UnexpectedEof { .. })) => true,
             _ => false,
@@ -230,12 +235,21 @@ pub trait Sink: Send {
     /// regular files to fetch.
     fn plan(&mut self, list: &FileList) -> impl Future<Output = io::Result<Vec<FileIndex>>> + Send;
     /// Data for `entry` is about to arrive.
-    fn begin_file(&mut self, ndx: FileIndex, entry: &FileEntry) -> impl Future<Output = io::Result<()>> + Send;
+    fn begin_file(
+        &mut self,
+        ndx: FileIndex,
+        entry: &FileEntry,
+    ) -> impl Future<Output = io::Result<()>> + Send;
     /// The next bytes of the file begun last.
-    fn write(&mut self, ndx: FileIndex, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    fn write(&mut self, ndx: FileIndex, data: &[u8])
+        -> impl Future<Output = io::Result<()>> + Send;
     /// The file is complete: commit it if `outcome` is
     /// [`FileOutcome::Verified`], discard it otherwise.
-    fn end_file(&mut self, ndx: FileIndex, outcome: FileOutcome) -> impl Future<Output = io::Result<()>> + Send;
+    fn end_file(
+        &mut self,
+        ndx: FileIndex,
+        outcome: FileOutcome,
+    ) -> impl Future<Output = io::Result<()>> + Send;
     /// The sender did not send `ndx`.
     fn not_sent(&mut self, ndx: FileIndex) -> impl Future<Output = io::Result<()>> + Send {
         let _ = ndx;
@@ -264,7 +278,9 @@ fn config_for(source: &Source, opts: &PullOptions, target: Target) -> Connection
     cfg.args.owner = opts.owner_group;
     cfg.args.group = opts.owner_group;
     cfg.args.checksum_choice = opts.checksum_choice;
-    cfg.args.timeout = opts.timeout.map(|t| t.as_secs().clamp(1, u64::from(u32::MAX)) as u32);
+    cfg.args.timeout = opts
+        .timeout
+        .map(|t| t.as_secs().clamp(1, u64::from(u32::MAX)) as u32);
     cfg.credentials = opts.password.clone().map(|password| Credentials {
         user: user_for(source, opts),
         password,
@@ -307,7 +323,11 @@ pub async fn list_modules(source: &Source, opts: &PullOptions) -> Result<ModuleL
 ///
 /// Returns the report when every requested file arrived and verified.
 /// A session that completed with failed files returns [`Error::Partial`].
-pub async fn pull<S: Sink>(source: &Source, opts: &PullOptions, sink: &mut S) -> Result<PullReport, Error> {
+pub async fn pull<S: Sink>(
+    source: &Source,
+    opts: &PullOptions,
+    sink: &mut S,
+) -> Result<PullReport, Error> {
     pull_with(source, opts, sink, |_| {}).await
 }
 
@@ -401,7 +421,9 @@ async fn drive<S: Sink>(
                         MessageKind::Info | MessageKind::Client | MessageKind::Log => {
                             tracing::info!(target: "rsync_proto::remote", "{text}")
                         }
-                        MessageKind::Warning => tracing::warn!(target: "rsync_proto::remote", "{text}"),
+                        MessageKind::Warning => {
+                            tracing::warn!(target: "rsync_proto::remote", "{text}")
+                        }
                         _ => tracing::error!(target: "rsync_proto::remote", "{text}"),
                     }
                     report.messages.push((kind, text));
@@ -460,13 +482,18 @@ async fn drive<S: Sink>(
         }
         if eof {
             if eof_handled {
-                return Err(ProtocolError::UnexpectedEof { during: stage_name(&conn) }.into());
+                return Err(ProtocolError::UnexpectedEof {
+                    during: stage_name(&conn),
+                }
+                .into());
             }
             eof_handled = true;
             conn.handle_eof()?;
             continue;
         }
-        let keepalive_at = conn.poll_timeout().unwrap_or(now + Duration::from_secs(3600));
+        let keepalive_at = conn
+            .poll_timeout()
+            .unwrap_or(now + Duration::from_secs(3600));
         let stall_at = opts.timeout.map(|t| last_read + t);
         let deadline = stall_at.map_or(keepalive_at, |s| s.min(keepalive_at));
         let want_write = out_pos < out.len();

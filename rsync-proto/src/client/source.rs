@@ -93,7 +93,8 @@ impl FromStr for Source {
             None => (None, authority),
         };
         let is_url = input.starts_with("rsync://");
-        let (host, port) = split_host_port(hostport, is_url).ok_or_else(|| err("bad host or port"))?;
+        let (host, port) =
+            split_host_port(hostport, is_url).ok_or_else(|| err("bad host or port"))?;
         if host.is_empty() {
             return Err(err("missing host"));
         }
@@ -142,7 +143,9 @@ mod tests {
 
     #[test]
     fn parses_url_forms() {
-        let s: Source = "rsync://alice@db1.example:8873/backup/mysql/2026/".parse().unwrap();
+        let s: Source = "rsync://alice@db1.example:8873/backup/mysql/2026/"
+            .parse()
+            .unwrap();
         assert_eq!(s.user.as_deref(), Some("alice"));
         assert_eq!((s.host.as_str(), s.port), ("db1.example", 8873));
         assert_eq!(s.module, "backup");
@@ -150,7 +153,10 @@ mod tests {
         assert_eq!(s.sender_arg(), "backup/mysql/2026/");
 
         let s: Source = "rsync://[::1]/m".parse().unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.sender_arg().as_str()), ("::1", 873, "m"));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.sender_arg().as_str()),
+            ("::1", 873, "m")
+        );
         assert_eq!(s.authority(), "[::1]:873");
 
         let s: Source = "rsync://h/m/".parse().unwrap();
@@ -171,7 +177,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_sources() {
-        for bad in ["", "/local/path", "host:mod", "rsync://:873/m", "rsync://h:notaport/m", "@h::m", "h::m\n"] {
+        for bad in [
+            "",
+            "/local/path",
+            "host:mod",
+            "rsync://:873/m",
+            "rsync://h:notaport/m",
+            "@h::m",
+            "h::m\n",
+        ] {
             assert!(bad.parse::<Source>().is_err(), "{bad:?}");
         }
     }
