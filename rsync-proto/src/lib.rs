@@ -50,7 +50,7 @@
 //! let mut opts = PullOptions::default();
 //! opts.recursive = true;
 //! opts.password = Some(b"secret".to_vec());
-//! let mut sink = FsSink::new("/srv/backups/db1")?;
+//! let mut sink = FsSink::new("/srv/backups/db1").map_err(client::Error::Sink)?;
 //! let report = client::pull(&source, &opts, &mut sink).await?;
 //! println!("{} files, {} bytes", report.stats.files_transferred, report.stats.literal_bytes);
 //! # Ok(()) }
