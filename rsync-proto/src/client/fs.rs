@@ -218,6 +218,8 @@ impl FsSink {
 
     fn make_symlink(&mut self, e: &FileEntry) -> io::Result<()> {
         let Some(target) = &e.symlink_target else {
+            // The pull did not ask for symlinks (-l): like rsync, skip them.
+            tracing::info!(name = %e.name_lossy(), "skipping non-regular file");
             return Ok(());
         };
         if !symlink_stays_inside(&e.name, target) {
