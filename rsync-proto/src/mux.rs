@@ -172,7 +172,8 @@ impl Demuxer {
     }
 
     /// Consumes a prefix of `buf` and returns how many bytes were used and
-    /// what was decoded (if anything). Call repeatedly until it uses 0 bytes.
+    /// what was decoded (if anything). Call repeatedly until it uses 0 bytes;
+    /// a call that produces an item always consumes at least one byte.
     pub fn decode(&mut self, buf: &[u8]) -> Result<(usize, Option<Demuxed>), ProtocolError> {
         match self.state {
             DemuxState::Head => {
@@ -201,6 +202,12 @@ impl Demuxer {
                         len,
                         limit: self.max_message,
                     });
+                }
+                if len == 0 {
+                    // Complete already (MSG_NOOP, an empty MSG_ERROR_EXIT):
+                    // report it together with the header so that every
+                    // produced item consumes bytes.
+                    return Ok((4, Some(Demuxed::Message(code, Vec::new()))));
                 }
                 self.state = DemuxState::Message(code, len);
                 Ok((4, None))
@@ -312,6 +319,22 @@ mod tests {
             d.decode(&buf),
             Err(ProtocolError::FrameTooLarge { len: 17, .. })
         ));
+    }
+
+    #[test]
+    fn empty_message_frame_does_not_stall_the_frames_behind_it() {
+        // MSG_NOOP and an empty MSG_ERROR_EXIT have no payload; the frames
+        // after them in the same read must still come out.
+        let mut buf = Vec::new();
+        encode_frame(MessageCode::NOOP, &[], &mut buf);
+        encode_frame(MessageCode::DATA, b"xy", &mut buf);
+        let mut d = Demuxer::new(16, MAX_FRAME_LEN);
+        let (used, item) = d.decode(&buf).unwrap();
+        assert_eq!((used, item), (4, Some(Demuxed::Message(MessageCode::NOOP, vec![]))));
+        assert_eq!(
+            demux_all(&mut d, &buf[4..]).unwrap(),
+            vec![Demuxed::Data(b"xy".to_vec())]
+        );
     }
 
     #[test]
