@@ -162,6 +162,78 @@ impl FileHasher {
     }
 }
 
+/// rsync's rolling checksum over a block (checksum.c `get_checksum1`):
+/// s1 is the sum of the bytes taken as *signed* chars, s2 the sum of the
+/// running s1; the result is `(s1 & 0xffff) | (s2 << 16)`.
+pub fn rolling_checksum(block: &[u8]) -> u32 {
+    let mut s1: u32 = 0;
+    let mut s2: u32 = 0;
+    for &b in block {
+        s1 = s1.wrapping_add(i32::from(b as i8) as u32);
+        s2 = s2.wrapping_add(s1);
+    }
+    (s1 & 0xffff) | (s2 << 16)
+}
+
+/// The strong checksum of one block, as the generator sends it and the
+/// sender recomputes it (checksum.c `get_checksum2`). Returns the full
+/// digest; the caller sends the first `s2length` bytes.
+///
+/// * xxh64, xxh3, xxh128: the block hashed with the seed (the C int
+///   sign-extended to 64 bits); xxh128 as low 64 bits LE, then high.
+/// * md5 and sha1: the seed (when non-zero) before the block, which is the
+///   order both the builtin code with CF_CHKSUM_SEED_FIX and the OpenSSL path
+///   use; `seed_first = false` gives pre-3.1.2 peers' order (after).
+/// * md4: the block, then the seed when non-zero (the builtin code; a build
+///   that routes md4 through OpenSSL puts it first, which is one reason we
+///   never prefer md4).
+pub fn block_checksum(kind: ChecksumKind, block: &[u8], seed: i32, seed_first: bool) -> Vec<u8> {
+    let seed64 = i64::from(seed) as u64;
+    let seed_bytes = seed.to_le_bytes();
+    let seeded = seed != 0;
+    match kind {
+        ChecksumKind::Xxh64 => xxhash_rust::xxh64::xxh64(block, seed64)
+            .to_le_bytes()
+            .to_vec(),
+        ChecksumKind::Xxh3 => xxhash_rust::xxh3::xxh3_64_with_seed(block, seed64)
+            .to_le_bytes()
+            .to_vec(),
+        ChecksumKind::Xxh128 => {
+            let v = xxhash_rust::xxh3::xxh3_128_with_seed(block, seed64);
+            let mut out = (v as u64).to_le_bytes().to_vec();
+            out.extend_from_slice(&((v >> 64) as u64).to_le_bytes());
+            out
+        }
+        ChecksumKind::Md5 => {
+            let mut h = Md5::new();
+            if seeded && seed_first {
+                h.update(seed_bytes);
+            }
+            h.update(block);
+            if seeded && !seed_first {
+                h.update(seed_bytes);
+            }
+            h.finalize().to_vec()
+        }
+        ChecksumKind::Sha1 => {
+            let mut h = Sha1::new();
+            if seeded {
+                h.update(seed_bytes);
+            }
+            h.update(block);
+            h.finalize().to_vec()
+        }
+        ChecksumKind::Md4 | ChecksumKind::Md4Old => {
+            let mut h = Md4::new();
+            h.update(block);
+            if seeded {
+                h.update(seed_bytes);
+            }
+            h.finalize().to_vec()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +280,52 @@ mod tests {
         let mut want = (v as u64).to_le_bytes().to_vec();
         want.extend_from_slice(&((v >> 64) as u64).to_le_bytes());
         assert_eq!(h.finish(), want);
+    }
+
+    #[test]
+    fn rolling_checksum_uses_signed_chars() {
+        // One byte 0xff is -1 as a signed char: s1 = -1, s2 = -1.
+        assert_eq!(rolling_checksum(&[0xff]), 0xffff_ffff);
+        // Unsigned arithmetic would give s1 = s2 = 255.
+        assert_ne!(rolling_checksum(&[0xff]), 255 | (255 << 16));
+        assert_eq!(rolling_checksum(b"ab"), (97 + 98) | ((97 + 97 + 98) << 16));
+        assert_eq!(rolling_checksum(&[]), 0);
+    }
+
+    #[test]
+    fn block_checksums_follow_the_seed_rules() {
+        let block = b"hello block";
+        // xxh64 with a negative seed: the int is sign-extended.
+        assert_eq!(
+            block_checksum(ChecksumKind::Xxh64, block, -1, true),
+            xxhash_rust::xxh64::xxh64(block, u64::MAX).to_le_bytes()
+        );
+        // md5: seed first when seed_first, and no seed at all when it is 0.
+        let mut h = Md5::new();
+        h.update(7i32.to_le_bytes());
+        h.update(block);
+        assert_eq!(
+            block_checksum(ChecksumKind::Md5, block, 7, true),
+            h.finalize().to_vec()
+        );
+        let mut h = Md5::new();
+        h.update(block);
+        assert_eq!(
+            block_checksum(ChecksumKind::Md5, block, 0, true),
+            h.finalize().to_vec()
+        );
+        // md4: seed after the block.
+        let mut h = Md4::new();
+        h.update(block);
+        h.update(7i32.to_le_bytes());
+        assert_eq!(
+            block_checksum(ChecksumKind::Md4, block, 7, true),
+            h.finalize().to_vec()
+        );
+        assert_eq!(
+            block_checksum(ChecksumKind::Xxh128, block, 3, true).len(),
+            16
+        );
     }
 
     #[test]

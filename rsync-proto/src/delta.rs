@@ -133,6 +133,200 @@ pub fn encode_literal_file(data: &[u8], chunk: usize, out: &mut Vec<u8>) {
     put_i32(out, 0);
 }
 
+/// rsync's fixed block length for files up to 700 × 700 bytes (generator.c BLOCK_SIZE).
+pub const BLOCK_SIZE: i32 = 700;
+
+/// Chooses the block length and strong-sum length for a basis of `len`
+/// bytes, as generator.c `sum_sizes_sqroot` does: 700 bytes up to 490,000,
+/// else about √len rounded down to a multiple of 8, capped at the protocol's
+/// maximum block length. The strong length grows with log2(len/blength)
+/// from 2 bytes (`full = false`, phase 0) or is the full digest (`full`,
+/// the redo phase), and never exceeds `digest_len` (patched senders reject
+/// more). `count` and `remainder` are filled in for `len`.
+pub fn sum_sizes(len: u64, protocol: ProtocolVersion, digest_len: usize, full: bool) -> SumHead {
+    let max_s2 = digest_len.min(16) as i32;
+    let len_i = len.min(i64::MAX as u64) as i64;
+    let max_blength = protocol.max_block_len();
+    let blength = if len_i <= i64::from(BLOCK_SIZE) * i64::from(BLOCK_SIZE) {
+        BLOCK_SIZE
+    } else {
+        let mut c: i64 = 1;
+        let mut l = len_i;
+        loop {
+            l >>= 2;
+            if l == 0 {
+                break;
+            }
+            c <<= 1;
+        }
+        if c >= i64::from(max_blength) {
+            max_blength
+        } else {
+            let mut b: i64 = 0;
+            while c >= 8 {
+                b |= c;
+                if len_i < b * b {
+                    b &= !c;
+                }
+                c >>= 1;
+            }
+            (b as i32).max(BLOCK_SIZE)
+        }
+    };
+    let s2length = if full {
+        max_s2
+    } else {
+        let mut b: i32 = 10;
+        let mut l = len_i;
+        loop {
+            l >>= 1;
+            if l == 0 {
+                break;
+            }
+            b += 2;
+        }
+        let mut c = blength;
+        loop {
+            c >>= 1;
+            if c == 0 || b == 0 {
+                break;
+            }
+            b -= 1;
+        }
+        ((b + 1 - 32 + 7) / 8).max(2).min(max_s2)
+    };
+    let bl = i64::from(blength);
+    let remainder = (len_i % bl) as i32;
+    let count = len_i / bl + i64::from(remainder != 0);
+    SumHead {
+        count: i32::try_from(count).unwrap_or(i32::MAX),
+        blength,
+        s2length,
+        remainder,
+    }
+}
+
+/// The block checksums of a basis file: the sum head and, per block, the
+/// rolling sum (int32 LE) followed by the first `s2length` bytes of the
+/// strong sum (generator.c `generate_and_send_sums`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signature {
+    /// The head describing the blocks.
+    pub head: SumHead,
+    /// `head.count` entries of `4 + head.s2length` bytes, as sent.
+    pub sums: Vec<u8>,
+}
+
+impl Signature {
+    /// An empty signature: whole-file transfer.
+    pub fn whole_file() -> Signature {
+        Signature::default()
+    }
+
+    /// Computes the signature of a basis streamed from `read`, expected to
+    /// be `len` bytes long. Reads block by block (never the whole file); if
+    /// the basis turns out shorter, the head describes what was read.
+    /// `progress` is called after each block with the bytes hashed so far,
+    /// so a driver can keep the connection alive while hashing.
+    pub fn compute<R: std::io::Read>(
+        mut read: R,
+        len: u64,
+        params: SignatureParams,
+        mut progress: impl FnMut(u64),
+    ) -> std::io::Result<Signature> {
+        let mut head = sum_sizes(len, params.protocol, params.kind.digest_len(), params.full);
+        let blength = head.blength as usize;
+        let s2 = head.s2length as usize;
+        let mut sums = Vec::with_capacity(
+            (head.count.max(0) as usize)
+                .saturating_mul(4 + s2)
+                .min(1 << 26),
+        );
+        let mut block = vec![0u8; blength];
+        let mut count = 0i32;
+        let mut last_len = 0usize;
+        let mut done: u64 = 0;
+        while count < head.count {
+            let want = if count == head.count - 1 && head.remainder != 0 {
+                head.remainder as usize
+            } else {
+                blength
+            };
+            let got = read_full(&mut read, &mut block[..want])?;
+            if got == 0 {
+                break;
+            }
+            let data = &block[..got];
+            sums.extend_from_slice(&crate::checksum::rolling_checksum(data).to_le_bytes());
+            let strong =
+                crate::checksum::block_checksum(params.kind, data, params.seed, params.seed_first);
+            sums.extend_from_slice(&strong[..s2.min(strong.len())]);
+            count += 1;
+            last_len = got;
+            done += got as u64;
+            progress(done);
+            if got < want {
+                break;
+            }
+        }
+        head.count = count;
+        head.remainder = if count == 0 || last_len == blength {
+            0
+        } else {
+            last_len as i32
+        };
+        Ok(Signature { head, sums })
+    }
+
+    /// Appends the head and the sums, as they follow an ndx and iflags.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        self.head.encode(out);
+        out.extend_from_slice(&self.sums);
+    }
+
+    /// Offset and length in the basis of block `index`, if it exists.
+    pub fn block_range(head: &SumHead, index: u32) -> Option<(u64, u32)> {
+        let i = i32::try_from(index).ok()?;
+        if i >= head.count || head.blength <= 0 {
+            return None;
+        }
+        let len = if i == head.count - 1 && head.remainder != 0 {
+            head.remainder
+        } else {
+            head.blength
+        };
+        Some((u64::from(index) * head.blength as u64, len as u32))
+    }
+}
+
+/// How to compute a [`Signature`]: fixed by the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureParams {
+    /// Negotiated protocol.
+    pub protocol: ProtocolVersion,
+    /// Negotiated strong checksum.
+    pub kind: crate::checksum::ChecksumKind,
+    /// The checksum seed.
+    pub seed: i32,
+    /// md5 puts the seed first (compat flag CHKSUM_SEED_FIX).
+    pub seed_first: bool,
+    /// Full-length strong sums (the redo phase).
+    pub full: bool,
+}
+
+fn read_full<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +372,80 @@ mod tests {
             remainder: 11,
         };
         assert!(h.validate(ProtocolVersion::V31, 16).is_err());
+    }
+
+    #[test]
+    fn block_sizes_follow_generator_rules() {
+        let h = sum_sizes(490_000, ProtocolVersion::V32, 16, false);
+        assert_eq!((h.blength, h.count, h.remainder), (700, 700, 0));
+        // 1 GiB: sqrt = 32768.
+        let h = sum_sizes(1 << 30, ProtocolVersion::V32, 16, false);
+        assert_eq!((h.blength, h.count), (32768, 32768));
+        // Above the cap: 128 KiB blocks at >= 30, bigger below.
+        let big = 1u64 << 40;
+        assert_eq!(
+            sum_sizes(big, ProtocolVersion::V31, 16, false).blength,
+            128 * 1024
+        );
+        assert!(sum_sizes(big, ProtocolVersion::V29, 16, false).blength > 128 * 1024);
+        // sqrt(1_000_000) = 1000, a multiple of 8.
+        assert_eq!(
+            sum_sizes(1_000_000, ProtocolVersion::V32, 16, false).blength,
+            1000
+        );
+        assert_eq!(
+            sum_sizes(1_000_001, ProtocolVersion::V32, 16, false).remainder,
+            1
+        );
+    }
+
+    #[test]
+    fn strong_length_is_capped_by_the_digest() {
+        for len in [0u64, 1, 10_000, 1 << 20, 1 << 34] {
+            for digest in [8usize, 16, 20] {
+                let h = sum_sizes(len, ProtocolVersion::V32, digest, false);
+                assert!(
+                    h.s2length >= 2 && h.s2length as usize <= digest.min(16),
+                    "{len} {digest} {h:?}"
+                );
+                let full = sum_sizes(len, ProtocolVersion::V32, digest, true);
+                assert_eq!(full.s2length as usize, digest.min(16));
+            }
+        }
+        // Bigger files need longer sums to keep false matches rare.
+        assert!(
+            sum_sizes(1 << 34, ProtocolVersion::V32, 16, false).s2length
+                > sum_sizes(1 << 12, ProtocolVersion::V32, 16, false).s2length
+        );
+    }
+
+    #[test]
+    fn signature_describes_each_block() {
+        let data: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
+        let params = SignatureParams {
+            protocol: ProtocolVersion::V32,
+            kind: crate::checksum::ChecksumKind::Xxh128,
+            seed: 5,
+            seed_first: true,
+            full: false,
+        };
+        let sig = Signature::compute(&data[..], 2000, params, |_| {}).unwrap();
+        assert_eq!(
+            (sig.head.count, sig.head.blength, sig.head.remainder),
+            (3, 700, 600)
+        );
+        let entry = 4 + sig.head.s2length as usize;
+        assert_eq!(sig.sums.len(), 3 * entry);
+        let last = &data[1400..];
+        assert_eq!(
+            &sig.sums[2 * entry..2 * entry + 4],
+            &crate::checksum::rolling_checksum(last).to_le_bytes()
+        );
+        assert_eq!(Signature::block_range(&sig.head, 2), Some((1400, 600)));
+        assert_eq!(Signature::block_range(&sig.head, 3), None);
+        // A basis shorter than announced: the head describes what was read.
+        let short = Signature::compute(&data[..1000], 2000, params, |_| {}).unwrap();
+        assert_eq!((short.head.count, short.head.remainder), (2, 300));
     }
 
     proptest! {
