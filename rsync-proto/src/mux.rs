@@ -330,7 +330,10 @@ mod tests {
         encode_frame(MessageCode::DATA, b"xy", &mut buf);
         let mut d = Demuxer::new(16, MAX_FRAME_LEN);
         let (used, item) = d.decode(&buf).unwrap();
-        assert_eq!((used, item), (4, Some(Demuxed::Message(MessageCode::NOOP, vec![]))));
+        assert_eq!(
+            (used, item),
+            (4, Some(Demuxed::Message(MessageCode::NOOP, vec![])))
+        );
         assert_eq!(
             demux_all(&mut d, &buf[4..]).unwrap(),
             vec![Demuxed::Data(b"xy".to_vec())]
