@@ -29,7 +29,7 @@ pub enum Command {
     /// connections) or no password; 10 socket error; 11 destination I/O
     /// error; 12 protocol error; 23 partial transfer (a file failed
     /// verification, vanished or could not be read); 30 timeout; 35 connect
-    /// timeout.
+    /// timeout; 20 interrupted (SIGINT/SIGTERM; partial data is kept).
     #[command(verbatim_doc_comment)]
     Fetch(FetchArgs),
 }
@@ -77,4 +77,14 @@ pub struct FetchArgs {
     /// Print one JSON line with the result on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Use FILE as the delta basis (instead of the same-name file in DEST).
+    #[arg(long, value_name = "FILE", conflicts_with = "whole_file")]
+    pub basis: Option<PathBuf>,
+    /// Always pull whole files (no delta transfer).
+    #[arg(short = 'W', long)]
+    pub whole_file: bool,
+    /// Where interrupted files keep their data, next to each file
+    /// (the next pull resumes from it).
+    #[arg(long, value_name = "DIR", default_value = ".ubackup-partial")]
+    pub partial_dir: String,
 }

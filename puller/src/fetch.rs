@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use rsync_proto::client::{self, FsSink, PullOptions, PullReport, Source};
+use rsync_proto::client::{self, BasisPolicy, FsSink, PullOptions, PullReport, Source};
 use rsync_proto::{ChecksumKind, ProtocolVersion};
 use serde::Serialize;
 
@@ -28,6 +28,8 @@ struct Summary<'a> {
     elapsed_ms: u128,
     protocol: Option<u32>,
     checksum: Option<&'a str>,
+    basis_files: u64,
+    basis: Option<String>,
     error: Option<String>,
     remote_message: Option<String>,
 }
@@ -42,6 +44,10 @@ pub async fn run(args: FetchArgs) -> u8 {
     let (code, report, error, remote) = match result {
         Ok(Outcome::Pulled(report)) => (0, Some(report), None, None),
         Ok(Outcome::Listed) => return 0,
+        Err(Failure::Interrupted) => {
+            eprintln!("ubackup-puller: interrupted; partial data kept for the next pull");
+            (20, None, Some("interrupted".to_string()), None)
+        }
         Err(Failure::Usage(e)) => {
             eprintln!("ubackup-puller: {e:#}");
             (1, None, Some(format!("{e:#}")), None)
@@ -75,6 +81,10 @@ pub async fn run(args: FetchArgs) -> u8 {
             elapsed_ms,
             protocol: session.map(|s| s.protocol.get()),
             checksum: session.map(|s| s.checksum.name()),
+            basis_files: report.as_ref().map_or(0, |r| r.basis_files),
+            basis: report
+                .as_ref()
+                .and_then(|r| (r.bases.len() == 1).then(|| r.bases[0].1.clone())),
             error,
             remote_message: remote,
         };
@@ -92,6 +102,7 @@ enum Outcome {
 }
 
 enum Failure {
+    Interrupted,
     Usage(anyhow::Error),
     Pull(client::Error),
 }
@@ -123,16 +134,49 @@ async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
             "DEST is required unless --list is given"
         )));
     };
+    let policy = match (&args.basis, args.whole_file) {
+        (_, true) => BasisPolicy::None,
+        (Some(path), false) => BasisPolicy::File(path.clone()),
+        (None, false) => BasisPolicy::SameName,
+    };
     let mut sink = FsSink::new(dest)
         .map_err(|e| Failure::Pull(client::Error::Sink(e)))?
-        .ignore_times(args.ignore_times);
+        .ignore_times(args.ignore_times)
+        .basis_policy(policy)
+        .partial_dir(Some(args.partial_dir.as_str()));
     let mut progress = Progress::new();
-    let result = client::pull_with(&source, &opts, &mut sink, |ev| progress.observe(ev)).await;
+    let result = {
+        let pull = client::pull_with(&source, &opts, &mut sink, |ev| progress.observe(ev));
+        tokio::select! {
+            r = pull => r,
+            // Dropping the pull drops the sink's open file, which keeps its
+            // data in the partial directory for the next attempt.
+            _ = interrupted() => {
+                progress.finish();
+                return Err(Failure::Interrupted);
+            }
+        }
+    };
     progress.finish();
     for link in sink.refused_symlinks() {
         eprintln!("ubackup-puller: refused symlink {link:?}: its target leaves the destination");
     }
     Ok(Outcome::Pulled(result?))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
 }
 
 fn options(args: &FetchArgs) -> anyhow::Result<PullOptions> {

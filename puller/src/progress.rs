@@ -35,6 +35,7 @@ impl Progress {
         match ev {
             Event::FileList(list) => self.total_files = list.iter().count(),
             Event::FileData(_, d) => self.bytes += d.len() as u64,
+            Event::CopyBlock { len, .. } => self.bytes += u64::from(*len),
             Event::FileDone(..) => self.files += 1,
             _ => return,
         }

@@ -33,13 +33,13 @@
 //! stats, [NDX_DONE at >= 31] │ goodbye NDX_DONE → │ EOF
 //! ```
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checksum::{ChecksumKind, FileHasher};
 use crate::daemon::{self, AuthDigest, Greeting, ModuleInfo, ServerLine};
-use crate::delta::{SumHead, Token};
+use crate::delta::{Signature, SignatureParams, SumHead, Token};
 use crate::error::{check_limit, Limits, ProtocolError};
 use crate::flist::{
     decode_id_lists, FileEntry, FileIndex, FileKind, FileList, FlistDecoder, FlistItem,
@@ -306,6 +306,24 @@ pub enum Event {
     FileDone(FileIndex, FileOutcome),
     /// The sender could not send file `ndx` (MSG_NO_SEND), or never sent it.
     FileNotSent(FileIndex),
+    /// The next `len` bytes of file `ndx` are the basis bytes at `offset`.
+    /// The driver must read them from the basis, write them, and pass them
+    /// to [`Connection::handle_block_data`]; nothing else is parsed until it
+    /// does.
+    CopyBlock {
+        /// The file being received.
+        ndx: FileIndex,
+        /// Offset in the basis.
+        offset: u64,
+        /// Number of bytes.
+        len: u32,
+    },
+    /// These files failed verification against a basis and must be
+    /// requested again for the redo phase with full-length sums
+    /// ([`Connection::request_with`], [`SignatureParams::full`] set), followed
+    /// by [`Connection::finish_requests`]. Files requested without a basis are
+    /// re-requested automatically and are not listed.
+    RedoNeeded(Vec<FileIndex>),
     /// The session completed.
     Finished(Stats),
 }
@@ -320,22 +338,34 @@ enum Receiving {
     Literal(FileState, usize),
     /// Reading the whole-file checksum.
     Checksum(FileState),
+    /// Waiting for the driver to supply the bytes of a copied block.
+    AwaitBlock(FileState, u32),
 }
 
 #[derive(Debug)]
 struct FileState {
     ndx: FileIndex,
+    head: SumHead,
     hasher: FileHasher,
     received: u64,
 }
 
 #[derive(Debug)]
 struct Transfer {
+    flist: Arc<FileList>,
     /// Receiver phase: 0 = normal, 1 = redo, 2 = final.
     phase: u32,
-    /// Requested in the current phase and not yet received.
-    pending: BTreeSet<i32>,
-    redo: Vec<i32>,
+    /// The driver may still add requests to the current phase.
+    requests_open: bool,
+    /// Every index requested in phase 0 (a file is requested at most once).
+    requested: BTreeSet<i32>,
+    /// Requested in the current phase and not yet received, with the sum
+    /// head we sent.
+    pending: BTreeMap<i32, SumHead>,
+    /// Files that failed verification in phase 0, and whether they had a basis.
+    redo: Vec<(i32, bool)>,
+    /// In phase 1 before `finish_requests`: redo files the driver must still request.
+    redo_wanted: BTreeSet<i32>,
     recv: Receiving,
 }
 
@@ -358,15 +388,12 @@ enum State {
         decoder: Box<FlistDecoder>,
         entries: Vec<FileEntry>,
         io_error: i32,
+        name_bytes: u64,
     },
     IdLists {
         entries: Vec<FileEntry>,
         io_error: i32,
         inline: Vec<(bool, u32, String)>,
-    },
-    AwaitRequests {
-        flist: Arc<FileList>,
-        requested: BTreeSet<i32>,
     },
     Transfer(Box<Transfer>),
     Stats,
@@ -385,7 +412,6 @@ impl State {
             State::ModuleReply { .. } => "module request",
             State::CompatFlags | State::ChecksumList { .. } | State::Seed { .. } => "setup",
             State::FileList { .. } | State::IdLists { .. } => "file list",
-            State::AwaitRequests { .. } => "file selection",
             State::Transfer(_) => "transfer",
             State::Stats | State::FinalDone => "end of run",
             State::Closing => "goodbye",
@@ -475,9 +501,10 @@ impl Connection {
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
-    /// True while the connection waits for [`Connection::request`] calls.
+    /// True while requests may be added: after [`Event::FileList`] (or
+    /// [`Event::RedoNeeded`]) and before [`Connection::finish_requests`].
     pub fn awaiting_requests(&self) -> bool {
-        matches!(self.state, State::AwaitRequests { .. })
+        matches!(&self.state, State::Transfer(t) if t.requests_open)
     }
     /// The last error text the daemon sent, verbatim.
     pub fn last_remote_error(&self) -> Option<&str> {
@@ -510,8 +537,9 @@ impl Connection {
             State::Done => Ok(()),
             _ => {
                 let during = self.state.name();
+                let hint = self.exit_code_hint();
                 self.state = State::Failed;
-                if let Some(code) = self.exit_code_hint() {
+                if let Some(code) = hint {
                     return Err(SessionError::RemoteExit {
                         code,
                         last_error: self.last_error.clone(),
@@ -552,10 +580,24 @@ impl Connection {
 
     /// Requests the content of regular file `ndx` as a whole file.
     pub fn request(&mut self, ndx: FileIndex) -> Result<(), SessionError> {
-        let State::AwaitRequests { flist, requested } = &mut self.state else {
-            return Err(ProtocolError::Misuse("request() outside file selection").into());
+        self.request_with(ndx, &Signature::whole_file())
+    }
+
+    /// Requests file `ndx` with the block checksums of a basis, so that the
+    /// sender only sends what differs (generator.c generate_and_send_sums).
+    /// Compute `sig` with [`Signature::compute`] and
+    /// [`Connection::signature_params`]. Requests may be added while earlier
+    /// files are already arriving, until [`Connection::finish_requests`].
+    pub fn request_with(&mut self, ndx: FileIndex, sig: &Signature) -> Result<(), SessionError> {
+        let digest_len = self.info.map_or(16, |i| i.checksum.digest_len());
+        let protocol = self.protocol;
+        let State::Transfer(t) = &mut self.state else {
+            return Err(ProtocolError::Misuse("request outside file selection").into());
         };
-        match flist.get(ndx) {
+        if !t.requests_open {
+            return Err(ProtocolError::Misuse("request after finish_requests()").into());
+        }
+        match t.flist.get(ndx) {
             Some(e) if e.kind() == FileKind::Regular => {}
             _ => {
                 return Err(
@@ -563,35 +605,100 @@ impl Connection {
                 )
             }
         }
-        if !requested.insert(ndx.0) {
-            return Ok(());
+        sig.head.validate(protocol, digest_len)?;
+        let entry_len = usize::try_from(sig.head.count)
+            .ok()
+            .and_then(|c| c.checked_mul(4 + sig.head.s2length as usize));
+        if entry_len != Some(sig.sums.len()) {
+            return Err(ProtocolError::Misuse("signature sums do not match its head").into());
         }
-        let mut buf = Vec::with_capacity(24);
+        if t.phase == 0 {
+            if !t.requested.insert(ndx.0) {
+                return Ok(());
+            }
+        } else if !t.redo_wanted.remove(&ndx.0) {
+            return Err(ProtocolError::Misuse("redo request for a file that needs no redo").into());
+        }
+        t.pending.insert(ndx.0, sig.head);
+        let iflags = if t.phase == 0 {
+            ITEM_TRANSFER | ITEM_IS_NEW | ITEM_REPORT_TIME
+        } else {
+            ITEM_TRANSFER | ITEM_REPORT_TIME
+        };
+        let mut buf = Vec::with_capacity(24 + sig.sums.len());
         self.ndx_out.encode(ndx.0, &mut buf);
-        if self.protocol.has_iflags() {
-            buf.extend_from_slice(&(ITEM_TRANSFER | ITEM_IS_NEW | ITEM_REPORT_TIME).to_le_bytes());
+        if protocol.has_iflags() {
+            buf.extend_from_slice(&iflags.to_le_bytes());
         }
-        SumHead::EMPTY.encode(&mut buf);
+        sig.encode(&mut buf);
         self.send(&buf);
         Ok(())
     }
 
-    /// Ends the request list for phase 0 (sends NDX_DONE).
+    /// How signatures must be computed in this session (`full` for the
+    /// redo phase).
+    pub fn signature_params(&self, full: bool) -> Option<SignatureParams> {
+        self.info.map(|i| SignatureParams {
+            protocol: i.protocol,
+            kind: i.checksum,
+            seed: i.seed,
+            seed_first: i.compat_flags & compat::CHKSUM_SEED_FIX != 0,
+            full,
+        })
+    }
+
+    /// Ends the requests of the current phase: NDX_DONE after phase 0's
+    /// requests; after the redo requests, the NDX_DONEs that end the redo
+    /// phase (generator.c generate_files).
     pub fn finish_requests(&mut self) -> Result<(), SessionError> {
-        let State::AwaitRequests { flist, requested } =
-            std::mem::replace(&mut self.state, State::Failed)
-        else {
+        let protocol = self.protocol;
+        let State::Transfer(t) = &mut self.state else {
             return Err(ProtocolError::Misuse("finish_requests() outside file selection").into());
         };
-        self.send_ndx(NDX_DONE);
-        drop(flist);
-        self.state = State::Transfer(Box::new(Transfer {
-            phase: 0,
-            pending: requested,
-            redo: Vec::new(),
-            recv: Receiving::Idle,
-        }));
+        if !t.requests_open {
+            return Err(ProtocolError::Misuse("finish_requests() called twice").into());
+        }
+        if !t.redo_wanted.is_empty() {
+            return Err(
+                ProtocolError::Misuse("finish_requests() before every redo request").into(),
+            );
+        }
+        t.requests_open = false;
+        let phase = t.phase;
+        let mut buf = Vec::new();
+        self.ndx_out.encode(NDX_DONE, &mut buf);
+        if phase == 1 {
+            // The early delay-updates done, then (>= 31) the early delete-stats done.
+            self.ndx_out.encode(NDX_DONE, &mut buf);
+            if protocol.has_delete_done_ndx() {
+                self.ndx_out.encode(NDX_DONE, &mut buf);
+            }
+        }
+        self.send(&buf);
         // Bytes may already be buffered behind the file list.
+        self.run_stream()
+            .inspect_err(|_| self.state = State::Failed)
+    }
+
+    /// Supplies the basis bytes of the block announced by
+    /// [`Event::CopyBlock`]; they are hashed for verification and parsing
+    /// resumes.
+    pub fn handle_block_data(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        let State::Transfer(t) = &mut self.state else {
+            return Err(ProtocolError::Misuse("block data outside a transfer").into());
+        };
+        let Receiving::AwaitBlock(mut fs, len) = std::mem::replace(&mut t.recv, Receiving::Idle)
+        else {
+            return Err(ProtocolError::Misuse("block data without a CopyBlock event").into());
+        };
+        if data.len() != len as usize {
+            t.recv = Receiving::AwaitBlock(fs, len);
+            return Err(ProtocolError::Misuse("block data of the wrong length").into());
+        }
+        fs.hasher.update(data);
+        fs.received += u64::from(len);
+        self.stats.matched_bytes += u64::from(len);
+        t.recv = Receiving::Tokens(fs);
         self.run_stream()
             .inspect_err(|_| self.state = State::Failed)
     }
@@ -919,6 +1026,7 @@ impl Connection {
                     decoder: Box::new(FlistDecoder::new(opts, self.config.limits.clone())),
                     entries: Vec::new(),
                     io_error: 0,
+                    name_bytes: 0,
                 };
             }
             _ => return Err(ProtocolError::Misuse("setup step outside setup").into()),
@@ -1088,7 +1196,7 @@ impl Connection {
                 let State::Transfer(t) = &mut self.state else {
                     return Err(ProtocolError::UnexpectedMessage { code }.into());
                 };
-                if !t.pending.remove(&ndx) {
+                if t.pending.remove(&ndx).is_none() {
                     return Err(ProtocolError::UnrequestedFile { ndx }.into());
                 }
                 self.stats.files_failed += 1;
@@ -1138,6 +1246,7 @@ impl Connection {
                 decoder,
                 entries,
                 io_error,
+                name_bytes,
             } => {
                 let Some((item, used)) = decoder.decode(avail)? else {
                     return Ok(false);
@@ -1149,6 +1258,13 @@ impl Connection {
                             "file-list entries",
                             entries.len() as u64 + 1,
                             self.config.limits.max_entries as u64,
+                        )?;
+                        *name_bytes +=
+                            (e.name.len() + e.symlink_target.as_ref().map_or(0, Vec::len)) as u64;
+                        check_limit(
+                            "file-list name bytes",
+                            *name_bytes,
+                            self.config.limits.max_flist_bytes as u64,
                         )?;
                         entries.push(e);
                     }
@@ -1195,14 +1311,19 @@ impl Connection {
                     // The sender exits right after an empty list (main.c do_server_sender).
                     self.state = State::Closing;
                 } else {
-                    self.state = State::AwaitRequests {
+                    self.state = State::Transfer(Box::new(Transfer {
                         flist,
+                        phase: 0,
+                        requests_open: true,
                         requested: BTreeSet::new(),
-                    };
+                        pending: BTreeMap::new(),
+                        redo: Vec::new(),
+                        redo_wanted: BTreeSet::new(),
+                        recv: Receiving::Idle,
+                    }));
                 }
                 Ok(true)
             }
-            State::AwaitRequests { .. } => Ok(false),
             State::Transfer(_) => self.step_transfer(),
             State::Stats => {
                 let mut r = Reader::new(avail);
@@ -1309,14 +1430,15 @@ impl Connection {
                     // A log-only echo for something we never asked about.
                     return Err(ProtocolError::UnrequestedFile { ndx }.into());
                 }
-                if !t.pending.remove(&ndx) {
+                let Some(sent) = t.pending.remove(&ndx) else {
                     return Err(ProtocolError::UnrequestedFile { ndx }.into());
-                }
-                if head != Some(SumHead::EMPTY) {
+                };
+                if head != Some(sent) {
                     return Err(ProtocolError::SumHeadMismatch { ndx }.into());
                 }
                 let file = FileState {
                     ndx: FileIndex(ndx),
+                    head: sent,
                     hasher: FileHasher::new(info.checksum, info.seed),
                     received: 0,
                 };
@@ -1346,11 +1468,30 @@ impl Connection {
                         t.recv = Receiving::Literal(fs, n as usize);
                     }
                     Token::Block(b) => {
-                        return Err(ProtocolError::BadBlockToken {
-                            block: i64::from(b),
-                            count: 0,
+                        let Some((offset, len)) = Signature::block_range(&fs.head, b) else {
+                            return Err(ProtocolError::BadBlockToken {
+                                block: i64::from(b),
+                                count: fs.head.count,
+                            }
+                            .into());
+                        };
+                        let total = fs.received + u64::from(len);
+                        if total > max_file {
+                            return Err(ProtocolError::FileTooLarge {
+                                ndx: fs.ndx.0,
+                                received: total,
+                                limit: max_file,
+                            }
+                            .into());
                         }
-                        .into())
+                        self.events.push_back(Event::CopyBlock {
+                            ndx: fs.ndx,
+                            offset,
+                            len,
+                        });
+                        t.recv = Receiving::AwaitBlock(fs, len);
+                        // Stop until the driver supplies the block's bytes.
+                        return Ok(false);
                     }
                 }
                 Ok(true)
@@ -1371,6 +1512,10 @@ impl Connection {
                 };
                 Ok(n > 0)
             }
+            Receiving::AwaitBlock(fs, len) => {
+                t.recv = Receiving::AwaitBlock(fs, len);
+                Ok(false)
+            }
             Receiving::Checksum(fs) => {
                 let len = info.checksum.digest_len();
                 let Some(sum) = wire::finish(r.take(len))? else {
@@ -1383,7 +1528,7 @@ impl Connection {
                     self.stats.files_transferred += 1;
                     FileOutcome::Verified
                 } else if t.phase == 0 {
-                    t.redo.push(fs.ndx.0);
+                    t.redo.push((fs.ndx.0, fs.head.count > 0));
                     FileOutcome::RetryScheduled
                 } else {
                     self.stats.files_failed += 1;
@@ -1401,37 +1546,46 @@ impl Connection {
         let State::Transfer(t) = &mut self.state else {
             return Ok(());
         };
-        for ndx in std::mem::take(&mut t.pending) {
+        if t.requests_open {
+            // The sender cannot end a phase whose requests we have not ended.
+            return Err(ProtocolError::BadGoodbye {
+                what: "NDX_DONE before our requests ended",
+                value: i64::from(NDX_DONE),
+            }
+            .into());
+        }
+        for (ndx, _) in std::mem::take(&mut t.pending) {
             self.stats.files_failed += 1;
             self.events.push_back(Event::FileNotSent(FileIndex(ndx)));
         }
         t.phase += 1;
         match t.phase {
             1 => {
+                // The redo phase (generator.c: requests again with full sums).
+                t.requests_open = true;
                 let redo = std::mem::take(&mut t.redo);
-                t.pending = redo.iter().copied().collect();
-                let mut buf = Vec::new();
-                for ndx in redo {
-                    self.ndx_out.encode(ndx, &mut buf);
-                    if self.protocol.has_iflags() {
-                        buf.extend_from_slice(&(ITEM_TRANSFER | ITEM_REPORT_TIME).to_le_bytes());
-                    }
-                    SumHead::EMPTY.encode(&mut buf);
+                let (with_basis, whole): (Vec<_>, Vec<_>) = redo.into_iter().partition(|&(_, b)| b);
+                t.redo_wanted = redo_all(&with_basis, &whole);
+                for &(ndx, _) in &whole {
+                    self.request_with(FileIndex(ndx), &Signature::whole_file())?;
                 }
-                // End of the redo phase, then the early delay-updates done,
-                // then (>= 31) the early delete-stats done.
-                self.ndx_out.encode(NDX_DONE, &mut buf);
-                self.ndx_out.encode(NDX_DONE, &mut buf);
-                if self.protocol.has_delete_done_ndx() {
-                    self.ndx_out.encode(NDX_DONE, &mut buf);
+                if with_basis.is_empty() {
+                    self.finish_requests()?;
+                } else {
+                    self.events.push_back(Event::RedoNeeded(
+                        with_basis.into_iter().map(|(n, _)| FileIndex(n)).collect(),
+                    ));
                 }
-                self.send(&buf);
             }
             p if p <= self.protocol.max_phase() => {}
             _ => self.state = State::Stats,
         }
         Ok(())
     }
+}
+
+fn redo_all(a: &[(i32, bool)], b: &[(i32, bool)]) -> BTreeSet<i32> {
+    a.iter().chain(b).map(|&(n, _)| n).collect()
 }
 
 /// Reads `ndx [iflags [basis-type] [xname]] [sum head]` as one item

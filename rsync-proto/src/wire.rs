@@ -141,11 +141,7 @@ fn extra_bytes(lead: u8) -> usize {
 }
 
 fn low_mask(extra: usize) -> u8 {
-    if extra >= 8 {
-        0
-    } else {
-        0xffu8 >> (extra + 1).min(8)
-    }
+    0xffu8.checked_shr(extra as u32 + 1).unwrap_or(0)
 }
 
 /// Appends an int32.

@@ -12,7 +12,17 @@
 //! * symlinks are created only when the pull asked for them (`-l`), and a
 //!   link whose target is absolute or climbs out of the destination is
 //!   refused (skipped and reported);
-//! * directories are made durable (fsynced) after the renames into them.
+//! * directories are made durable (fsynced) after the renames into them;
+//! * a file whose transfer is interrupted (the pull fails or is cancelled)
+//!   keeps its data in `.ubackup-partial/NAME` next to its destination, never
+//!   under its final name; the next pull uses it as the delta basis and
+//!   removes it once the file is committed (rsync's `--partial-dir`).
+//!
+//! The delta basis of each file is chosen by a [`BasisPolicy`]: the file of
+//! the same name already in the destination (rsync's default), one explicit
+//! file, or a hook that can name any file (the previous backup of the same
+//! database instance, say). A partial file from an interrupted pull wins
+//! over all of them.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -50,6 +60,18 @@ enum Layout {
     },
 }
 
+/// What happens to a temp file when its [`OpenFile`] is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Interrupted: keep the data in the partial directory (or delete it
+    /// when there is none).
+    Keep,
+    /// Failed verification: delete.
+    Discard,
+    /// Renamed into place: nothing to do.
+    Committed,
+}
+
 #[derive(Debug)]
 struct OpenFile {
     ndx: FileIndex,
@@ -59,7 +81,75 @@ struct OpenFile {
     name: OsString,
     file: std::fs::File,
     entry: FileEntry,
+    partial_dir: Option<OsString>,
+    fate: Fate,
 }
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        match self.fate {
+            Fate::Committed => {}
+            Fate::Keep
+                if self.partial_dir.is_some()
+                    && self.file.metadata().is_ok_and(|m| m.len() > 0) =>
+            {
+                if let Err(e) = self.keep_partial() {
+                    tracing::warn!(file = %self.entry.name_lossy(), "cannot keep partial data: {e}");
+                    let _ =
+                        rustix::fs::unlinkat(&*self.parent, self.tmp.as_os_str(), AtFlags::empty());
+                }
+            }
+            Fate::Keep | Fate::Discard => {
+                let _ = rustix::fs::unlinkat(&*self.parent, self.tmp.as_os_str(), AtFlags::empty());
+            }
+        }
+    }
+}
+
+impl OpenFile {
+    fn keep_partial(&self) -> io::Result<()> {
+        let Some(dir) = &self.partial_dir else {
+            return Ok(());
+        };
+        let pd = open_or_make_dir(&self.parent, dir.as_bytes())?;
+        rustix::fs::renameat(
+            &*self.parent,
+            self.tmp.as_os_str(),
+            &pd,
+            self.name.as_os_str(),
+        )?;
+        Ok(())
+    }
+}
+
+/// How [`FsSink`] picks the delta basis of a file.
+#[derive(Clone, Default)]
+pub enum BasisPolicy {
+    /// Always pull whole files.
+    None,
+    /// The file of the same name in the destination, if any (rsync's default).
+    #[default]
+    SameName,
+    /// This file, for every file pulled (meant for single-file pulls).
+    File(PathBuf),
+    /// Ask the caller: return the path of a basis for this entry, or `None`.
+    /// The puller uses it to name the previous backup of the same instance.
+    Hook(Arc<dyn Fn(&FileEntry) -> Option<PathBuf> + Send + Sync>),
+}
+
+impl std::fmt::Debug for BasisPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BasisPolicy::None => f.write_str("None"),
+            BasisPolicy::SameName => f.write_str("SameName"),
+            BasisPolicy::File(p) => f.debug_tuple("File").field(p).finish(),
+            BasisPolicy::Hook(_) => f.write_str("Hook(..)"),
+        }
+    }
+}
+
+/// The default partial directory, created next to each interrupted file.
+pub const PARTIAL_DIR: &str = ".ubackup-partial";
 
 /// Writes pulled files under a destination directory. See the module docs.
 #[derive(Debug)]
@@ -75,6 +165,9 @@ pub struct FsSink {
     refused_symlinks: Vec<String>,
     skipped_up_to_date: u64,
     committed: u64,
+    policy: BasisPolicy,
+    partial_dir: Option<OsString>,
+    bases: HashMap<FileIndex, Arc<std::fs::File>>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -98,7 +191,58 @@ impl FsSink {
             refused_symlinks: Vec::new(),
             skipped_up_to_date: 0,
             committed: 0,
+            policy: BasisPolicy::default(),
+            partial_dir: Some(OsString::from(PARTIAL_DIR)),
+            bases: HashMap::new(),
         })
+    }
+
+    /// Chooses how delta bases are found (default: the same-name file).
+    pub fn basis_policy(mut self, policy: BasisPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Where interrupted files keep their data, relative to each file's
+    /// directory (default `.ubackup-partial`); `None` deletes them instead.
+    pub fn partial_dir(mut self, name: Option<&str>) -> Self {
+        self.partial_dir = name.map(OsString::from);
+        self
+    }
+
+    /// Opens the basis for `entry`: a partial file first, then the policy.
+    fn open_basis(&mut self, entry: &FileEntry) -> io::Result<Option<(std::fs::File, String)>> {
+        let (parent, parent_path, leaf) = self.parent_of(&entry.name)?;
+        let shown = |p: &[u8], leaf: &OsString| {
+            let mut s = String::from_utf8_lossy(p).into_owned();
+            if !s.is_empty() {
+                s.push('/');
+            }
+            s.push_str(&leaf.to_string_lossy());
+            s
+        };
+        if let Some(pd) = &self.partial_dir {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            if let Ok(pdfd) = rustix::fs::openat(&*parent, pd.as_os_str(), flags, Mode::empty()) {
+                if let Some(f) = open_regular_at(&pdfd, &leaf)? {
+                    let mut label = shown(&parent_path, pd);
+                    label.push('/');
+                    label.push_str(&leaf.to_string_lossy());
+                    return Ok(Some((f, label)));
+                }
+            }
+        }
+        match &self.policy {
+            BasisPolicy::None => Ok(None),
+            BasisPolicy::SameName => {
+                Ok(open_regular_at(&parent, &leaf)?.map(|f| (f, shown(&parent_path, &leaf))))
+            }
+            BasisPolicy::File(p) => open_regular_path(p),
+            BasisPolicy::Hook(hook) => match hook(entry) {
+                Some(p) => open_regular_path(&p),
+                None => Ok(None),
+            },
+        }
     }
 
     /// Fetch every file even when a file of the same size and mtime is
@@ -258,15 +402,9 @@ impl FsSink {
     }
 
     fn discard_open(&mut self) {
-        if let Some(f) = self.open.take() {
-            let _ = rustix::fs::unlinkat(&*f.parent, f.tmp.as_os_str(), AtFlags::empty());
+        if let Some(mut f) = self.open.take() {
+            f.fate = Fate::Discard;
         }
-    }
-}
-
-impl Drop for FsSink {
-    fn drop(&mut self) {
-        self.discard_open();
     }
 }
 
@@ -297,6 +435,43 @@ impl Sink for FsSink {
         Ok(wanted)
     }
 
+    async fn basis(
+        &mut self,
+        ndx: FileIndex,
+        entry: &FileEntry,
+    ) -> io::Result<Option<super::Basis>> {
+        let Some((file, label)) = self.open_basis(entry)? else {
+            self.bases.remove(&ndx);
+            return Ok(None);
+        };
+        let len = file.metadata()?.len();
+        if len == 0 {
+            // Nothing to match against: a whole-file pull is the same.
+            return Ok(None);
+        }
+        let file = Arc::new(file);
+        self.bases.insert(ndx, file.clone());
+        Ok(Some(super::Basis { file, len, label }))
+    }
+
+    async fn read_basis(&mut self, ndx: FileIndex, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt as _;
+        let file = self
+            .bases
+            .get(&ndx)
+            .ok_or_else(|| io::Error::other(format!("no basis open for file {ndx}")))?;
+        let mut buf = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64)? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
     async fn begin_file(&mut self, ndx: FileIndex, entry: &FileEntry) -> io::Result<()> {
         self.discard_open();
         let (parent, parent_path, name) = self.parent_of(&entry.name)?;
@@ -315,6 +490,8 @@ impl Sink for FsSink {
             name,
             file: std::fs::File::from(fd),
             entry: entry.clone(),
+            partial_dir: self.partial_dir.clone(),
+            fate: Fate::Keep,
         });
         Ok(())
     }
@@ -336,6 +513,9 @@ impl Sink for FsSink {
                     "end of file {ndx} that is not open"
                 )))
             }
+        }
+        if outcome != FileOutcome::RetryScheduled {
+            self.bases.remove(&ndx);
         }
         if outcome != FileOutcome::Verified {
             self.discard_open();
@@ -383,8 +563,10 @@ impl Sink for FsSink {
     }
 }
 
-/// fsync, then mode and times, then the atomic rename into place.
-fn commit(f: OpenFile) -> io::Result<()> {
+/// fsync, then mode and times, then the atomic rename into place; then
+/// the partial file it may have started from is removed. If anything fails
+/// (or the task is cancelled), dropping `f` keeps the data as a partial file.
+fn commit(mut f: OpenFile) -> io::Result<()> {
     let result = (|| -> io::Result<()> {
         f.file.sync_all()?;
         rustix::fs::fchmod(&f.file, Mode::from_raw_mode(f.entry.permissions() & 0o777))?;
@@ -397,10 +579,44 @@ fn commit(f: OpenFile) -> io::Result<()> {
         )?;
         Ok(())
     })();
-    if result.is_err() {
-        let _ = rustix::fs::unlinkat(&*f.parent, f.tmp.as_os_str(), AtFlags::empty());
+    if result.is_ok() {
+        f.fate = Fate::Committed;
+        if let Some(pd) = &f.partial_dir {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            if let Ok(pdfd) = rustix::fs::openat(&*f.parent, pd.as_os_str(), flags, Mode::empty()) {
+                let _ = rustix::fs::unlinkat(&pdfd, f.name.as_os_str(), AtFlags::empty());
+                drop(pdfd);
+                let _ = rustix::fs::unlinkat(&*f.parent, pd.as_os_str(), AtFlags::REMOVEDIR);
+            }
+        }
     }
     result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.entry.name_lossy())))
+}
+
+/// Opens `leaf` under `dir` for reading if it is a regular file (never
+/// following a symlink).
+fn open_regular_at(dir: &OwnedFd, leaf: &OsString) -> io::Result<Option<std::fs::File>> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    match rustix::fs::openat(dir, leaf.as_os_str(), flags, Mode::empty()) {
+        Ok(fd) => {
+            let f = std::fs::File::from(fd);
+            Ok(f.metadata()?.is_file().then_some(f))
+        }
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::ISDIR) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens a caller-named basis path if it is a regular file.
+fn open_regular_path(p: &Path) -> io::Result<Option<(std::fs::File, String)>> {
+    match std::fs::File::open(p) {
+        Ok(f) if f.metadata()?.is_file() => Ok(Some((f, p.display().to_string()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn timestamps(e: &FileEntry) -> Timestamps {

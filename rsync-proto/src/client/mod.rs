@@ -5,14 +5,16 @@
 mod fs;
 mod source;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use self::fs::FsSink;
+pub use self::fs::{BasisPolicy, FsSink};
 pub use self::source::{Source, SourceError, DEFAULT_PORT};
 use crate::checksum::ChecksumKind;
 use crate::connection::{
@@ -20,6 +22,7 @@ use crate::connection::{
     SessionError, SessionInfo, Stats, Target,
 };
 use crate::daemon::ModuleInfo;
+use crate::delta::{Signature, SignatureParams};
 use crate::error::{Limits, ProtocolError};
 use crate::flist::{FileEntry, FileIndex, FileList};
 use crate::version::ProtocolVersion;
@@ -211,6 +214,10 @@ pub struct PullReport {
     pub motd: Vec<String>,
     /// Entries in the file list.
     pub entries: usize,
+    /// Files requested against a basis (delta transfer).
+    pub basis_files: u64,
+    /// (file, basis) pairs, at most 1000.
+    pub bases: Vec<(String, String)>,
 }
 
 /// A module listing.
@@ -255,8 +262,68 @@ pub trait Sink: Send {
         let _ = ndx;
         async { Ok(()) }
     }
+    /// The basis to send block checksums for, if any: the sink's policy
+    /// (same-name file, partial file, explicit file, a hook). `None` pulls
+    /// the whole file.
+    fn basis(
+        &mut self,
+        ndx: FileIndex,
+        entry: &FileEntry,
+    ) -> impl Future<Output = io::Result<Option<Basis>>> + Send {
+        let _ = (ndx, entry);
+        async { Ok(None) }
+    }
+    /// Reads `len` bytes at `offset` of the basis chosen for `ndx`.
+    fn read_basis(
+        &mut self,
+        ndx: FileIndex,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = io::Result<Vec<u8>>> + Send {
+        let _ = (ndx, offset, len);
+        async { Err(io::Error::other("this sink has no basis files")) }
+    }
     /// The session is over: make everything durable. Called only on success.
     fn finish(&mut self, list: &FileList) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A basis file for a delta transfer.
+#[derive(Debug, Clone)]
+pub struct Basis {
+    /// The open basis, read with positioned reads (never its cursor).
+    pub file: Arc<std::fs::File>,
+    /// Its length when opened.
+    pub len: u64,
+    /// Where it came from, for reports (a path).
+    pub label: String,
+}
+
+/// Reads a [`Basis`] sequentially with positioned reads.
+struct BasisReader {
+    file: Arc<std::fs::File>,
+    pos: u64,
+}
+
+impl io::Read for BasisReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Computes a signature on the blocking pool.
+async fn signature_of(basis: Basis, params: SignatureParams) -> io::Result<Signature> {
+    tokio::task::spawn_blocking(move || {
+        let reader = BasisReader {
+            file: basis.file,
+            pos: 0,
+        };
+        Signature::compute(reader, basis.len, params, |_| {})
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 fn user_for(source: &Source, opts: &PullOptions) -> String {
@@ -354,7 +421,9 @@ pub async fn pull_with<S: Sink>(
     let conn = Connection::new(config_for(source, opts, target));
     let report = drive(stream, conn, sink, opts, observe).await?;
     let failed = report.stats.files_failed;
-    if failed > 0 || report.stats.io_error != 0 {
+    // Like the rsync client, any error the sender reported (a missing or
+    // unreadable file is only an MSG_ERROR_XFER) makes the run partial.
+    if failed > 0 || report.stats.io_error != 0 || report.stats.remote_errors > 0 {
         let last_error = report
             .messages
             .iter()
@@ -392,7 +461,20 @@ impl Sink for NoFiles {
 
 const READ_BUF: usize = 256 * 1024;
 
-/// Pumps `conn` over `stream` until the session ends.
+/// Most (file, basis) pairs kept in a report.
+const MAX_REPORTED_BASES: usize = 1000;
+
+/// A basis waiting for (or in) signature computation.
+struct SignatureJob {
+    ndx: FileIndex,
+    basis: Basis,
+    full: bool,
+}
+
+/// Pumps `conn` over `stream` until the session ends: read → handle, drain
+/// transmit → write, timer → handle_timeout, drain events → sink, and
+/// basis signatures computed one at a time on the blocking pool while the
+/// socket keeps moving (so large bases cannot stall the session).
 async fn drive<S: Sink>(
     stream: TcpStream,
     mut conn: Connection,
@@ -405,11 +487,13 @@ async fn drive<S: Sink>(
     let mut out: Vec<u8> = Vec::new();
     let mut out_pos = 0;
     let mut report = PullReport::default();
-    let mut flist: Option<std::sync::Arc<FileList>> = None;
-    let mut current: Option<(FileIndex, FileEntry)> = None;
+    let mut flist: Option<Arc<FileList>> = None;
     let mut last_read = Instant::now();
     let mut eof = false;
     let mut eof_handled = false;
+    let mut jobs: VecDeque<SignatureJob> = VecDeque::new();
+    let mut running: Option<(FileIndex, tokio::task::JoinHandle<io::Result<Signature>>)> = None;
+    let mut finish_when_signed = false;
     loop {
         // Drain events into the sink.
         while let Some(ev) = conn.poll_event() {
@@ -433,12 +517,21 @@ async fn drive<S: Sink>(
                     report.entries = list.iter().count();
                     let wanted = sink.plan(&list).await.map_err(Error::Sink)?;
                     for ndx in wanted {
-                        conn.request(ndx)?;
+                        queue_request(&mut conn, sink, &list, ndx, false, &mut jobs, &mut report)
+                            .await?;
                     }
-                    if conn.awaiting_requests() {
-                        conn.finish_requests()?;
-                    }
+                    finish_when_signed = true;
                     flist = Some(list);
+                }
+                Event::RedoNeeded(files) => {
+                    let list = flist
+                        .clone()
+                        .ok_or(ProtocolError::Misuse("redo before file list"))?;
+                    for ndx in files {
+                        queue_request(&mut conn, sink, &list, ndx, true, &mut jobs, &mut report)
+                            .await?;
+                    }
+                    finish_when_signed = true;
                 }
                 Event::FileStart(ndx) => {
                     let entry = flist
@@ -447,16 +540,30 @@ async fn drive<S: Sink>(
                         .cloned()
                         .ok_or(ProtocolError::UnrequestedFile { ndx: ndx.0 })?;
                     sink.begin_file(ndx, &entry).await.map_err(Error::Sink)?;
-                    current = Some((ndx, entry));
                 }
                 Event::FileData(ndx, data) => sink.write(ndx, &data).await.map_err(Error::Sink)?,
+                Event::CopyBlock { ndx, offset, len } => {
+                    let data = sink
+                        .read_basis(ndx, offset, len)
+                        .await
+                        .map_err(Error::Sink)?;
+                    if data.len() != len as usize {
+                        return Err(Error::Sink(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("basis of file {ndx} shrank during the transfer"),
+                        )));
+                    }
+                    sink.write(ndx, &data).await.map_err(Error::Sink)?;
+                    conn.handle_block_data(&data)?;
+                }
                 Event::FileDone(ndx, outcome) => {
                     if outcome != FileOutcome::Verified {
-                        if let Some((_, e)) = &current {
-                            tracing::warn!(file = %e.name_lossy(), ?outcome, "whole-file checksum mismatch");
-                        }
+                        let name = flist
+                            .as_ref()
+                            .and_then(|l| l.get(ndx))
+                            .map(FileEntry::name_lossy);
+                        tracing::warn!(file = ?name, ?outcome, "whole-file checksum mismatch");
                     }
-                    current = None;
                     sink.end_file(ndx, outcome).await.map_err(Error::Sink)?;
                 }
                 Event::FileNotSent(ndx) => sink.not_sent(ndx).await.map_err(Error::Sink)?,
@@ -469,6 +576,20 @@ async fn drive<S: Sink>(
                     return Ok(report);
                 }
                 Event::Module(_) | Event::ServerTimeout(_) => {}
+            }
+        }
+        // Keep one signature computing; end the phase's requests when all are sent.
+        if running.is_none() {
+            if let Some(job) = jobs.pop_front() {
+                let params = conn
+                    .signature_params(job.full)
+                    .ok_or(ProtocolError::Misuse("signature before setup"))?;
+                let ndx = job.ndx;
+                running = Some((ndx, tokio::spawn(signature_of(job.basis, params))));
+            } else if finish_when_signed {
+                finish_when_signed = false;
+                conn.finish_requests()?;
+                continue;
             }
         }
         let now = Instant::now();
@@ -497,18 +618,40 @@ async fn drive<S: Sink>(
         let stall_at = opts.timeout.map(|t| last_read + t);
         let deadline = stall_at.map_or(keepalive_at, |s| s.min(keepalive_at));
         let want_write = out_pos < out.len();
+        let signing = async {
+            match running.as_mut() {
+                Some((_, h)) => h.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = rd.read(&mut buf) => {
-                let n = r.map_err(Error::Io)?;
-                last_read = Instant::now();
-                if n == 0 {
-                    eof = true;
-                } else {
-                    conn.handle_input(&buf[..n])?;
+                match r {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        last_read = Instant::now();
+                        conn.handle_input(&buf[..n])?;
+                    }
+                    // A daemon that reported an error and exited may reset the
+                    // connection before reading what we sent: keep its words.
+                    Err(e) if is_hangup(&e) && conn.last_remote_error().is_some() => eof = true,
+                    Err(e) => return Err(Error::Io(e)),
                 }
             }
             w = wr.write(&out[out_pos..]), if want_write => {
-                out_pos += w.map_err(Error::Io)?;
+                match w {
+                    Ok(n) => out_pos += n,
+                    Err(e) if is_hangup(&e) && conn.last_remote_error().is_some() => {
+                        out_pos = out.len();
+                        eof = true;
+                    }
+                    Err(e) => return Err(Error::Io(e)),
+                }
+            }
+            r = signing => {
+                let ndx = running.take().map(|(n, _)| n).ok_or(ProtocolError::Misuse("no signature job"))?;
+                let sig = r.map_err(|e| Error::Sink(io::Error::other(e)))?.map_err(Error::Sink)?;
+                conn.request_with(ndx, &sig)?;
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 if let (Some(t), Some(s)) = (opts.timeout, stall_at) {
@@ -519,6 +662,43 @@ async fn drive<S: Sink>(
             }
         }
     }
+}
+
+fn is_hangup(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Requests `ndx` at once (no basis) or queues its basis for a signature.
+async fn queue_request<S: Sink>(
+    conn: &mut Connection,
+    sink: &mut S,
+    list: &FileList,
+    ndx: FileIndex,
+    full: bool,
+    jobs: &mut VecDeque<SignatureJob>,
+    report: &mut PullReport,
+) -> Result<(), Error> {
+    let entry = list
+        .get(ndx)
+        .ok_or(ProtocolError::Misuse("request for an unknown index"))?;
+    match sink.basis(ndx, entry).await.map_err(Error::Sink)? {
+        Some(basis) => {
+            if !full {
+                report.basis_files += 1;
+                if report.bases.len() < MAX_REPORTED_BASES {
+                    report.bases.push((entry.name_lossy(), basis.label.clone()));
+                }
+            }
+            jobs.push_back(SignatureJob { ndx, basis, full });
+        }
+        None => conn.request(ndx)?,
+    }
+    Ok(())
 }
 
 fn stage_name(conn: &Connection) -> &'static str {
