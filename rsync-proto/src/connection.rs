@@ -553,12 +553,15 @@ impl Connection {
     /// A daemon that sent error text and then hung up has failed; rsync
     /// reports that as a partial transfer (code 23) or a start error (5).
     fn exit_code_hint(&self) -> Option<i32> {
-        self.last_error.as_ref().map(|_| {
-            if matches!(self.state, State::FileList { .. } | State::IdLists { .. }) {
+        self.last_error.as_ref().map(|_| match &self.state {
+            // Entries arrived, then the sender gave up: some files are missing.
+            State::FileList { entries, .. } | State::IdLists { entries, .. }
+                if !entries.is_empty() =>
+            {
                 23
-            } else {
-                5
             }
+            // Refused before any file (bad option, missing module path): a start error.
+            _ => 5,
         })
     }
 
@@ -632,7 +635,9 @@ impl Connection {
         }
         sig.encode(&mut buf);
         self.send(&buf);
-        Ok(())
+        // Input that arrived ahead of this request can be parsed now.
+        self.run_stream()
+            .inspect_err(|_| self.state = State::Failed)
     }
 
     /// How signatures must be computed in this session (`full` for the
@@ -1406,6 +1411,16 @@ impl Connection {
                 let Some((ndx, iflags, head)) = parsed else {
                     return Ok(false);
                 };
+                let ahead = if ndx >= 0 {
+                    !t.pending.contains_key(&ndx) && !t.requested.contains(&ndx)
+                } else {
+                    ndx == NDX_DONE
+                };
+                if t.requests_open && ahead {
+                    // Data for a file we may still request (input can run
+                    // ahead of the driver's requests): wait for request_with().
+                    return Ok(false);
+                }
                 self.ndx_in = codec;
                 self.stream_pos += r.pos();
                 if ndx == NDX_DONE {
@@ -1546,14 +1561,6 @@ impl Connection {
         let State::Transfer(t) = &mut self.state else {
             return Ok(());
         };
-        if t.requests_open {
-            // The sender cannot end a phase whose requests we have not ended.
-            return Err(ProtocolError::BadGoodbye {
-                what: "NDX_DONE before our requests ended",
-                value: i64::from(NDX_DONE),
-            }
-            .into());
-        }
         for (ndx, _) in std::mem::take(&mut t.pending) {
             self.stats.files_failed += 1;
             self.events.push_back(Event::FileNotSent(FileIndex(ndx)));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use self::fs::{BasisPolicy, FsSink};
+pub use self::fs::{BasisPolicy, FsSink, PARTIAL_DIR};
 pub use self::source::{Source, SourceError, DEFAULT_PORT};
 use crate::checksum::ChecksumKind;
 use crate::connection::{
@@ -588,8 +588,11 @@ async fn drive<S: Sink>(
                 running = Some((ndx, tokio::spawn(signature_of(job.basis, params))));
             } else if finish_when_signed {
                 finish_when_signed = false;
-                conn.finish_requests()?;
-                continue;
+                // An empty file list ends the session without any requests.
+                if conn.awaiting_requests() {
+                    conn.finish_requests()?;
+                    continue;
+                }
             }
         }
         let now = Instant::now();
