@@ -122,6 +122,9 @@ impl OpenFile {
     }
 }
 
+/// A caller's basis chooser: the path of a basis for an entry, or `None`.
+pub type BasisHook = Arc<dyn Fn(&FileEntry) -> Option<PathBuf> + Send + Sync>;
+
 /// How [`FsSink`] picks the delta basis of a file.
 #[derive(Clone, Default)]
 pub enum BasisPolicy {
@@ -134,7 +137,7 @@ pub enum BasisPolicy {
     File(PathBuf),
     /// Ask the caller: return the path of a basis for this entry, or `None`.
     /// The puller uses it to name the previous backup of the same instance.
-    Hook(Arc<dyn Fn(&FileEntry) -> Option<PathBuf> + Send + Sync>),
+    Hook(BasisHook),
 }
 
 impl std::fmt::Debug for BasisPolicy {

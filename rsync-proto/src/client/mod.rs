@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use self::fs::{BasisPolicy, FsSink, PARTIAL_DIR};
+pub use self::fs::{BasisHook, BasisPolicy, FsSink, PARTIAL_DIR};
 pub use self::source::{Source, SourceError, DEFAULT_PORT};
 use crate::checksum::ChecksumKind;
 use crate::connection::{
