@@ -42,7 +42,7 @@ pub async fn run(args: FetchArgs) -> u8 {
     let result = fetch(args).await;
     let elapsed_ms = started.elapsed().as_millis();
     let (code, report, error, remote) = match result {
-        Ok(Outcome::Pulled(report)) => (0, Some(report), None, None),
+        Ok(Outcome::Pulled(report)) => (0, Some(*report), None, None),
         Ok(Outcome::Listed) => return 0,
         Err(Failure::Interrupted) => {
             eprintln!("ubackup-puller: interrupted; partial data kept for the next pull");
@@ -97,7 +97,7 @@ pub async fn run(args: FetchArgs) -> u8 {
 }
 
 enum Outcome {
-    Pulled(PullReport),
+    Pulled(Box<PullReport>),
     Listed,
 }
 
@@ -161,7 +161,7 @@ async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
     for link in sink.refused_symlinks() {
         eprintln!("ubackup-puller: refused symlink {link:?}: its target leaves the destination");
     }
-    Ok(Outcome::Pulled(result?))
+    Ok(Outcome::Pulled(Box::new(result?)))
 }
 
 /// Resolves on SIGINT or SIGTERM.
