@@ -1521,9 +1521,32 @@ fn remote_error_exit() {
 }
 
 #[test]
+fn error_then_hangup_before_any_entry_is_a_start_error() {
+    // A daemon that refuses an option reports it right after setup and exits.
+    let mut s = Server::new(32);
+    s.setup();
+    s.msg(
+        MessageCode::ERROR,
+        b"rsync: The server is configured to refuse --recursive (-r)\n",
+    );
+    let run = drive(config(), &s.take());
+    assert!(matches!(
+        run.err(),
+        SessionError::RemoteExit {
+            code: 5,
+            last_error: Some(_)
+        }
+    ));
+}
+
+#[test]
 fn error_then_hangup_during_file_list_is_a_partial_transfer() {
     let mut s = Server::new(32);
     s.setup();
+    // One entry of the list arrives, then the sender fails and hangs up.
+    let mut b = Vec::new();
+    encode_entry(&entry("a.txt", 0o100644, 5, 1000), None, &s.opts, &mut b);
+    s.data(&b);
     s.msg(
         MessageCode::ERROR,
         b"rsync: change_dir \"/sub\" (in mod) failed: No such file or directory (2)\n",
