@@ -24,9 +24,16 @@
 //!   data. Backup trees are small in entries and large in bytes, so the
 //!   memory saved by incremental lists does not matter, while a single sorted
 //!   list makes index validation simple and strict.
-//! * No delta transfer, compression, hard links, devices, ACLs or xattrs in
-//!   this release; a sender that uses a feature we did not ask for is refused
-//!   with a typed error.
+//! * No compression, hard links, devices, ACLs or xattrs in this release; a
+//!   sender that uses a feature we did not ask for is refused with a typed
+//!   error.
+//!
+//! Delta transfer is supported: a [`client::Sink`] offers a basis per file
+//! ([`client::BasisPolicy`] for [`client::FsSink`]: the same-name file, an
+//! explicit file, or a hook), the driver sends its block checksums
+//! ([`delta::Signature`]), and copied blocks come back as
+//! [`Event::CopyBlock`]. Interrupted files are kept in a partial directory and
+//! resumed from.
 //!
 //! ## Data path
 //!
