@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compares `ubackup-puller fetch` with the stock rsync client on the same rsync 3.5.0 daemon,
-# same data, same run: one 1 GiB file and a 5,000-file tree (whole-file pulls).
+# same data, same run: one 1 GiB file and a 5,000-file tree (whole-file pulls). fetch fsyncs
+# every file before renaming it into place, so stock rsync runs twice: as it is by default
+# (no fsync) and with --fsync (the same durability).
 #
 #   bash benches/scripts/compare-with-rsync.sh [WORKDIR]
 #
@@ -57,7 +59,8 @@ for module in big tree; do
     hyperfine --runs "$runs" --warmup 1 --export-json "$work/$module.json" \
         --prepare "rm -rf $work/out/dest" \
         -n "fetch-$module" "$fetch fetch -r rsync://127.0.0.1:$port/$module/ $work/out/dest" \
-        -n "rsync-$module" "rsync -rt rsync://127.0.0.1:$port/$module/ $work/out/dest"
+        -n "rsync-$module" "rsync -rt rsync://127.0.0.1:$port/$module/ $work/out/dest" \
+        -n "rsyncfsync-$module" "rsync -rt --fsync rsync://127.0.0.1:$port/$module/ $work/out/dest"
 done
 
 python3 - "$work" <<'PY'
@@ -65,9 +68,11 @@ import json, statistics, sys
 work = sys.argv[1]
 for module in ("big", "tree"):
     res = {r["command"].split("-")[0]: r for r in json.load(open(f"{work}/{module}.json"))["results"]}
-    f, r = res["fetch"], res["rsync"]
-    fw, rw = statistics.median(f["times"]), statistics.median(r["times"])
-    fc, rc = f["user"] + f["system"], r["user"] + r["system"]
-    print(f"{module}: median wall fetch {fw:.3f}s rsync {rw:.3f}s ratio {fw/rw:.2f}; "
-          f"mean cpu fetch {fc:.3f}s rsync {rc:.3f}s ratio {fc/rc:.2f}")
+    f = res["fetch"]
+    fw, fc = statistics.median(f["times"]), f["user"] + f["system"]
+    for other, label in (("rsync", "rsync"), ("rsyncfsync", "rsync --fsync")):
+        r = res[other]
+        rw, rc = statistics.median(r["times"]), r["user"] + r["system"]
+        print(f"{module} vs {label}: median wall fetch {fw:.3f}s {label} {rw:.3f}s ratio {fw/rw:.2f}; "
+              f"mean cpu fetch {fc:.3f}s {label} {rc:.3f}s ratio {fc/rc:.2f}")
 PY

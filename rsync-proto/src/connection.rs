@@ -1128,8 +1128,7 @@ impl Connection {
         fs.received += n as u64;
         *left -= n;
         self.stats.literal_bytes += n as u64;
-        self.events
-            .push_back(Event::FileData(fs.ndx, chunk.to_vec()));
+        push_file_data(&mut self.events, fs.ndx, chunk);
         if *left == 0 {
             let Receiving::Literal(fs, _) = std::mem::replace(&mut t.recv, Receiving::Idle) else {
                 return Some(n);
@@ -1517,8 +1516,7 @@ impl Connection {
                 fs.hasher.update(chunk);
                 fs.received += n as u64;
                 self.stats.literal_bytes += n as u64;
-                self.events
-                    .push_back(Event::FileData(fs.ndx, chunk.to_vec()));
+                push_file_data(&mut self.events, fs.ndx, chunk);
                 self.stream_pos += n;
                 t.recv = if n == left {
                     Receiving::Tokens(fs)
@@ -1589,6 +1587,21 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Largest [`Event::FileData`] built by joining consecutive literal runs.
+const MAX_DATA_EVENT: usize = 1 << 20;
+
+/// Appends file bytes as an event, joining them to the previous event when
+/// it is data for the same file: fewer, larger writes for the sink.
+fn push_file_data(events: &mut VecDeque<Event>, ndx: FileIndex, chunk: &[u8]) {
+    if let Some(Event::FileData(last, data)) = events.back_mut() {
+        if *last == ndx && data.len() + chunk.len() <= MAX_DATA_EVENT {
+            data.extend_from_slice(chunk);
+            return;
+        }
+    }
+    events.push_back(Event::FileData(ndx, chunk.to_vec()));
 }
 
 fn redo_all(a: &[(i32, bool)], b: &[(i32, bool)]) -> BTreeSet<i32> {
