@@ -72,7 +72,8 @@ done
 prep="rm -rf $work/out/d && mkdir -p $work/out/d && cp --preserve=timestamps $work/big-old.bin $work/out/d/big.bin"
 hyperfine --runs "$runs" --warmup 1 --export-json "$work/delta.json" --prepare "$prep" \
     -n fetch "$fetch fetch rsync://127.0.0.1:$port/src/big.bin $work/out/d/big.bin" \
-    -n rsync "rsync -t rsync://127.0.0.1:$port/src/big.bin $work/out/d/big.bin"
+    -n rsync "rsync -t rsync://127.0.0.1:$port/src/big.bin $work/out/d/big.bin" \
+    -n rsync-fsync "rsync -t --fsync rsync://127.0.0.1:$port/src/big.bin $work/out/d/big.bin"
 
 eval "$prep"
 fetch_bytes=$("$fetch" fetch --json "rsync://127.0.0.1:$port/src/big.bin" "$work/out/d/big.bin" |
@@ -106,7 +107,11 @@ import json, statistics, sys
 work, fb, rb, dt, wt = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 res = {r["command"]: r for r in json.load(open(f"{work}/delta.json"))["results"]}
 fw, rw = statistics.median(res["fetch"]["times"]), statistics.median(res["rsync"]["times"])
+sw = statistics.median(res["rsync-fsync"]["times"])
+cpu = lambda r: r["user"] + r["system"]
 print(f"1 GiB, 16 x 4 KiB edits: bytes received fetch {fb[0]} (literal {fb[1]}, matched {fb[2]}) "
-      f"rsync {rb} ratio {int(fb[0]) / rb:.3f}; median wall fetch {fw:.2f}s rsync {rw:.2f}s ratio {fw / rw:.2f}")
+      f"rsync {rb} ratio {int(fb[0]) / rb:.3f}; median wall fetch {fw:.2f}s rsync {rw:.2f}s ratio {fw / rw:.2f}, "
+      f"rsync --fsync {sw:.2f}s ratio {fw / sw:.2f}; mean cpu fetch {cpu(res['fetch']):.2f}s "
+      f"rsync {cpu(res['rsync']):.2f}s rsync --fsync {cpu(res['rsync-fsync']):.2f}s")
 print(f"hourly 256 MiB snapshots, 4 pulls: delta {dt} bytes vs whole-file {wt} bytes, ratio {dt / wt:.4f}")
 PY

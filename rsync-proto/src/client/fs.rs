@@ -43,6 +43,8 @@ use crate::flist::{FileEntry, FileIndex, FileKind, FileList};
 /// Most fsync-and-rename jobs in flight at once; they run on tokio's
 /// blocking pool while the network keeps flowing.
 const MAX_PENDING_COMMITS: usize = 16;
+/// Write buffer per open file.
+const WRITE_BUFFER: usize = 1 << 20;
 /// Most directory descriptors kept open for path resolution.
 const MAX_CACHED_DIRS: usize = 512;
 
@@ -79,7 +81,8 @@ struct OpenFile {
     parent_path: Vec<u8>,
     tmp: OsString,
     name: OsString,
-    file: std::fs::File,
+    /// Buffered so that small literal runs and copied blocks become large writes.
+    file: std::io::BufWriter<std::fs::File>,
     entry: FileEntry,
     partial_dir: Option<OsString>,
     fate: Fate,
@@ -91,7 +94,8 @@ impl Drop for OpenFile {
             Fate::Committed => {}
             Fate::Keep
                 if self.partial_dir.is_some()
-                    && self.file.metadata().is_ok_and(|m| m.len() > 0) =>
+                    && self.file.flush().is_ok()
+                    && self.file.get_ref().metadata().is_ok_and(|m| m.len() > 0) =>
             {
                 if let Err(e) = self.keep_partial() {
                     tracing::warn!(file = %self.entry.name_lossy(), "cannot keep partial data: {e}");
@@ -491,7 +495,7 @@ impl Sink for FsSink {
             parent_path,
             tmp,
             name,
-            file: std::fs::File::from(fd),
+            file: std::io::BufWriter::with_capacity(WRITE_BUFFER, std::fs::File::from(fd)),
             entry: entry.clone(),
             partial_dir: self.partial_dir.clone(),
             fate: Fate::Keep,
@@ -571,9 +575,11 @@ impl Sink for FsSink {
 /// (or the task is cancelled), dropping `f` keeps the data as a partial file.
 fn commit(mut f: OpenFile) -> io::Result<()> {
     let result = (|| -> io::Result<()> {
-        f.file.sync_all()?;
-        rustix::fs::fchmod(&f.file, Mode::from_raw_mode(f.entry.permissions() & 0o777))?;
-        rustix::fs::futimens(&f.file, &timestamps(&f.entry))?;
+        f.file.flush()?;
+        let file = f.file.get_ref();
+        file.sync_all()?;
+        rustix::fs::fchmod(file, Mode::from_raw_mode(f.entry.permissions() & 0o777))?;
+        rustix::fs::futimens(file, &timestamps(&f.entry))?;
         rustix::fs::renameat(
             &*f.parent,
             f.tmp.as_os_str(),
