@@ -74,6 +74,11 @@ pub struct FetchArgs {
     /// Fetch files even if size and mtime match a file already in place.
     #[arg(short = 'I', long)]
     pub ignore_times: bool,
+    /// Cap the transfer at RATE (rsync syntax: KiB/s by default, K/M/G
+    /// suffixes, KB/MB/GB for powers of 1000; 0 = no limit). Our reads are
+    /// metered and the rate is forwarded to the daemon as --bwlimit.
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
     /// Print one JSON line with the result on stdout.
     #[arg(long)]
     pub json: bool,

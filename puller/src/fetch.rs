@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use rsync_proto::client::{self, BasisPolicy, FsSink, PullOptions, PullReport, Source};
+use rsync_proto::limit::Rate;
 use rsync_proto::{ChecksumKind, ProtocolVersion};
 use serde::Serialize;
 
@@ -197,7 +198,13 @@ fn options(args: &FetchArgs) -> anyhow::Result<PullOptions> {
             p.into_vec()
         }),
     };
+    let rate = match &args.bwlimit {
+        Some(text) => Rate::parse_bwlimit(text)?,
+        None => None,
+    };
     Ok(PullOptions {
+        rate,
+        forward_bwlimit: rate.is_some(),
         protocol,
         recursive: args.recursive || args.archive,
         links: args.links || args.archive,

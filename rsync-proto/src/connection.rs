@@ -302,6 +302,10 @@ pub enum Event {
     FileStart(FileIndex),
     /// The next bytes of file `ndx`, in order.
     FileData(FileIndex, Vec<u8>),
+    /// File `ndx` matched the sender's whole-file checksum (these bytes, of
+    /// the session's algorithm); [`Event::FileDone`] with
+    /// [`FileOutcome::Verified`] follows.
+    FileVerified(FileIndex, Vec<u8>),
     /// File `ndx` is complete.
     FileDone(FileIndex, FileOutcome),
     /// The sender could not send file `ndx` (MSG_NO_SEND), or never sent it.
@@ -1536,9 +1540,11 @@ impl Connection {
                     return Ok(false);
                 };
                 let ok = fs.hasher.finish() == sum;
+                let sum = sum.to_vec();
                 self.stream_pos += len;
                 let outcome = if ok {
                     self.stats.files_transferred += 1;
+                    self.events.push_back(Event::FileVerified(fs.ndx, sum));
                     FileOutcome::Verified
                 } else if t.phase == 0 {
                     t.redo.push((fs.ndx.0, fs.head.count > 0));

@@ -72,6 +72,7 @@ pub mod daemon;
 pub mod delta;
 pub mod error;
 pub mod flist;
+pub mod limit;
 pub mod mux;
 pub mod setup;
 pub mod version;

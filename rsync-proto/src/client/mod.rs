@@ -25,6 +25,7 @@ use crate::daemon::ModuleInfo;
 use crate::delta::{Signature, SignatureParams};
 use crate::error::{Limits, ProtocolError};
 use crate::flist::{FileEntry, FileIndex, FileList};
+use crate::limit::{BandwidthLimiter, Rate};
 use crate::version::ProtocolVersion;
 
 /// Options for [`pull`] and [`list_modules`].
@@ -53,6 +54,13 @@ pub struct PullOptions {
     pub limits: Limits,
     /// Send a keep-alive after this much silence on our side.
     pub keepalive: Duration,
+    /// A limiter shared with other pulls (a node-wide cap).
+    pub shared_limit: Option<BandwidthLimiter>,
+    /// This pull's own cap; with `shared_limit`, the tighter wins.
+    pub rate: Option<Rate>,
+    /// Also send the tighter of the two rates to the daemon as `--bwlimit`,
+    /// so that its sender paces itself.
+    pub forward_bwlimit: bool,
 }
 
 impl Default for PullOptions {
@@ -69,6 +77,9 @@ impl Default for PullOptions {
             checksum_choice: None,
             limits: Limits::default(),
             keepalive: Duration::from_secs(20),
+            shared_limit: None,
+            rate: None,
+            forward_bwlimit: false,
         }
     }
 }
@@ -83,6 +94,11 @@ impl std::fmt::Debug for PullOptions {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("checksum_choice", &self.checksum_choice)
+            .field("rate", &self.rate)
+            .field(
+                "shared_limit",
+                &self.shared_limit.as_ref().and_then(BandwidthLimiter::rate),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -156,7 +172,9 @@ impl Error {
             | Error::ConnectTimeout { .. }
             | Error::Io(_)
             | Error::Timeout { .. } => true,
-            Error::Partial { .. } => true,
+            // A missing file or a second verification failure will not
+            // change by asking again.
+            Error::Partial { .. } => false,
             Error::Session(SessionError::Refused { kind, .. }) => {
                 *kind == RefusalKind::MaxConnections
             }
@@ -218,6 +236,9 @@ pub struct PullReport {
     pub basis_files: u64,
     /// (file, basis) pairs, at most 1000.
     pub bases: Vec<(String, String)>,
+    /// (file, whole-file checksum) of verified files, at most 1000; the
+    /// algorithm is `session.checksum`.
+    pub checksums: Vec<(String, Vec<u8>)>,
 }
 
 /// A module listing.
@@ -348,6 +369,10 @@ fn config_for(source: &Source, opts: &PullOptions, target: Target) -> Connection
     cfg.args.timeout = opts
         .timeout
         .map(|t| t.as_secs().clamp(1, u64::from(u32::MAX)) as u32);
+    if opts.forward_bwlimit {
+        let shared = opts.shared_limit.as_ref().and_then(BandwidthLimiter::rate);
+        cfg.args.bwlimit_kib = Rate::tighter(shared, opts.rate).map(Rate::as_kib);
+    }
     cfg.credentials = opts.password.clone().map(|password| Credentials {
         user: user_for(source, opts),
         password,
@@ -484,6 +509,9 @@ async fn drive<S: Sink>(
 ) -> Result<PullReport, Error> {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; READ_BUF];
+    let own_limit = opts.rate.map(|r| BandwidthLimiter::new(Some(r)));
+    let limiters: Vec<&BandwidthLimiter> =
+        own_limit.iter().chain(opts.shared_limit.iter()).collect();
     let mut out: Vec<u8> = Vec::new();
     let mut out_pos = 0;
     let mut report = PullReport::default();
@@ -556,6 +584,15 @@ async fn drive<S: Sink>(
                     sink.write(ndx, &data).await.map_err(Error::Sink)?;
                     conn.handle_block_data(&data)?;
                 }
+                Event::FileVerified(ndx, sum) => {
+                    if report.checksums.len() < MAX_REPORTED_BASES {
+                        let name = flist
+                            .as_ref()
+                            .and_then(|l| l.get(ndx))
+                            .map(FileEntry::name_lossy);
+                        report.checksums.push((name.unwrap_or_default(), sum));
+                    }
+                }
                 Event::FileDone(ndx, outcome) => {
                     if outcome != FileOutcome::Verified {
                         let name = flist
@@ -621,6 +658,13 @@ async fn drive<S: Sink>(
         let stall_at = opts.timeout.map(|t| last_read + t);
         let deadline = stall_at.map_or(keepalive_at, |s| s.min(keepalive_at));
         let want_write = out_pos < out.len();
+        // While limited, read at most one bucket at a time so bursts stay bounded.
+        let read_len = limiters
+            .iter()
+            .filter_map(|l| l.max_read())
+            .min()
+            .unwrap_or(READ_BUF)
+            .clamp(1, READ_BUF);
         let signing = async {
             match running.as_mut() {
                 Some((_, h)) => h.await,
@@ -628,10 +672,15 @@ async fn drive<S: Sink>(
             }
         };
         tokio::select! {
-            r = rd.read(&mut buf) => {
+            r = rd.read(&mut buf[..read_len]) => {
                 match r {
                     Ok(0) => eof = true,
                     Ok(n) => {
+                        // Pay for the bytes before handling them: an over-budget
+                        // pull stops reading and TCP holds the sender back.
+                        for l in &limiters {
+                            l.consume(n).await;
+                        }
                         last_read = Instant::now();
                         conn.handle_input(&buf[..n])?;
                     }
