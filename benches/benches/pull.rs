@@ -24,6 +24,14 @@ use ubackup_testkit::{
     make_tree, require_rsync, write_random_file, DaemonBuilder, Module, RsyncVersion,
 };
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn pull_with_library(rt: &tokio::runtime::Runtime, source: &Source, dest: &Path) {
     let _ = std::fs::remove_dir_all(dest);
     let opts = PullOptions {
@@ -64,11 +72,7 @@ fn bench_pulls(c: &mut Criterion) {
         .module(Module::new("tree", &tree))
         .start()
         .expect("daemon");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let out = tempfile::tempdir().expect("tempdir");
     let dest = out.path().join("dest");
 
@@ -134,11 +138,7 @@ fn bench_delta(c: &mut Criterion) {
         .module(Module::new("src", &src))
         .start()
         .expect("daemon");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let out = tempfile::tempdir().expect("tempdir");
     let dest = out.path().join("f.bin");
     let reset = || {

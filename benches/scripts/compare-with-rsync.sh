@@ -10,6 +10,7 @@
 # time and mean CPU time (user+sys) per tool, with the fetch/rsync ratios.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benches/scripts/lib.sh
 work=${1:-/tmp/ubackup-compare}
 runs=${RUNS:-7}
 mkdir -p "$work/big" "$work/tree" "$work/out"
@@ -36,24 +37,7 @@ open(os.path.join(root, ".done"), "w").close()
 PY
 fi
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/rsyncd.conf" <<CONF
-use chroot = no
-log file = $work/rsyncd.log
-$( [[ $(id -u) == 0 ]] && printf 'uid = root\ngid = root\n' )
-[big]
-path = $work/big
-[tree]
-path = $work/tree
-exclude = .done
-CONF
-rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$work/rsyncd.conf" &
-daemon=$!
-trap 'kill $daemon 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
+start_daemon "$work" "[big]\npath = $work/big\n[tree]\npath = $work/tree\nexclude = .done"
 
 for module in big tree; do
     hyperfine --runs "$runs" --warmup 1 --export-json "$work/$module.json" \

@@ -11,6 +11,7 @@
 #   bash benches/scripts/delta-vs-rsync.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benches/scripts/lib.sh
 work=${1:-/tmp/ubackup-delta}
 runs=${RUNS:-5}
 mkdir -p "$work/src" "$work/hourly" "$work/out"
@@ -51,23 +52,7 @@ if not os.path.exists(os.path.join(work, "hourly", "dump-04.rdb")):
 PY
 touch -d '2020-01-01' "$work/big-old.bin"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/rsyncd.conf" <<CONF
-use chroot = no
-log file = $work/rsyncd.log
-$( [[ $(id -u) == 0 ]] && printf 'uid = root\ngid = root\n' )
-[src]
-path = $work/src
-[hourly]
-path = $work/hourly
-CONF
-rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$work/rsyncd.conf" &
-daemon=$!
-trap 'kill $daemon 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
+start_daemon "$work" "[src]\npath = $work/src\n[hourly]\npath = $work/hourly"
 
 prep="rm -rf $work/out/d && mkdir -p $work/out/d && cp --preserve=timestamps $work/big-old.bin $work/out/d/big.bin"
 hyperfine --runs "$runs" --warmup 1 --export-json "$work/delta.json" --prepare "$prep" \

@@ -712,6 +712,35 @@ impl<'a> NameWalk<'a> {
     fn at_end(&self) -> bool {
         self.pos >= self.seg.len()
     }
+    /// Moves past the end of the current segment: dirname → "/" →
+    /// basename → (directories) "/" → end. Returns true when the name is
+    /// used up (the C code's s_TRAILING fall-through), after which the side
+    /// compares as an item.
+    fn next_segment(&mut self) -> bool {
+        match self.state {
+            NameState::Dir => {
+                self.state = NameState::Slash;
+                self.seg = b"/";
+                self.pos = 0;
+                false
+            }
+            NameState::Slash => {
+                self.load_base();
+                false
+            }
+            NameState::Base if self.ty == NameType::Path => {
+                self.state = NameState::Trailing;
+                self.seg = b"/";
+                self.pos = 0;
+                false
+            }
+            NameState::Base | NameState::Trailing => {
+                self.state = NameState::Trailing;
+                self.ty = NameType::Item;
+                true
+            }
+        }
+    }
     fn cur(&self) -> u8 {
         self.seg.get(self.pos).copied().unwrap_or(0)
     }
@@ -744,47 +773,14 @@ pub fn f_name_cmp(f1: &FileEntry, f2: &FileEntry, protocol: ProtocolVersion) -> 
     }
     loop {
         if a.at_end() {
-            match a.state {
-                NameState::Dir => {
-                    a.state = NameState::Slash;
-                    a.seg = b"/";
-                    a.pos = 0;
-                }
-                NameState::Slash => a.load_base(),
-                NameState::Base if a.ty == NameType::Path => {
-                    a.state = NameState::Trailing;
-                    a.seg = b"/";
-                    a.pos = 0;
-                }
-                NameState::Base | NameState::Trailing => {
-                    a.state = NameState::Trailing;
-                    a.ty = NameType::Item;
-                }
-            }
+            a.next_segment();
             if !b.at_end() && a.ty != b.ty {
                 return type_order(a.ty);
             }
         }
         if b.at_end() {
-            match b.state {
-                NameState::Dir => {
-                    b.state = NameState::Slash;
-                    b.seg = b"/";
-                    b.pos = 0;
-                }
-                NameState::Slash => b.load_base(),
-                NameState::Base if b.ty == NameType::Path => {
-                    b.state = NameState::Trailing;
-                    b.seg = b"/";
-                    b.pos = 0;
-                }
-                NameState::Base | NameState::Trailing => {
-                    b.state = NameState::Trailing;
-                    if a.at_end() {
-                        return Ordering::Equal;
-                    }
-                    b.ty = NameType::Item;
-                }
+            if b.next_segment() && a.at_end() {
+                return Ordering::Equal;
             }
             if a.ty != b.ty {
                 return type_order(a.ty);
