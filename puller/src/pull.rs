@@ -303,7 +303,8 @@ fn hex(bytes: &[u8]) -> String {
 pub async fn run(job: &PullJob, cfg: &EngineConfig, cancel: impl Future<Output = ()>) -> Outcome {
     let started = Instant::now();
     tokio::pin!(cancel);
-    let work = attempts(job, cfg, started);
+    let errors = std::sync::Mutex::new(Vec::new());
+    let work = attempts(job, cfg, started, &errors);
     tokio::select! {
         o = tokio::time::timeout(cfg.deadline, work) => match o {
             Ok(outcome) => outcome,
@@ -311,14 +312,21 @@ pub async fn run(job: &PullJob, cfg: &EngineConfig, cancel: impl Future<Output =
                 reason: format!("job deadline of {:?} passed", cfg.deadline),
                 exit_code: 30,
                 retryable: true,
-                attempt_errors: Vec::new(),
+                attempt_errors: errors.lock().map(|e| e.clone()).unwrap_or_default(),
             },
         },
         _ = &mut cancel => Outcome::Cancelled,
     }
 }
 
-async fn attempts(job: &PullJob, cfg: &EngineConfig, started: Instant) -> Outcome {
+/// The attempt loop. Each failed attempt is also recorded in `log`, so that
+/// a deadline that cuts the loop short still reports them.
+async fn attempts(
+    job: &PullJob,
+    cfg: &EngineConfig,
+    started: Instant,
+    log: &std::sync::Mutex<Vec<AttemptError>>,
+) -> Outcome {
     if let Err(e) = std::fs::create_dir_all(&job.dest_dir) {
         return Outcome::Failed {
             reason: format!("cannot create {}: {e}", job.dest_dir.display()),
@@ -348,7 +356,12 @@ async fn attempts(job: &PullJob, cfg: &EngineConfig, started: Instant) -> Outcom
                 }
             }
         };
-        let needed = job.expected_size;
+        // A file already in place with the expected size is most likely a
+        // redelivered job that needs no room: let the pull decide (the guard
+        // still stops any writing below the reserve).
+        let needed = job.expected_size.filter(|&size| {
+            !std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size)
+        });
         if free < cfg.reserve_bytes.saturating_add(needed.unwrap_or(0)) {
             return Outcome::PausedForDisk {
                 free,
@@ -388,7 +401,7 @@ async fn attempts(job: &PullJob, cfg: &EngineConfig, started: Instant) -> Outcom
             (Ok(report), _) => {
                 return Outcome::Completed(job_report(report, dest, attempt, started, errors))
             }
-            (Err(_), last_free) if tripped.load(Ordering::SeqCst) => {
+            (Err(e), last_free) if tripped.load(Ordering::SeqCst) || is_out_of_space(&e) => {
                 return Outcome::PausedForDisk {
                     free: last_free,
                     reserve: cfg.reserve_bytes,
@@ -398,11 +411,15 @@ async fn attempts(job: &PullJob, cfg: &EngineConfig, started: Instant) -> Outcom
             (Err(e), _) => {
                 let retryable = e.is_retryable();
                 tracing::warn!(attempt, retryable, source = %job.source, "pull failed: {e}");
-                errors.push(AttemptError {
+                let failed = AttemptError {
                     attempt,
                     error: e.to_string(),
                     retryable,
-                });
+                };
+                if let Ok(mut l) = log.lock() {
+                    l.push(failed.clone());
+                }
+                errors.push(failed);
                 if !retryable || attempt >= cfg.retry.max_attempts {
                     return Outcome::Failed {
                         reason: e.to_string(),
@@ -416,6 +433,13 @@ async fn attempts(job: &PullJob, cfg: &EngineConfig, started: Instant) -> Outcom
             }
         }
     }
+}
+
+/// The disk filled up although the reserve had not tripped (another writer,
+/// a reserve of 0): that is a pause, not a failure of the job.
+fn is_out_of_space(e: &client::Error) -> bool {
+    matches!(e, client::Error::Sink(io) if io.kind() == io::ErrorKind::StorageFull
+        || io.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()))
 }
 
 fn job_report(

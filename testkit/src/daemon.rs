@@ -24,6 +24,8 @@ const START_ATTEMPTS: usize = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// Pause before starting again on a fixed port that was still taken.
+const FIXED_PORT_RETRY: Duration = Duration::from_millis(200);
 
 /// One `[module]` section of `rsyncd.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +107,7 @@ pub struct DaemonBuilder {
     modules: Vec<Module>,
     global_extra: Vec<String>,
     motd: Option<String>,
+    port: Option<u16>,
 }
 
 impl DaemonBuilder {
@@ -115,6 +118,7 @@ impl DaemonBuilder {
             modules: Vec::new(),
             global_extra: Vec::new(),
             motd: None,
+            port: None,
         }
     }
 
@@ -136,8 +140,16 @@ impl DaemonBuilder {
         self
     }
 
+    /// Listen on `port` instead of a free port picked at start, e.g. to restart a daemon
+    /// where its clients expect it (see [`RsyncDaemon::kill_with_connections`]).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Write the configuration into a new temp dir and start the daemon on a free loopback
-    /// port, retrying on a fresh port (up to 5 times) if the daemon exits at once. Fails, with
+    /// port, retrying on a fresh port (up to 5 times) if the daemon exits at once. With
+    /// [`port`](DaemonBuilder::port) set, retries use that port again after a short pause. Fails, with
     /// the daemon's log in the message, if the binary is missing or the daemon never answers.
     pub fn start(self) -> anyhow::Result<RsyncDaemon> {
         let v = self.version;
@@ -163,7 +175,15 @@ impl DaemonBuilder {
 
         let mut failures = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let port = free_port()?;
+            let port = match self.port {
+                Some(p) => {
+                    if attempt > 1 {
+                        std::thread::sleep(FIXED_PORT_RETRY);
+                    }
+                    p
+                }
+                None => free_port()?,
+            };
             let mut child = Command::new(&binary)
                 .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
                 .arg(format!("--port={port}"))
@@ -322,6 +342,73 @@ impl RsyncDaemon {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+impl RsyncDaemon {
+    /// Kill the daemon and every process it forked to serve a connection, as a service
+    /// restart does: transfers in flight are cut. (Dropping the daemon kills only the
+    /// listening process; connections it already forked keep being served.) The port is
+    /// free for a new daemon (see [`DaemonBuilder::port`]) when this returns.
+    pub fn kill_with_connections(mut self) {
+        let pid = self.child.id();
+        // Stopped, the daemon forks no new connections while its children are collected.
+        signal("-STOP", &[pid]);
+        let descendants = descendants_of(pid);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        signal("-KILL", &descendants);
+    }
+}
+
+/// Sends `sig` (`"-KILL"`, `"-STOP"`) to `pids` with kill(1).
+fn signal(sig: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(sig)
+        .args(pids.iter().map(u32::to_string))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Every live descendant of `pid`, from the parent pids in `/proc/*/stat`.
+fn descendants_of(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|&&(_, pp)| pp == parent)
+                .map(|&(p, _)| p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 impl Drop for RsyncDaemon {
