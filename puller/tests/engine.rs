@@ -35,7 +35,8 @@ use ubackup_puller::pull::{
     RetryPolicy,
 };
 use ubackup_testkit::{
-    compare_files, require_rsync, set_mtime, write_random_file, DaemonBuilder, Module, RsyncVersion,
+    compare_files, in_partial_dir, list_tree, require_rsync, set_mtime, temp_files,
+    write_random_file, DaemonBuilder, Module, RsyncVersion,
 };
 
 const KIB: u64 = 1024;
@@ -146,47 +147,6 @@ fn failed(outcome: Outcome, log: &str) -> anyhow::Result<Failure> {
         }),
         other => bail!("expected Failed, got {other:?}\n--- daemon log:\n{log}"),
     }
-}
-
-/// Every path under `root` (relative, sorted), symlinks not followed; empty if `root` is
-/// missing.
-fn list_tree(root: &Path) -> anyhow::Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    if !root.exists() {
-        return Ok(out);
-    }
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let entry = entry?;
-            let path = entry.path();
-            let rel = path.strip_prefix(root)?.to_string_lossy().into_owned();
-            if entry.file_type()?.is_dir() {
-                stack.push(path);
-            }
-            out.insert(rel);
-        }
-    }
-    Ok(out)
-}
-
-/// True for a path inside (or naming) a partial directory.
-fn in_partial_dir(rel: &str) -> bool {
-    rel.split('/').any(|c| c == PARTIAL_DIR)
-}
-
-/// Names under `root` that look like FsSink temp files (`.NAME.XXXXXX`), outside the
-/// partial directory (where interrupted files are kept on purpose).
-fn temp_files(root: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(list_tree(root)?
-        .into_iter()
-        .filter(|rel| !in_partial_dir(rel))
-        .filter(|rel| {
-            rel.rsplit('/')
-                .next()
-                .is_some_and(|leaf| leaf.starts_with('.'))
-        })
-        .collect())
 }
 
 /// The interrupted-pull state: nothing under `name` in `dest`, no temp file, and the data

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context as _};
 use serde_json::Value;
 use ubackup_testkit::{
-    compare_trees, require_rsync, set_mtime, write_random_file, DaemonBuilder, Module, RsyncDaemon,
-    RsyncVersion,
+    compare_trees, list_tree, require_rsync, set_mtime, write_random_file, DaemonBuilder, Module,
+    RsyncDaemon, RsyncVersion,
 };
 
 /// Longest a single run of the binary may take before the test kills it and fails.
@@ -163,23 +163,6 @@ fn small_tree(root: &Path) -> anyhow::Result<u64> {
         total += size;
     }
     Ok(total)
-}
-
-/// Every path under `root`, relative, symlinks not followed.
-fn list_tree(root: &Path) -> anyhow::Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let entry = entry?;
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                stack.push(path.clone());
-            }
-            out.insert(path.strip_prefix(root)?.to_string_lossy().into_owned());
-        }
-    }
-    Ok(out)
 }
 
 fn path_arg(p: &Path) -> anyhow::Result<&str> {

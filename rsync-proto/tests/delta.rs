@@ -39,7 +39,8 @@ use rsync_proto::{
     ChecksumKind, Event, FileEntry, FileIndex, FileList, FileOutcome, ProtocolVersion,
 };
 use ubackup_testkit::{
-    compare_files, require_rsync, set_mtime, DaemonBuilder, Module, RsyncDaemon, RsyncVersion,
+    check_partials_are_prefixes, compare_files, list_tree, require_rsync, set_mtime, temp_files,
+    DaemonBuilder, Module, RsyncDaemon, RsyncVersion, PARTIAL_DIR,
 };
 
 const KIB: u64 = 1024;
@@ -183,74 +184,8 @@ fn write_bytes(path: &Path, data: &[u8], mtime: i64) -> anyhow::Result<()> {
     set_mtime(path, mtime)
 }
 
-/// Every path under `root` (relative, sorted), symlinks not followed.
-fn list_tree(root: &Path) -> anyhow::Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let entry = entry?;
-            let path = entry.path();
-            let rel = path.strip_prefix(root)?.to_string_lossy().into_owned();
-            if entry.file_type()?.is_dir() {
-                stack.push(path);
-            }
-            out.insert(rel);
-        }
-    }
-    Ok(out)
-}
-
 fn names<const N: usize>(names: [&str; N]) -> BTreeSet<String> {
     names.into_iter().map(String::from).collect()
-}
-
-/// The partial directory FsSink keeps interrupted files in.
-const PARTIAL: &str = rsync_proto::client::PARTIAL_DIR;
-
-/// True for a path inside (or naming) a partial directory.
-fn in_partial_dir(rel: &str) -> bool {
-    rel.split('/').any(|c| c == PARTIAL)
-}
-
-/// Names under `root` that look like FsSink temp files (`.NAME.XXXXXX`); the partial
-/// directory, where interrupted files are kept on purpose, is not counted.
-fn temp_files(root: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(list_tree(root)?
-        .into_iter()
-        .filter(|rel| !in_partial_dir(rel))
-        .filter(|rel| {
-            rel.rsplit('/')
-                .next()
-                .is_some_and(|leaf| leaf.starts_with('.'))
-        })
-        .collect())
-}
-
-/// Every file kept in a partial directory under `dest` is a prefix of the source file of
-/// the same name under `src`. Returns how many there are.
-fn check_partials_are_prefixes(src: &Path, dest: &Path) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for rel in list_tree(dest)? {
-        if !in_partial_dir(&rel) || rel.ends_with(PARTIAL) {
-            continue;
-        }
-        let original: String = rel
-            .split('/')
-            .filter(|c| *c != PARTIAL)
-            .collect::<Vec<_>>()
-            .join("/");
-        let kept = fs::read(dest.join(&rel))?;
-        let full = fs::read(src.join(&original))?;
-        ensure!(!kept.is_empty(), "{rel}: empty partial file kept");
-        ensure!(
-            full.starts_with(&kept),
-            "{rel}: partial data ({} bytes) is not a prefix of {original}",
-            kept.len()
-        );
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// How long a dropped sink's commits that already started may take to finish their rename.
@@ -1360,7 +1295,7 @@ async fn interrupted_pull_resumes_from_its_partial_file() -> anyhow::Result<()> 
                 1,
                 "{cell}"
             );
-            let kept = fs::metadata(dest.path().join(PARTIAL).join("big.bin"))?.len();
+            let kept = fs::metadata(dest.path().join(PARTIAL_DIR).join("big.bin"))?.len();
             assert!(
                 (4 * MIB..=8 * MIB).contains(&kept),
                 "{cell}: {kept} bytes kept"
@@ -1372,7 +1307,7 @@ async fn interrupted_pull_resumes_from_its_partial_file() -> anyhow::Result<()> 
             compare_files(&src, &dest_file).with_context(|| cell.clone())?;
             assert_eq!(
                 report.bases,
-                [("big.bin".to_owned(), format!("{PARTIAL}/big.bin"))],
+                [("big.bin".to_owned(), format!("{PARTIAL_DIR}/big.bin"))],
                 "{cell}"
             );
             assert_eq!(report.basis_files, 1, "{cell}: {report:?}");

@@ -32,8 +32,9 @@ use rsync_proto::client::{
 use rsync_proto::daemon::ModuleInfo;
 use rsync_proto::{ChecksumKind, Event, ProtocolError, ProtocolVersion, RefusalKind, SessionError};
 use ubackup_testkit::{
-    compare_files, compare_trees, make_tree, require_rsync, set_mtime, write_random_file,
-    DaemonBuilder, Module, RsyncDaemon, RsyncVersion,
+    check_partials_are_prefixes, compare_files, compare_trees, in_partial_dir, list_tree,
+    make_tree, require_rsync, set_mtime, temp_files, write_random_file, DaemonBuilder, Module,
+    RsyncDaemon, RsyncVersion,
 };
 
 const KIB: u64 = 1024;
@@ -131,73 +132,6 @@ fn write_file(
     fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
     set_mtime(&path, mtime)?;
     Ok(path)
-}
-
-/// Every path under `root` (relative, sorted), symlinks not followed.
-fn list_tree(root: &Path) -> anyhow::Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let entry = entry?;
-            let path = entry.path();
-            let rel = path.strip_prefix(root)?.to_string_lossy().into_owned();
-            if entry.file_type()?.is_dir() {
-                stack.push(path);
-            }
-            out.insert(rel);
-        }
-    }
-    Ok(out)
-}
-
-/// The partial directory FsSink keeps interrupted files in.
-const PARTIAL: &str = rsync_proto::client::PARTIAL_DIR;
-
-/// True for a path inside (or naming) a partial directory.
-fn in_partial_dir(rel: &str) -> bool {
-    rel.split('/').any(|c| c == PARTIAL)
-}
-
-/// Names under `root` that look like FsSink temp files (`.NAME.XXXXXX`); the partial
-/// directory, where interrupted files are kept on purpose, is not counted.
-fn temp_files(root: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(list_tree(root)?
-        .into_iter()
-        .filter(|rel| !in_partial_dir(rel))
-        .filter(|rel| {
-            rel.rsplit('/')
-                .next()
-                .is_some_and(|leaf| leaf.starts_with('.'))
-        })
-        .collect())
-}
-
-/// Every file kept in a partial directory under `dest` is a prefix of the source file of
-/// the same name under `src` (what arrived before the interruption, nothing else).
-/// Returns how many there are.
-fn check_partials_are_prefixes(src: &Path, dest: &Path) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for rel in list_tree(dest)? {
-        if !in_partial_dir(&rel) || rel.ends_with(PARTIAL) {
-            continue;
-        }
-        let original: String = rel
-            .split('/')
-            .filter(|c| *c != PARTIAL)
-            .collect::<Vec<_>>()
-            .join("/");
-        let kept = fs::read(dest.join(&rel))?;
-        let full = fs::read(src.join(&original))?;
-        anyhow::ensure!(!kept.is_empty(), "{rel}: empty partial file kept");
-        anyhow::ensure!(
-            full.starts_with(&kept),
-            "{rel}: partial data ({} bytes) is not a prefix of {original}",
-            kept.len()
-        );
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// How long a dropped sink's commits that already started may take to finish their rename.
@@ -1270,4 +1204,12 @@ async fn connection_refused_is_a_retryable_socket_error() -> anyhow::Result<()> 
     assert_eq!(err.exit_code(), 10);
     assert!(err.is_retryable());
     Ok(())
+}
+
+#[test]
+fn testkit_partial_dir_is_the_sinks() {
+    assert_eq!(
+        ubackup_testkit::PARTIAL_DIR,
+        rsync_proto::client::PARTIAL_DIR
+    );
 }

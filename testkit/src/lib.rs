@@ -15,8 +15,10 @@ pub mod compare;
 pub mod daemon;
 pub mod data;
 pub mod rsync;
+pub mod tree;
 
 pub use compare::{compare_files, compare_trees};
 pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
 pub use data::{make_tree, set_mtime, write_random_file};
 pub use rsync::{interop_required, require_rsync, rsync_binary, RsyncVersion};
+pub use tree::{check_partials_are_prefixes, in_partial_dir, list_tree, temp_files, PARTIAL_DIR};
