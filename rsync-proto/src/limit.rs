@@ -136,7 +136,8 @@ mod bucket {
     /// how a config reload takes effect.
     ///
     /// The bucket holds at most a tenth of a second of traffic (between
-    /// 16 KiB and 1 MiB), so a burst after an idle period stays small.
+    /// 16 KiB and 1 MiB), so a burst after an idle period stays small; it
+    /// starts empty.
     ///
     /// [`set_rate`]: BandwidthLimiter::set_rate
     #[derive(Debug, Clone, Default)]
@@ -159,10 +160,14 @@ mod bucket {
                 let burst = (rate.get() / 10).clamp(MIN_BURST, MAX_BURST) as u32;
                 let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
                 let quota = Quota::per_second(nz(per_sec)).allow_burst(nz(burst));
+                let limiter = RateLimiter::direct(quota);
+                // Start empty: a new (or reloaded) limit does not begin with a
+                // free bucket's worth of traffic.
+                let _ = limiter.check_n(nz(burst));
                 Arc::new(Bucket {
                     rate,
                     burst,
-                    limiter: RateLimiter::direct(quota),
+                    limiter,
                 })
             });
             if let Ok(mut b) = self.bucket.write() {
