@@ -18,6 +18,8 @@
 //! What arrives is compared with what the daemon served, bytes and mtime and permission bits
 //! (`ubackup_testkit::compare_files`).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read as _, Write as _};
@@ -30,6 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context as _};
+use common::{cell, pull_ok, source, temp_files_after, versions, KIB, MIB, SETTLE};
 use rsync_proto::client::{
     pull, pull_with, Basis, BasisHook, BasisPolicy, Error, FsSink, PullOptions, PullReport, Sink,
     Source,
@@ -39,31 +42,14 @@ use rsync_proto::{
     ChecksumKind, Event, FileEntry, FileIndex, FileList, FileOutcome, ProtocolVersion,
 };
 use ubackup_testkit::{
-    check_partials_are_prefixes, compare_files, list_tree, require_rsync, set_mtime, temp_files,
-    DaemonBuilder, Module, RsyncDaemon, RsyncVersion, PARTIAL_DIR,
+    check_partials_are_prefixes, compare_files, list_tree, set_mtime, DaemonBuilder, Module,
+    RsyncDaemon, PARTIAL_DIR,
 };
-
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
 
 /// The mtime of every source file.
 const SRC_MTIME: i64 = 1_700_000_000;
 /// The mtime of every basis: older, so the quick check (size and mtime) never skips a file.
 const OLD_MTIME: i64 = 1_500_000_000;
-
-/// The stock releases whose binary is present. `require_rsync` panics instead when one is
-/// missing and `UBACKUP_INTEROP=required`.
-fn versions() -> Vec<RsyncVersion> {
-    RsyncVersion::ALL
-        .into_iter()
-        .filter(|&v| require_rsync(v).is_some())
-        .collect()
-}
-
-/// `rsync 3.5.0, protocol 31`: names the matrix cell in failure messages.
-fn cell(v: RsyncVersion, p: ProtocolVersion) -> String {
-    format!("rsync {}, protocol {}", v.label(), p.get())
-}
 
 /// Options for a single-file pull announcing `protocol`, bounded in time.
 fn options(protocol: ProtocolVersion) -> PullOptions {
@@ -73,33 +59,6 @@ fn options(protocol: ProtocolVersion) -> PullOptions {
         connect_timeout: Duration::from_secs(10),
         ..PullOptions::default()
     }
-}
-
-fn source(daemon: &RsyncDaemon, module_path: &str) -> anyhow::Result<Source> {
-    let url = daemon.url(module_path);
-    url.parse::<Source>()
-        .with_context(|| format!("parsing {url}"))
-}
-
-/// Pulls `module_path` into `sink`; on failure the error names the matrix cell and carries
-/// the daemon's log.
-async fn pull_ok(
-    daemon: &RsyncDaemon,
-    module_path: &str,
-    opts: &PullOptions,
-    sink: &mut FsSink,
-) -> anyhow::Result<PullReport> {
-    let src = source(daemon, module_path)?;
-    pull(&src, opts, sink).await.map_err(|e| {
-        anyhow!(
-            "rsync {}, protocol {}: pull of {src} failed: {e} (remote message {:?})\n\
-             --- daemon log:\n{}",
-            daemon.version().label(),
-            opts.protocol.get(),
-            e.remote_message(),
-            daemon.log()
-        )
-    })
 }
 
 /// Pulls `src` into `sink` and returns the result with every event but the file data.
@@ -186,21 +145,6 @@ fn write_bytes(path: &Path, data: &[u8], mtime: i64) -> anyhow::Result<()> {
 
 fn names<const N: usize>(names: [&str; N]) -> BTreeSet<String> {
     names.into_iter().map(String::from).collect()
-}
-
-/// How long a dropped sink's commits that already started may take to finish their rename.
-const SETTLE: Duration = Duration::from_secs(5);
-
-/// The temp files left under `root` once they stop disappearing, waiting at most `within`.
-async fn temp_files_after(root: &Path, within: Duration) -> anyhow::Result<Vec<String>> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = temp_files(root)?;
-        if left.is_empty() || Instant::now() >= deadline {
-            return Ok(left);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------

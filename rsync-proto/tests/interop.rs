@@ -15,6 +15,8 @@
 //! Tests run on a 2-worker tokio runtime; the one that needs commits queued on the blocking
 //! pool builds its own runtime with a single blocking thread.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -26,19 +28,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context as _};
-use rsync_proto::client::{
-    list_modules, pull, pull_with, Error, FsSink, PullOptions, PullReport, Source,
-};
+use common::{cell, pull_ok, source, temp_files_after, versions, KIB, MIB, SETTLE};
+use rsync_proto::client::{list_modules, pull, pull_with, Error, FsSink, PullOptions, Source};
 use rsync_proto::daemon::ModuleInfo;
 use rsync_proto::{ChecksumKind, Event, ProtocolError, ProtocolVersion, RefusalKind, SessionError};
 use ubackup_testkit::{
     check_partials_are_prefixes, compare_files, compare_trees, in_partial_dir, list_tree,
-    make_tree, require_rsync, set_mtime, temp_files, write_random_file, DaemonBuilder, Module,
-    RsyncDaemon, RsyncVersion,
+    make_tree, set_mtime, temp_files, write_random_file, DaemonBuilder, Module, RsyncDaemon,
 };
-
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
 
 /// Every protocol the client speaks.
 const PROTOCOLS: [ProtocolVersion; 4] = [
@@ -47,20 +44,6 @@ const PROTOCOLS: [ProtocolVersion; 4] = [
     ProtocolVersion::V31,
     ProtocolVersion::V32,
 ];
-
-/// The stock releases whose binary is present. `require_rsync` panics instead when one is
-/// missing and `UBACKUP_INTEROP=required`.
-fn versions() -> Vec<RsyncVersion> {
-    RsyncVersion::ALL
-        .into_iter()
-        .filter(|&v| require_rsync(v).is_some())
-        .collect()
-}
-
-/// `rsync 3.5.0, protocol 31`: names the matrix cell in failure messages.
-fn cell(v: RsyncVersion, p: ProtocolVersion) -> String {
-    format!("rsync {}, protocol {}", v.label(), p.get())
-}
 
 /// Options for a recursive pull announcing `protocol`, bounded in time.
 fn options(protocol: ProtocolVersion) -> PullOptions {
@@ -71,33 +54,6 @@ fn options(protocol: ProtocolVersion) -> PullOptions {
         connect_timeout: Duration::from_secs(10),
         ..PullOptions::default()
     }
-}
-
-fn source(daemon: &RsyncDaemon, module_path: &str) -> anyhow::Result<Source> {
-    let url = daemon.url(module_path);
-    url.parse::<Source>()
-        .with_context(|| format!("parsing {url}"))
-}
-
-/// Pulls `module_path` into `sink`; on failure the error names the matrix cell and carries
-/// the daemon's log.
-async fn pull_ok(
-    daemon: &RsyncDaemon,
-    module_path: &str,
-    opts: &PullOptions,
-    sink: &mut FsSink,
-) -> anyhow::Result<PullReport> {
-    let src = source(daemon, module_path)?;
-    pull(&src, opts, sink).await.map_err(|e| {
-        anyhow!(
-            "rsync {}, protocol {}: pull of {src} failed: {e} (remote message {:?})\n\
-             --- daemon log:\n{}",
-            daemon.version().label(),
-            opts.protocol.get(),
-            e.remote_message(),
-            daemon.log()
-        )
-    })
 }
 
 /// Pulls `module_path` into `sink` and returns the error it must fail with.
@@ -132,23 +88,6 @@ fn write_file(
     fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
     set_mtime(&path, mtime)?;
     Ok(path)
-}
-
-/// How long a dropped sink's commits that already started may take to finish their rename.
-const SETTLE: Duration = Duration::from_secs(5);
-
-/// The temp files left under `root` once they stop disappearing, waiting at most `within`:
-/// a commit already running on the blocking pool when its sink is dropped still renames its
-/// file into place.
-async fn temp_files_after(root: &Path, within: Duration) -> anyhow::Result<Vec<String>> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = temp_files(root)?;
-        if left.is_empty() || Instant::now() >= deadline {
-            return Ok(left);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn expected_checksum(p: ProtocolVersion) -> ChecksumKind {
