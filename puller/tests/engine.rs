@@ -701,7 +701,8 @@ async fn cancellation_keeps_partial_data_and_nothing_else() -> anyhow::Result<()
         "expected Cancelled, got {outcome:?}\n--- daemon log:\n{}",
         daemon.log()
     );
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // The whole pull would take 4 s at 8 MiB/s: finishing sooner means it was cancelled.
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
     let kept = only_partial_left(dest.path(), "big.bin", &original)?;
     assert!(kept.is_some(), "a second of data was not kept for resume");
     Ok(())
@@ -733,7 +734,8 @@ async fn deadline_fails_a_slow_job() -> anyhow::Result<()> {
     assert!(f.reason.contains("deadline"), "{f:?}");
     assert!(f.retryable, "{f:?}");
     assert!(took >= Duration::from_secs(1), "took {took:?}");
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // The whole pull would take 8 s at 4 MiB/s; leave slack for a loaded machine.
+    assert!(took < Duration::from_secs(6), "took {took:?}");
     only_partial_left(dest.path(), "big.bin", &original)?;
     Ok(())
 }
