@@ -1236,6 +1236,14 @@ impl Connection {
                 break;
             }
         }
+        // Whatever is left waits for more input or for the driver (a request,
+        // a block's bytes). Data for files we never asked about would pile up
+        // here without limit, so cap it.
+        check_limit(
+            "unparsed input",
+            (self.stream.len() - self.stream_pos) as u64,
+            self.config.limits.max_pending_input as u64,
+        )?;
         // Compact the consumed prefix.
         if self.stream_pos > 0
             && (self.stream_pos == self.stream.len() || self.stream_pos > 64 * 1024)

@@ -226,6 +226,9 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Most uid/gid name-list entries.
     pub max_id_names: usize,
+    /// Most received bytes held unparsed (input that runs ahead of our
+    /// requests, or a partial item). An honest sender never gets near it.
+    pub max_pending_input: usize,
 }
 
 impl Default for Limits {
@@ -242,6 +245,7 @@ impl Default for Limits {
             max_literal: 1 << 20,
             max_file_size: 1 << 46,
             max_id_names: 100_000,
+            max_pending_input: 16 << 20,
         }
     }
 }

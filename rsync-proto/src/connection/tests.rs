@@ -1303,6 +1303,44 @@ fn transfer_error(p: u32, cfg: ConnectionConfig, build: impl FnOnce(&mut Server)
 }
 
 #[test]
+fn input_running_ahead_of_requests_is_bounded() {
+    // A hostile sender streams data for a file we have not requested (yet)
+    // while we are still choosing: it must not pile up without limit.
+    let mut cfg = config();
+    cfg.limits = Limits {
+        max_pending_input: 4096,
+        ..Limits::default()
+    };
+    let (mut s, before) = after_flist(32);
+    let mut conn = Connection::new(cfg);
+    let now = Instant::now();
+    conn.handle_input(&before).expect("file list");
+    let mut list = None;
+    while let Some(ev) = conn.poll_event() {
+        if let Event::FileList(l) = ev {
+            list = Some(l);
+        }
+    }
+    let list = list.expect("a file list");
+    let ndx = all_regular(&list)[0];
+    while conn.poll_transmit(now).is_some() {}
+    assert!(conn.awaiting_requests());
+    s.file(ndx.0, IFLAGS_NEW, &[7u8; 8192], true);
+    let err = conn.handle_input(&s.take()).expect_err("must be refused");
+    assert!(
+        matches!(
+            err,
+            SessionError::Protocol(ProtocolError::LimitExceeded {
+                what: "unparsed input",
+                limit: 4096,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn unrequested_file_index() {
     fn only_first(list: &FileList) -> Vec<FileIndex> {
         all_regular(list).into_iter().take(1).collect()
