@@ -17,8 +17,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::future::Future;
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -215,22 +214,6 @@ fn closed_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
-}
-
-/// Selects `module` on a raw connection and keeps it open, holding one of the module's
-/// `max connections` slots until dropped.
-fn hold_module_slot(addr: SocketAddr, module: &str) -> anyhow::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting)?;
-    ensure!(greeting.starts_with("@RSYNCD: "), "greeting {greeting:?}");
-    (&stream).write_all(format!("@RSYNCD: 30.0\n{module}\n").as_bytes())?;
-    let mut answer = String::new();
-    reader.read_line(&mut answer)?;
-    ensure!(answer == "@RSYNCD: OK\n", "module answer {answer:?}");
-    Ok(stream)
 }
 
 /// A TCP relay to a daemon that, on every connection, passes `budget` bytes from the daemon
@@ -557,7 +540,7 @@ async fn max_connections_is_retried_until_a_slot_frees() -> anyhow::Result<()> {
             .module(Module::new("limited", data.path()).extra("max connections = 1"))
             .start()?;
         let cell = format!("rsync {}", v.label());
-        let slot = hold_module_slot(daemon.addr(), "limited")?;
+        let slot = daemon.hold_module_slot("limited")?;
         let dest = tempfile::tempdir()?;
         let job = job(source(&daemon.url("limited/file.bin"))?, dest.path());
         // Delays of 100-200, 200-400, 400-800 ms...: at least 700 ms before the 4th attempt.

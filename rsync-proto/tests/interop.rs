@@ -19,7 +19,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use common::{cell, pull_ok, source, temp_files_after, versions, KIB, MIB, SETTLE};
 use rsync_proto::client::{list_modules, pull, pull_with, Error, FsSink, PullOptions, Source};
 use rsync_proto::daemon::ModuleInfo;
@@ -54,6 +54,18 @@ fn options(protocol: ProtocolVersion) -> PullOptions {
         connect_timeout: Duration::from_secs(10),
         ..PullOptions::default()
     }
+}
+
+/// `err` is the daemon's refusal of `kind`, with its words verbatim, retryable or not as
+/// given, and exit code 5.
+fn assert_refused(err: &Error, kind: RefusalKind, message: &str, retryable: bool, cell: &str) {
+    assert!(
+        matches!(err, Error::Session(SessionError::Refused { kind: k, .. }) if *k == kind),
+        "{cell}: {err:?}"
+    );
+    assert_eq!(err.remote_message(), Some(message), "{cell}");
+    assert_eq!(err.is_retryable(), retryable, "{cell}");
+    assert_eq!(err.exit_code(), 5, "{cell}");
 }
 
 /// Pulls `module_path` into `sink` and returns the error it must fail with.
@@ -481,23 +493,13 @@ async fn authenticates_and_types_auth_failures() -> anyhow::Result<()> {
             };
             let dest = tempfile::tempdir()?;
             let err = pull_err(&daemon, "secret/", &opts, &mut FsSink::new(dest.path())?).await?;
-            assert!(
-                matches!(
-                    &err,
-                    Error::Session(SessionError::Refused {
-                        kind: RefusalKind::AuthFailed,
-                        ..
-                    })
-                ),
-                "{cell}: {err:?}"
+            assert_refused(
+                &err,
+                RefusalKind::AuthFailed,
+                "auth failed on module secret",
+                false,
+                &cell,
             );
-            assert_eq!(
-                err.remote_message(),
-                Some("auth failed on module secret"),
-                "{cell}"
-            );
-            assert!(!err.is_retryable(), "{cell}");
-            assert_eq!(err.exit_code(), 5, "{cell}");
             assert!(list_tree(dest.path())?.is_empty(), "{cell}");
 
             // No password at all.
@@ -526,22 +528,6 @@ async fn authenticates_and_types_auth_failures() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Selects `module` on a raw connection and keeps it open, holding one of the module's
-/// `max connections` slots until dropped.
-fn hold_module_slot(addr: SocketAddr, module: &str) -> anyhow::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting)?;
-    ensure!(greeting.starts_with("@RSYNCD: "), "greeting {greeting:?}");
-    (&stream).write_all(format!("@RSYNCD: 30.0\n{module}\n").as_bytes())?;
-    let mut answer = String::new();
-    reader.read_line(&mut answer)?;
-    ensure!(answer == "@RSYNCD: OK\n", "module answer {answer:?}");
-    Ok(stream)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_refusals_are_typed_with_the_daemons_words() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
@@ -552,68 +538,38 @@ async fn daemon_refusals_are_typed_with_the_daemons_words() -> anyhow::Result<()
             .module(Module::new("denied", data.path()).extra("hosts deny = 127.0.0.1"))
             .module(Module::new("limited", data.path()).extra("max connections = 1"))
             .start()?;
-        let slot = hold_module_slot(daemon.addr(), "limited")?;
+        let slot = daemon.hold_module_slot("limited")?;
         for p in PROTOCOLS {
             let cell = cell(v, p);
             let opts = options(p);
             let dest = tempfile::tempdir()?;
 
             let err = pull_err(&daemon, "nosuch/", &opts, &mut FsSink::new(dest.path())?).await?;
-            assert!(
-                matches!(
-                    &err,
-                    Error::Session(SessionError::Refused {
-                        kind: RefusalKind::UnknownModule,
-                        ..
-                    })
-                ),
-                "{cell}: {err:?}"
+            assert_refused(
+                &err,
+                RefusalKind::UnknownModule,
+                "Unknown module 'nosuch'",
+                false,
+                &cell,
             );
-            assert_eq!(
-                err.remote_message(),
-                Some("Unknown module 'nosuch'"),
-                "{cell}"
-            );
-            assert!(!err.is_retryable(), "{cell}");
-            assert_eq!(err.exit_code(), 5, "{cell}");
 
             let err = pull_err(&daemon, "denied/", &opts, &mut FsSink::new(dest.path())?).await?;
-            assert!(
-                matches!(
-                    &err,
-                    Error::Session(SessionError::Refused {
-                        kind: RefusalKind::AccessDenied,
-                        ..
-                    })
-                ),
-                "{cell}: {err:?}"
+            assert_refused(
+                &err,
+                RefusalKind::AccessDenied,
+                "access denied to denied from UNDETERMINED (127.0.0.1)",
+                false,
+                &cell,
             );
-            assert_eq!(
-                err.remote_message(),
-                Some("access denied to denied from UNDETERMINED (127.0.0.1)"),
-                "{cell}"
-            );
-            assert!(!err.is_retryable(), "{cell}");
-            assert_eq!(err.exit_code(), 5, "{cell}");
 
             let err = pull_err(&daemon, "limited/", &opts, &mut FsSink::new(dest.path())?).await?;
-            assert!(
-                matches!(
-                    &err,
-                    Error::Session(SessionError::Refused {
-                        kind: RefusalKind::MaxConnections,
-                        ..
-                    })
-                ),
-                "{cell}: {err:?}"
+            assert_refused(
+                &err,
+                RefusalKind::MaxConnections,
+                "max connections (1) reached -- try again later",
+                true,
+                &cell,
             );
-            assert_eq!(
-                err.remote_message(),
-                Some("max connections (1) reached -- try again later"),
-                "{cell}"
-            );
-            assert!(err.is_retryable(), "{cell}");
-            assert_eq!(err.exit_code(), 5, "{cell}");
 
             assert!(list_tree(dest.path())?.is_empty(), "{cell}");
         }

@@ -308,6 +308,22 @@ impl RsyncDaemon {
         self.port
     }
 
+    /// Selects `module` on a raw connection and keeps it open, holding one of the
+    /// module's `max connections` slots until the stream is dropped.
+    pub fn hold_module_slot(&self, module: &str) -> anyhow::Result<TcpStream> {
+        let stream = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(10))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting)?;
+        anyhow::ensure!(greeting.starts_with("@RSYNCD: "), "greeting {greeting:?}");
+        (&stream).write_all(format!("@RSYNCD: 30.0\n{module}\n").as_bytes())?;
+        let mut answer = String::new();
+        reader.read_line(&mut answer)?;
+        anyhow::ensure!(answer == "@RSYNCD: OK\n", "module answer {answer:?}");
+        Ok(stream)
+    }
+
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
