@@ -62,7 +62,7 @@ impl HintAlgorithm {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HintAlgorithm::Sha256 => 32,
             HintAlgorithm::Md5 | HintAlgorithm::Xxh128 => 16,
@@ -105,11 +105,11 @@ impl ChecksumHint {
         let algorithm = HintAlgorithm::from_name(&name.to_ascii_lowercase())
             .ok_or_else(|| format!("unknown algorithm {name:?} (sha256, md5, xxh3, xxh128)"))?;
         let hex = hex.to_ascii_lowercase();
-        if hex.len() != algorithm.len() * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if hex.len() != algorithm.digest_len() * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!(
                 "{} needs {} hex digits, got {hex:?}",
                 algorithm.name(),
-                algorithm.len() * 2
+                algorithm.digest_len() * 2
             ));
         }
         Ok(ChecksumHint { algorithm, hex })
