@@ -2,3 +2,4 @@
 //! the tests) calls. The binary `ubackup-puller` adds the command line.
 
 pub mod pull;
+pub mod config;

@@ -1,0 +1,118 @@
+use super::*;
+
+const SAMPLE: &str = include_str!("../../tests/data/uuzuback-server.conf");
+const EXAMPLE: &str = include_str!("../../ubackup-puller.example.toml");
+
+#[test]
+fn loads_ubackups_sample_server_config_unchanged() {
+    let c = NodeConfig::parse(SAMPLE).unwrap();
+    assert_eq!(c.form, ConfigForm::Legacy);
+    assert_eq!(c.workers, 4);
+    assert_eq!(c.bwlimit, Some(Rate::bytes_per_sec(62000 * 1024)));
+    assert_eq!(c.root, PathBuf::from("/backup/uuzubackup/"));
+    assert_eq!(c.reserve_bytes, 1000 << 30);
+    assert_eq!(c.interval, Duration::ZERO);
+    assert_eq!(c.queue.redis.0, "redis://127.0.0.1:6379/");
+    assert_eq!(c.queue.lists, ["level1", "uuzuback_f"]);
+    assert_eq!(c.log.file, Some(PathBuf::from("/var/log/uuzuback.log")));
+    assert_eq!(c.log.error_file, Some(PathBuf::from("/var/log/uuzuback.error")));
+    assert_eq!(c.node_ip, "127.0.0.1");
+    assert_eq!(c.pull.retry, 3);
+    assert_eq!(c.results.redis.0, "redis://127.0.0.1:6379/");
+    assert_eq!(c.results.list, "message");
+    assert_eq!(c.node_id, "5");
+    assert_eq!(c.pull.destination, DEFAULT_DESTINATION);
+}
+
+#[test]
+fn loads_the_annotated_example() {
+    let c = NodeConfig::parse(EXAMPLE).unwrap();
+    assert_eq!(c.form, ConfigForm::Toml);
+    assert_eq!(c.node_id, "backup-node-5");
+    assert_eq!(c.queue.lists, ["level1", "uuzuback_f"]);
+    assert_eq!(c.queue.lease, Duration::from_secs(30));
+    assert_eq!(c.metrics, Some("127.0.0.1:9187".parse().unwrap()));
+    assert!(c.pull.previous_as_basis);
+}
+
+#[test]
+fn reports_every_problem_with_its_key() {
+    let text = r#"
+[node]
+workers = 0
+bwlimit = "fast"
+[queue]
+lists = ["a", "a b", "a"]
+lease_secs = 3
+heartbeat_secs = 5
+[pull]
+destination = "{root}/{nope}"
+protocol = 27
+basis = "yesterday"
+[metrics]
+listen = "nowhere"
+[extra]
+thing = 1
+"#;
+    let problems = NodeConfig::parse(text).unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for want in [
+        "node.root",
+        "node.workers",
+        "node.bwlimit",
+        "queue.lists",
+        "queue.lease_secs",
+        "pull.destination",
+        "pull.protocol",
+        "pull.basis",
+        "metrics.listen",
+        "extra.thing",
+    ] {
+        assert!(keys.contains(&want), "{want} missing from {problems:?}");
+    }
+    // Both list problems are named.
+    assert_eq!(keys.iter().filter(|k| **k == "queue.lists").count(), 2);
+}
+
+#[test]
+fn legacy_problems_use_legacy_key_names() {
+    let text = SAMPLE
+        .replace("work_thread = 4", "work_thread = four")
+        .replace("redis_port = 6379", "redis_port = 63790000")
+        .replace("reserve = 1000", "reserve = -1");
+    let problems = NodeConfig::parse(&text).unwrap_err();
+    let mut keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["redis_port", "reserve", "work_thread"], "{problems:?}");
+}
+
+#[test]
+fn legacy_unknown_keys_are_errors_and_other_sections_are_ignored() {
+    let text = format!("{SAMPLE}\nwork_threads = 5\n[mysql3306]\nback_type = mysql\n");
+    let problems = NodeConfig::parse(&text).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "work_threads");
+}
+
+#[test]
+fn redis_passwords_are_redacted() {
+    let u = RedisUrl("redis://:hunter2@10.0.0.1:6379/0".into());
+    assert_eq!(format!("{u}"), "redis://***@10.0.0.1:6379/0");
+    assert!(!format!("{u:?}").contains("hunter2"));
+}
+
+#[test]
+fn templates_are_checked() {
+    assert!(check_template(DEFAULT_DESTINATION).is_ok());
+    assert!(check_template("/data/{server_id}/{instance}").is_ok());
+    assert!(check_template("{root}/{x}").is_err());
+    assert!(check_template("{root}/{back_type").is_err());
+    assert!(check_template("relative/{root}").is_err());
+}
+
+#[test]
+fn inline_comments_need_whitespace_before_them() {
+    assert_eq!(strip_inline_comment("a = b #c"), "a = b ");
+    assert_eq!(strip_inline_comment("a = b#c"), "a = b#c");
+    assert_eq!(strip_inline_comment("a = b ;c"), "a = b ");
+}
