@@ -135,7 +135,6 @@ pub(crate) fn is_safe_relative_name(s: &str) -> bool {
         && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-
 impl Fields<'_> {
     /// A required IP address literal (UBackup builds the destination from its octets, and a
     /// host name would let a message point the puller anywhere DNS says).

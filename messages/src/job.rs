@@ -516,7 +516,10 @@ mod tests {
     #[test]
     fn unknown_schema_versions_are_refused() {
         let e = Job::parse(br#"{"v": 2}"#).unwrap_err();
-        assert!(e.to_string().contains("unsupported schema version 2"), "{e}");
+        assert!(
+            e.to_string().contains("unsupported schema version 2"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -529,7 +532,9 @@ mod tests {
 
     #[test]
     fn sniff_reads_what_it_can() {
-        let id = JobIdentity::sniff(br#"{"server_id": 7, "instance": "3306", "back_type": "mysql", "game_server_ip": "x"}"#);
+        let id = JobIdentity::sniff(
+            br#"{"server_id": 7, "instance": "3306", "back_type": "mysql", "game_server_ip": "x"}"#,
+        );
         assert_eq!(id.server_id.as_deref(), Some("7"));
         assert_eq!(id.instance, Some(3306));
         assert_eq!(id.host.as_deref(), Some("x"));

@@ -32,6 +32,30 @@ pub enum Command {
     /// timeout; 20 interrupted (SIGINT/SIGTERM; partial data is kept).
     #[command(verbatim_doc_comment)]
     Fetch(FetchArgs),
+    /// Run the backup node: take jobs from the Redis lists, pull them, publish results.
+    ///
+    /// CONFIG is ubackup's TOML (see ubackup-puller.example.toml) or UBackup's
+    /// server uuzuback.conf, unchanged. SIGTERM/SIGINT: stop taking jobs, let
+    /// running pulls finish within node.shutdown_grace_secs, then cancel and
+    /// requeue them. SIGHUP: reload workers, interval, reserve and rate.
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Validate a node configuration and print what it resolves to.
+    CheckConfig {
+        /// The configuration file.
+        config: PathBuf,
+    },
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The node configuration.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Exit once every job list is empty and nothing is in flight.
+    #[arg(long)]
+    pub until_idle: bool,
 }
 
 /// Options of `fetch`.

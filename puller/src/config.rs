@@ -22,7 +22,9 @@ impl RedisUrl {
     fn redacted(&self) -> String {
         // redis://[user]:password@host:port/db
         match (self.0.find("://"), self.0.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &self.0[..s], &self.0[at + 1..]),
+            (Some(s), Some(at)) if at > s => {
+                format!("{}://***@{}", &self.0[..s], &self.0[at + 1..])
+            }
             _ => self.0.clone(),
         }
     }
@@ -364,7 +366,10 @@ impl NodeConfig {
         };
         let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
         if meta.len() > 1 << 20 {
-            return Err(err(format!("{} bytes is too large for a config", meta.len())));
+            return Err(err(format!(
+                "{} bytes is too large for a config",
+                meta.len()
+            )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         NodeConfig::parse(&text).map_err(|problems| ConfigError {
@@ -458,7 +463,10 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
             continue;
         }
         let Some((k, v)) = t.split_once(['=', ':']) else {
-            raw.bad(format!("line {}", n + 1), format!("expected key = value, got {t:?}"));
+            raw.bad(
+                format!("line {}", n + 1),
+                format!("expected key = value, got {t:?}"),
+            );
             continue;
         };
         match section.as_deref() {
@@ -470,8 +478,7 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
         }
     }
     let mut put = |ours: &str, legacy: &str, v: Val| {
-        raw.values
-            .insert(ours.to_string(), (v, legacy.to_string()));
+        raw.values.insert(ours.to_string(), (v, legacy.to_string()));
     };
     let mut redis_host = None;
     let mut redis_port = None;
@@ -518,7 +525,12 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
         Val::Str(format!("redis://{host}:{port}/"))
     };
     let q = url(redis_host, redis_port, "redis_host", "redis_port");
-    let m = url(msg_host, msg_port, "message_redis_host", "message_redis_port");
+    let m = url(
+        msg_host,
+        msg_port,
+        "message_redis_host",
+        "message_redis_port",
+    );
     raw.values
         .insert("queue.redis".into(), (q, "redis_host".into()));
     raw.values
@@ -535,7 +547,11 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
     // [node]
     let root = raw.path("node.root");
     if root.is_none() && !raw.problems.iter().any(|p| p.key.contains("root")) {
-        let key = if raw.legacy { "server_root_path" } else { "node.root" };
+        let key = if raw.legacy {
+            "server_root_path"
+        } else {
+            "node.root"
+        };
         raw.bad(key, "missing: the backup root");
     }
     let node_ip = raw.string("node.ip");
@@ -559,8 +575,9 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
                 None
             }
         },
-        Some((Val::Int(n), _)) if n >= 0 => Some(Rate::bytes_per_sec((n as u64) * 1024))
-            .filter(|_| n > 0),
+        Some((Val::Int(n), _)) if n >= 0 => {
+            Some(Rate::bytes_per_sec((n as u64) * 1024)).filter(|_| n > 0)
+        }
         Some((v, _)) => {
             raw.bad(bw_key, format!("expected a rate, got {}", v.kind()));
             None
@@ -571,7 +588,9 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
     // [queue]
     let queue_redis = redis_url(&mut raw, "queue.redis");
     let lists_key = raw.display("queue.lists");
-    let lists = raw.list("queue.lists").unwrap_or_else(|| vec!["uuzuback".into()]);
+    let lists = raw
+        .list("queue.lists")
+        .unwrap_or_else(|| vec!["uuzuback".into()]);
     if lists.is_empty() {
         raw.bad(lists_key.clone(), "no job lists");
     }
@@ -587,7 +606,9 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
         }
     }
     let prefix_key = raw.display("queue.key_prefix");
-    let key_prefix = raw.string("queue.key_prefix").unwrap_or_else(|| "ubackup".into());
+    let key_prefix = raw
+        .string("queue.key_prefix")
+        .unwrap_or_else(|| "ubackup".into());
     if !is_key_name(&key_prefix) {
         raw.bad(prefix_key, format!("not a key prefix: {key_prefix:?}"));
     }
@@ -617,7 +638,9 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
         queue_redis.clone()
     };
     let rl_key = raw.display("results.list");
-    let results_list = raw.string("results.list").unwrap_or_else(|| "message".into());
+    let results_list = raw
+        .string("results.list")
+        .unwrap_or_else(|| "message".into());
     if !is_key_name(&results_list) || lists.contains(&results_list) {
         raw.bad(rl_key, format!("not a usable list name: {results_list:?}"));
     }
@@ -648,7 +671,10 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
         None | Some("previous") => true,
         Some("none") => false,
         Some(other) => {
-            raw.bad(basis_key, format!("{other:?} is not \"previous\" or \"none\""));
+            raw.bad(
+                basis_key,
+                format!("{other:?} is not \"previous\" or \"none\""),
+            );
             true
         }
     };
@@ -744,8 +770,7 @@ fn redis_url(raw: &mut Raw, key: &str) -> RedisUrl {
     let s = raw
         .string(key)
         .unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
-    if !(s.starts_with("redis://") || s.starts_with("unix://")) || s.contains(char::is_whitespace)
-    {
+    if !(s.starts_with("redis://") || s.starts_with("unix://")) || s.contains(char::is_whitespace) {
         raw.bad(d, format!("not a redis:// URL: {}", RedisUrl(s.clone())));
     }
     RedisUrl(s)
@@ -777,7 +802,8 @@ pub fn check_template(t: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn hostname() -> String {
+/// This host's name.
+pub fn hostname() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()

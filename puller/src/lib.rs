@@ -1,5 +1,10 @@
 //! The ubackup puller as a library: the pull engine that every worker (and
 //! the tests) calls. The binary `ubackup-puller` adds the command line.
 
-pub mod pull;
 pub mod config;
+pub mod pull;
+pub mod queue;
+
+pub mod basis;
+pub mod metrics;
+pub mod node;

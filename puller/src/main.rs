@@ -1,11 +1,13 @@
 //! `ubackup-puller`: the ubackup backup-node puller.
 //!
+//! `ubackup-puller run --config FILE` runs the backup node;
 //! `ubackup-puller fetch [OPTIONS] SOURCE DEST` pulls once from an rsync
 //! daemon, like the rsync client. See `--help` and README.md.
 
 mod cli;
 mod fetch;
 mod progress;
+mod run;
 
 use std::process::ExitCode;
 
@@ -13,6 +15,11 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let args = match cli.command {
+        cli::Command::Run(args) => return ExitCode::from(run::run(args, cli.verbose)),
+        cli::Command::CheckConfig { config } => return ExitCode::from(run::check(&config)),
+        cli::Command::Fetch(args) => args,
+    };
     init_tracing(cli.verbose);
     // One pull is one connection: a single-threaded runtime avoids cross-thread
     // wake-ups; fsync-and-rename work still runs on the blocking pool.
@@ -26,9 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = match cli.command {
-        cli::Command::Fetch(args) => runtime.block_on(fetch::run(args)),
-    };
+    let code = runtime.block_on(fetch::run(args));
     ExitCode::from(code)
 }
 

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,8 @@ pub struct EngineConfig {
     pub forward_bwlimit: bool,
     /// Protocol to announce.
     pub protocol: ProtocolVersion,
+    /// Counts file bytes written, for a node's throughput figures.
+    pub progress: Option<Arc<AtomicU64>>,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +112,7 @@ impl Default for EngineConfig {
             shared_limit: None,
             forward_bwlimit: false,
             protocol: ProtocolVersion::default(),
+            progress: None,
         }
     }
 }
@@ -216,6 +219,7 @@ struct ReserveGuard<'a> {
     since_check: u64,
     tripped: Arc<AtomicBool>,
     last_free: u64,
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl ReserveGuard<'_> {
@@ -253,6 +257,9 @@ impl Sink for ReserveGuard<'_> {
     }
     async fn write(&mut self, ndx: FileIndex, data: &[u8]) -> io::Result<()> {
         self.since_check += data.len() as u64;
+        if let Some(p) = &self.progress {
+            p.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         if self.since_check >= self.every {
             self.since_check = 0;
             self.check()?;
@@ -392,6 +399,7 @@ async fn attempts(
                 since_check: 0,
                 tripped: tripped.clone(),
                 last_free: free,
+                progress: cfg.progress.clone(),
             };
             let r = client::pull(&job.source, &opts, &mut guard).await;
             let last_free = guard.last_free;

@@ -15,7 +15,10 @@ fn loads_ubackups_sample_server_config_unchanged() {
     assert_eq!(c.queue.redis.0, "redis://127.0.0.1:6379/");
     assert_eq!(c.queue.lists, ["level1", "uuzuback_f"]);
     assert_eq!(c.log.file, Some(PathBuf::from("/var/log/uuzuback.log")));
-    assert_eq!(c.log.error_file, Some(PathBuf::from("/var/log/uuzuback.error")));
+    assert_eq!(
+        c.log.error_file,
+        Some(PathBuf::from("/var/log/uuzuback.error"))
+    );
     assert_eq!(c.node_ip, "127.0.0.1");
     assert_eq!(c.pull.retry, 3);
     assert_eq!(c.results.redis.0, "redis://127.0.0.1:6379/");
@@ -83,7 +86,11 @@ fn legacy_problems_use_legacy_key_names() {
     let problems = NodeConfig::parse(&text).unwrap_err();
     let mut keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     keys.sort();
-    assert_eq!(keys, ["redis_port", "reserve", "work_thread"], "{problems:?}");
+    assert_eq!(
+        keys,
+        ["redis_port", "reserve", "work_thread"],
+        "{problems:?}"
+    );
 }
 
 #[test]

@@ -1,0 +1,366 @@
+//! The job queue on Redis: a reliable-queue pattern over UBackup's plain lists.
+//!
+//! Producers LPUSH jobs onto priority lists (UBackup's `redis_queue`). A node takes the oldest
+//! job of the first non-empty list and, **in the same Lua script**, records it in its in-flight
+//! hash `<prefix>:inflight:<node>`. The job leaves that hash only in the script that publishes
+//! its result (or puts it back, or dead-letters it), so there is no moment at which a crash
+//! can drop it:
+//!
+//! ```text
+//!  level1 ─┐  take.lua (RPOP + HSET)    finish.lua (HDEL + LPUSH result)
+//!  low   ──┼──────────────────────────► inflight:<node> ─────────────────────► message
+//!          │◄──────────────── requeue.lua (HDEL + RPUSH) ──┘ └── dead.lua ──► <prefix>:dead
+//! ```
+//!
+//! * A restarted node requeues its own in-flight jobs ([`RedisQueue::in_flight`] +
+//!   [`RedisQueue::requeue`]).
+//! * Every node writes `<prefix>:node:<id>` (a hash with a TTL, the lease) and registers in
+//!   the set `<prefix>:nodes`. A node whose heartbeat key has expired is dead: any other node
+//!   requeues its in-flight jobs. The scripts delete the in-flight entry first and act only
+//!   if it was there, so two reapers (or a reaper and a slow owner) never both act on a job.
+//! * Requeued jobs go back to the end of their list that is taken next (RPUSH), so they keep
+//!   their place in line.
+//! * When the result list is on the queue's Redis, publishing the result and dropping the
+//!   in-flight entry are one script: exactly one result per job. On a separate Redis the
+//!   result is pushed first; a crash between the two steps can repeat a result (same job id).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use crate::config::{QueueConfig, ResultsConfig};
+
+/// A Redis failure (connection lost, script error, wrong key type).
+#[derive(Debug, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct QueueError(#[from] redis::RedisError);
+
+/// A job this node holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// Its field in the in-flight hash.
+    pub field: String,
+    /// The list it came from.
+    pub list: String,
+    /// When it was taken (epoch ms).
+    pub taken_ms: i64,
+    /// The message as it sat in the list.
+    pub raw: Vec<u8>,
+}
+
+const TAKE: &str = r#"
+for i = 4, #KEYS do
+  local raw = redis.call('RPOP', KEYS[i])
+  if raw then
+    local seq = redis.call('INCR', KEYS[2])
+    local field = ARGV[1] .. ':' .. seq
+    redis.call('HSET', KEYS[1], field, KEYS[i] .. '\n' .. ARGV[2] .. '\n' .. raw)
+    redis.call('SADD', KEYS[3], ARGV[1])
+    return {field, KEYS[i], raw}
+  end
+end
+return false
+"#;
+
+/// KEYS: inflight, results, dead. ARGV: field, result ('' = none), dead entry ('' = none).
+const FINISH: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  if ARGV[2] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[2]) end
+  if ARGV[3] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[3]) end
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: inflight, list. ARGV: field, message.
+const REQUEUE: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// The queue, results and heartbeat keys of one node.
+#[derive(Clone)]
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    results: Option<ConnectionManager>,
+    cfg: QueueConfig,
+    results_list: String,
+    node_id: String,
+    take: Script,
+    finish: Script,
+    requeue: Script,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("queue", &self.cfg.redis)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn connect(url: &str) -> Result<ConnectionManager, QueueError> {
+    let client = redis::Client::open(url)?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    Ok(ConnectionManager::new_with_config(client, cfg).await?)
+}
+
+impl RedisQueue {
+    /// Connects to the queue's Redis, and to the results' if it is another one.
+    pub async fn connect(
+        cfg: &QueueConfig,
+        results: &ResultsConfig,
+        node_id: &str,
+    ) -> Result<RedisQueue, QueueError> {
+        let conn = connect(&cfg.redis.0).await?;
+        let results_conn = if results.redis == cfg.redis {
+            None
+        } else {
+            Some(connect(&results.redis.0).await?)
+        };
+        Ok(RedisQueue {
+            conn,
+            results: results_conn,
+            cfg: cfg.clone(),
+            results_list: results.list.clone(),
+            node_id: node_id.to_string(),
+            take: Script::new(TAKE),
+            finish: Script::new(FINISH),
+            requeue: Script::new(REQUEUE),
+        })
+    }
+
+    fn key(&self, what: &str, node: &str) -> String {
+        format!("{}:{what}:{node}", self.cfg.key_prefix)
+    }
+
+    /// This node's in-flight hash.
+    pub fn inflight_key(&self, node: &str) -> String {
+        self.key("inflight", node)
+    }
+
+    /// A node's heartbeat hash.
+    pub fn heartbeat_key(&self, node: &str) -> String {
+        self.key("node", node)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.cfg.key_prefix)
+    }
+
+    /// Takes the oldest job of the first non-empty list into this node's in-flight hash.
+    pub async fn take(&self, now_ms: i64) -> Result<Option<Taken>, QueueError> {
+        let mut inv = self.take.prepare_invoke();
+        inv.key(self.inflight_key(&self.node_id))
+            .key(format!("{}:seq", self.cfg.key_prefix))
+            .key(self.nodes_key());
+        for l in &self.cfg.lists {
+            inv.key(l);
+        }
+        inv.arg(&self.node_id).arg(now_ms);
+        let mut conn = self.conn.clone();
+        let r: Option<(String, String, Vec<u8>)> = inv.invoke_async(&mut conn).await?;
+        Ok(r.map(|(field, list, raw)| Taken {
+            field,
+            list,
+            taken_ms: now_ms,
+            raw,
+        }))
+    }
+
+    /// Publishes `result` (and a dead-letter entry), and releases the job, atomically when
+    /// results share the queue's Redis. Returns false when the job was no longer held by
+    /// this node (its lease lapsed and another node requeued it): the result was then not
+    /// published, so that the requeued copy reports once.
+    pub async fn finish(
+        &self,
+        t: &Taken,
+        result: &[u8],
+        dead: Option<&[u8]>,
+    ) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let held = match &self.results {
+            None => {
+                self.finish
+                    .key(self.inflight_key(&self.node_id))
+                    .key(&self.results_list)
+                    .key(&self.cfg.dead_letter)
+                    .arg(&t.field)
+                    .arg(result)
+                    .arg(dead.unwrap_or_default())
+                    .invoke_async::<i64>(&mut conn)
+                    .await?
+            }
+            Some(results) => {
+                let held: bool = conn
+                    .hexists(self.inflight_key(&self.node_id), &t.field)
+                    .await?;
+                if !held {
+                    return Ok(false);
+                }
+                let mut rc = results.clone();
+                let _: i64 = rc.lpush(&self.results_list, result).await?;
+                self.finish
+                    .key(self.inflight_key(&self.node_id))
+                    .key(&self.results_list)
+                    .key(&self.cfg.dead_letter)
+                    .arg(&t.field)
+                    .arg("")
+                    .arg(dead.unwrap_or_default())
+                    .invoke_async::<i64>(&mut conn)
+                    .await?
+            }
+        };
+        Ok(held == 1)
+    }
+
+    /// Puts a job held by `node` back at the head of its list (or, for a dead-lettered
+    /// one, `to` = the dead-letter list), if it is still held.
+    pub async fn requeue(
+        &self,
+        node: &str,
+        t: &Taken,
+        message: &[u8],
+        dead_letter: bool,
+    ) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        if dead_letter {
+            let n: i64 = self
+                .finish
+                .key(self.inflight_key(node))
+                .key(&self.results_list)
+                .key(&self.cfg.dead_letter)
+                .arg(&t.field)
+                .arg("")
+                .arg(message)
+                .invoke_async(&mut conn)
+                .await?;
+            return Ok(n == 1);
+        }
+        let n: i64 = self
+            .requeue
+            .key(self.inflight_key(node))
+            .key(&t.list)
+            .arg(&t.field)
+            .arg(message)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The jobs `node` holds.
+    pub async fn in_flight(&self, node: &str) -> Result<Vec<Taken>, QueueError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, Vec<u8>> = conn.hgetall(self.inflight_key(node)).await?;
+        let mut out = Vec::with_capacity(all.len());
+        for (field, v) in all {
+            // "<list>\n<taken_ms>\n<raw>", written by take.lua.
+            let mut parts = v.splitn(3, |&b| b == b'\n');
+            let (Some(list), Some(ms), Some(raw)) = (parts.next(), parts.next(), parts.next())
+            else {
+                tracing::warn!(node, field, "malformed in-flight entry; left in place");
+                continue;
+            };
+            out.push(Taken {
+                field,
+                list: String::from_utf8_lossy(list).into_owned(),
+                taken_ms: std::str::from_utf8(ms)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                raw: raw.to_vec(),
+            });
+        }
+        out.sort_by_key(|t| t.taken_ms);
+        Ok(out)
+    }
+
+    /// Nodes registered as possibly holding jobs, and whether each heartbeat is alive.
+    pub async fn nodes(&self) -> Result<Vec<(String, bool)>, QueueError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.smembers(self.nodes_key()).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let alive: bool = conn.exists(self.heartbeat_key(&id)).await?;
+            out.push((id, alive));
+        }
+        Ok(out)
+    }
+
+    /// Drops `node` from the registry if it holds nothing.
+    pub async fn forget_node_if_idle(&self, node: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = conn.hlen(self.inflight_key(node)).await?;
+        if n == 0 {
+            let _: i64 = conn.srem(self.nodes_key(), node).await?;
+        }
+        Ok(())
+    }
+
+    /// Another process's heartbeat under this node id, if one is alive: (host, pid).
+    pub async fn live_owner(&self) -> Result<Option<(String, i64)>, QueueError> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> =
+            conn.hgetall(self.heartbeat_key(&self.node_id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let host = fields.get("host").cloned().unwrap_or_default();
+        let pid = fields.get("pid").and_then(|p| p.parse().ok()).unwrap_or(0);
+        Ok(Some((host, pid)))
+    }
+
+    /// Writes the heartbeat hash with the lease as its TTL, and registers the node.
+    pub async fn heartbeat(&self, fields: &[(String, String)]) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let key = self.heartbeat_key(&self.node_id);
+        let _: () = redis::pipe()
+            .atomic()
+            .del(&key)
+            .ignore()
+            .hset_multiple(&key, fields)
+            .ignore()
+            .pexpire(&key, self.cfg.lease.as_millis() as i64)
+            .ignore()
+            .sadd(self.nodes_key(), &self.node_id)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the heartbeat (clean shutdown with nothing in flight).
+    pub async fn clear_heartbeat(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.del(self.heartbeat_key(&self.node_id)).await?;
+        self.forget_node_if_idle(&self.node_id).await
+    }
+
+    /// Lengths of every job list, then of the dead-letter list.
+    pub async fn lengths(&self) -> Result<Vec<(String, u64)>, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for l in &self.cfg.lists {
+            pipe.llen(l);
+        }
+        pipe.llen(&self.cfg.dead_letter);
+        let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
+        let names = self
+            .cfg
+            .lists
+            .iter()
+            .cloned()
+            .chain(std::iter::once(self.cfg.dead_letter.clone()));
+        Ok(names.zip(lens).collect())
+    }
+}
