@@ -14,6 +14,7 @@
 //! then cancels them; a cancelled job is put back on its list. SIGHUP hands a new config to
 //! [`Control::reload`]: workers, interval, reserve and rate change live.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,6 +116,10 @@ struct Node {
     disk_need: AtomicU64,
     /// Cancels running pulls (after the grace period).
     cancel: watch::Receiver<bool>,
+    /// In-flight fields this process is working on.
+    active: Mutex<HashSet<String>>,
+    /// Final paths this process is writing.
+    writing: Mutex<HashSet<PathBuf>>,
 }
 
 /// Runs the node until `control.stop` (or idleness with `until_idle`).
@@ -155,6 +160,8 @@ pub async fn run(cfg: NodeConfig, mut control: Control) -> anyhow::Result<Arc<St
         live: live_rx,
         disk_need: AtomicU64::new(0),
         cancel: cancel_rx,
+        active: Mutex::new(HashSet::new()),
+        writing: Mutex::new(HashSet::new()),
     });
 
     // The first heartbeat before anything else: a node that holds jobs is never without one.
@@ -212,10 +219,17 @@ pub async fn run(cfg: NodeConfig, mut control: Control) -> anyhow::Result<Arc<St
         match node.queue.take(now_ms()).await {
             Ok(Some(t)) => {
                 idle_delay = Duration::from_millis(50);
+                if let Ok(mut a) = node.active.lock() {
+                    a.insert(t.field.clone());
+                }
                 let n = node.clone();
                 tasks.spawn(async move {
                     n.stats.busy.fetch_add(1, Ordering::Relaxed);
+                    let field = t.field.clone();
                     n.work(t).await;
+                    if let Ok(mut a) = n.active.lock() {
+                        a.remove(&field);
+                    }
                     n.stats.busy.fetch_sub(1, Ordering::Relaxed);
                     let interval = n.live.borrow().interval;
                     if !interval.is_zero() && !*n.cancel.borrow() {
@@ -572,6 +586,22 @@ impl Node {
         }
     }
 
+    /// Requeues entries of this node's in-flight hash that no task works on: a take whose
+    /// reply was lost (a connection cut after the script ran). Entries younger than the
+    /// lease are left alone, since their task may just be starting.
+    async fn reconcile(&self) -> Result<(), QueueError> {
+        let cutoff = now_ms() - self.cfg.queue.lease.as_millis() as i64;
+        for t in self.queue.in_flight(&self.cfg.node_id).await? {
+            let orphan =
+                t.taken_ms < cutoff && self.active.lock().is_ok_and(|a| !a.contains(&t.field));
+            if orphan {
+                let reason = "in flight on this node with no worker (a lost reply)".to_string();
+                self.put_back(&self.cfg.node_id, &t, reason, false).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Requeues the jobs of nodes whose heartbeat expired.
     async fn reap(&self) -> Result<(), QueueError> {
         for (node, alive) in self.queue.nodes().await? {
@@ -662,11 +692,29 @@ impl Node {
             rate: None,
             recursive: false,
         };
+        let final_path = dest.join(&file_name);
+        let mine = self
+            .writing
+            .lock()
+            .is_ok_and(|mut w| w.insert(final_path.clone()));
+        if mine {
+            // Temp files of a process that died pulling this file become its resume basis.
+            match pull::salvage_stale_temps(&dest, &file_name) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "kept the data of an interrupted pull for resume"),
+                Err(e) => tracing::warn!("cannot clean up stale temp files: {e}"),
+            }
+        }
         let mut cancel = self.cancel.clone();
         let outcome = pull::run(&pj, &self.engine, async move {
             let _ = cancel.wait_for(|c| *c).await;
         })
         .await;
+        if mine {
+            if let Ok(mut w) = self.writing.lock() {
+                w.remove(&final_path);
+            }
+        }
         result.rsync_time = now_ms();
         result.duration_ms = started.elapsed().as_millis() as u64;
         match outcome {
@@ -859,6 +907,9 @@ async fn heartbeat_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         node.heartbeat(rate).await;
         if let Err(e) = node.reap().await {
             tracing::warn!("cannot check other nodes' leases: {e}");
+        }
+        if let Err(e) = node.reconcile().await {
+            tracing::warn!("cannot check this node's in-flight jobs: {e}");
         }
     }
 }

@@ -473,6 +473,54 @@ fn job_report(
     }
 }
 
+/// Leftovers of a process that died while writing `leaf` into `dir`: temp files named as
+/// [`FsSink`] names them (`.LEAF.XXXXXX`, six hex digits). The largest becomes the partial
+/// file (`<dir>/.ubackup-partial/LEAF`, the next pull's resume basis) unless a larger partial
+/// is already there; the rest are removed. Returns how many temp files were found.
+///
+/// Only call it for a file no live pull of this process is writing.
+pub fn salvage_stale_temps(dir: &Path, leaf: &str) -> io::Result<usize> {
+    let prefix = format!(".{}.", &leaf[..leaf.len().min(200)]);
+    let mut found: Vec<(u64, PathBuf)> = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(tail) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if tail.len() != 6 || !tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(e.path())?;
+        if meta.is_file() {
+            found.push((meta.len(), e.path()));
+        }
+    }
+    let n = found.len();
+    found.sort();
+    if let Some((len, best)) = found.pop() {
+        let pdir = dir.join(rsync_proto::client::PARTIAL_DIR);
+        let partial = pdir.join(leaf);
+        let keep = std::fs::symlink_metadata(&partial).map_or(0, |m| m.len());
+        if len > keep {
+            std::fs::create_dir_all(&pdir)?;
+            std::fs::rename(&best, &partial)?;
+        } else {
+            std::fs::remove_file(&best)?;
+        }
+    }
+    for (_, p) in found {
+        std::fs::remove_file(p)?;
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,5 +547,32 @@ mod tests {
         assert!(f > 0);
         let r = reserve_below_current_free(d.path(), 1 << 20).unwrap();
         assert!(r < f);
+    }
+
+    #[test]
+    fn stale_temps_become_the_partial_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".dump.sql.0a1b2c"), vec![1u8; 100]).unwrap();
+        std::fs::write(d.path().join(".dump.sql.ffffff"), vec![2u8; 10]).unwrap();
+        std::fs::write(d.path().join(".dump.sql.zzzzzz"), b"not ours").unwrap();
+        std::fs::write(d.path().join(".other.sql.000000"), b"other file").unwrap();
+        assert_eq!(salvage_stale_temps(d.path(), "dump.sql").unwrap(), 2);
+        let partial = d
+            .path()
+            .join(rsync_proto::client::PARTIAL_DIR)
+            .join("dump.sql");
+        assert_eq!(std::fs::read(&partial).unwrap(), vec![1u8; 100]);
+        assert!(!d.path().join(".dump.sql.0a1b2c").exists());
+        assert!(!d.path().join(".dump.sql.ffffff").exists());
+        assert!(d.path().join(".dump.sql.zzzzzz").exists());
+        assert!(d.path().join(".other.sql.000000").exists());
+        // A smaller leftover does not replace a longer partial.
+        std::fs::write(d.path().join(".dump.sql.123456"), vec![3u8; 5]).unwrap();
+        assert_eq!(salvage_stale_temps(d.path(), "dump.sql").unwrap(), 1);
+        assert_eq!(std::fs::read(&partial).unwrap().len(), 100);
+        assert_eq!(
+            salvage_stale_temps(&d.path().join("missing"), "x").unwrap(),
+            0
+        );
     }
 }

@@ -131,7 +131,7 @@ fn init_logging(cfg: &LogConfig, verbose: u8) -> anyhow::Result<()> {
     let json = cfg.format == LogFormat::Json;
     let main = {
         let w = writer(main_file);
-        let l = tracing_subscriber::fmt::layer().with_writer(move || w());
+        let l = tracing_subscriber::fmt::layer().with_writer(w);
         if json {
             l.json().with_filter(filter()).boxed()
         } else {
@@ -142,7 +142,7 @@ fn init_logging(cfg: &LogConfig, verbose: u8) -> anyhow::Result<()> {
         let w = writer(Some(f));
         let l = tracing_subscriber::fmt::layer()
             .with_ansi(false)
-            .with_writer(move || w());
+            .with_writer(w);
         let lvl = tracing_subscriber::filter::LevelFilter::WARN;
         if json {
             l.json().with_filter(lvl).boxed()

@@ -6,6 +6,7 @@
 //! - [`daemon`]: start a real `rsync --daemon` on a loopback port picked at run time, in its
 //!   own temp dir, killed on `Drop`.
 //! - [`data`]: deterministic (seeded) test data: random files, small trees, mtimes.
+//! - [`redis`]: a real `redis-server` on a loopback port picked at run time, restartable.
 //! - [`compare`]: compare files and trees (bytes, mtime, permission bits, symlink targets).
 //!
 //! Everything is re-exported at the crate root.
@@ -14,11 +15,13 @@
 pub mod compare;
 pub mod daemon;
 pub mod data;
+pub mod redis;
 pub mod rsync;
 pub mod tree;
 
 pub use compare::{compare_files, compare_trees};
 pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
 pub use data::{make_tree, set_mtime, write_random_file};
+pub use redis::{require_redis, RedisServer};
 pub use rsync::{interop_required, require_rsync, rsync_binary, RsyncVersion};
 pub use tree::{check_partials_are_prefixes, in_partial_dir, list_tree, temp_files, PARTIAL_DIR};
