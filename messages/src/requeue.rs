@@ -52,7 +52,8 @@ pub struct Delivery {
 impl Delivery {
     /// Unwraps a message: a requeued job, or a job as its producer pushed it.
     pub fn unwrap(raw: &[u8]) -> Delivery {
-        if raw.len() <= MAX_MESSAGE_BYTES * 2 && raw.starts_with(b"{\"ubackup_requeued\"") {
+        let marked = raw.windows(18).any(|w| w == b"\"ubackup_requeued\"");
+        if raw.len() <= MAX_MESSAGE_BYTES * 2 && marked {
             if let Ok(w) = serde_json::from_slice::<Wrapped>(raw) {
                 return Delivery {
                     job: w.job.into_bytes(),
@@ -68,7 +69,7 @@ impl Delivery {
 
     /// Records an event and wraps the job for its list again. `counts` says whether the
     /// event counts towards the dead-letter limit.
-    pub fn wrap(&self, entry: HistoryEntry, counts: bool) -> (Vec<u8>, u32) {
+    pub fn wrap(&self, entry: HistoryEntry, counts: bool) -> (Vec<u8>, Requeued) {
         let mut r = self.requeued.clone();
         if counts {
             r.requeues = r.requeues.saturating_add(1);
@@ -78,13 +79,12 @@ impl Delivery {
             let drop = r.history.len() - MAX_HISTORY;
             r.history.drain(..drop);
         }
-        let requeues = r.requeues;
         let w = Wrapped {
-            ubackup_requeued: r,
+            ubackup_requeued: r.clone(),
             // Job messages are JSON text; anything else was dead-lettered before it got here.
             job: String::from_utf8_lossy(&self.job).into_owned(),
         };
-        (serde_json::to_vec(&w).unwrap_or_default(), requeues)
+        (serde_json::to_vec(&w).unwrap_or_default(), r)
     }
 }
 
@@ -102,12 +102,12 @@ mod tests {
             reason: "restart".into(),
         };
         let (w, n) = d.wrap(e.clone(), true);
-        assert_eq!(n, 1);
+        assert_eq!(n.requeues, 1);
         let d2 = Delivery::unwrap(&w);
         assert_eq!(d2.job, br#"{"a": 1}"#);
         assert_eq!(d2.requeued.requeues, 1);
         let (w3, n3) = d2.wrap(e, false);
-        assert_eq!(n3, 1);
+        assert_eq!(n3.requeues, 1);
         assert_eq!(Delivery::unwrap(&w3).requeued.history.len(), 2);
     }
 
@@ -128,6 +128,14 @@ mod tests {
         assert_eq!(d.requeued.requeues, 40);
         assert_eq!(d.requeued.history.len(), MAX_HISTORY);
         assert_eq!(d.requeued.history[0].at_ms, 40 - MAX_HISTORY as i64);
+    }
+
+    #[test]
+    fn key_order_does_not_matter() {
+        let raw = br#"{"job": "{}", "ubackup_requeued": {"requeues": 2, "history": []}}"#;
+        let d = Delivery::unwrap(raw);
+        assert_eq!(d.job, b"{}");
+        assert_eq!(d.requeued.requeues, 2);
     }
 
     #[test]

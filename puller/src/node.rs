@@ -98,6 +98,9 @@ struct Live {
     reserve: u64,
 }
 
+/// How often free space is checked while paused for it.
+const DISK_RECHECK: Duration = Duration::from_secs(2);
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -116,6 +119,8 @@ struct Node {
     disk_need: AtomicU64,
     /// Cancels running pulls (after the grace period).
     cancel: watch::Receiver<bool>,
+    /// No job is taken before then (a pull just paused for disk space).
+    pause_until: Mutex<Option<Instant>>,
     /// In-flight fields this process is working on.
     active: Mutex<HashSet<String>>,
     /// Final paths this process is writing.
@@ -160,6 +165,7 @@ pub async fn run(cfg: NodeConfig, mut control: Control) -> anyhow::Result<Arc<St
         live: live_rx,
         disk_need: AtomicU64::new(0),
         cancel: cancel_rx,
+        pause_until: Mutex::new(None),
         active: Mutex::new(HashSet::new()),
         writing: Mutex::new(HashSet::new()),
     });
@@ -206,10 +212,9 @@ pub async fn run(cfg: NodeConfig, mut control: Control) -> anyhow::Result<Arc<St
             node.stats.set_paused(Some(why));
             drop(permit);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+                _ = tokio::time::sleep(DISK_RECHECK) => {},
                 _ = stop.changed() => {},
                 Some(new) = control.reload.recv() => {
-                    node.disk_need.store(0, Ordering::Relaxed);
                     workers = apply_reload(&node, &new, &live_tx, &limiter, &sem, workers);
                 }
             }
@@ -395,6 +400,9 @@ fn apply_reload(
         reserve: new.reserve_bytes,
     });
     node.disk_need.store(0, Ordering::Relaxed);
+    if let Ok(mut u) = node.pause_until.lock() {
+        *u = None;
+    }
     if new.workers > workers {
         sem.add_permits(new.workers - workers);
     } else if new.workers < workers {
@@ -445,6 +453,17 @@ fn restart_only_changes(old: &NodeConfig, new: &NodeConfig) -> Vec<&'static str>
 impl Node {
     /// Why the node must not take a job now, if it must not.
     fn disk_pause(&self) -> Option<String> {
+        if let Ok(mut u) = self.pause_until.lock() {
+            match *u {
+                Some(t) if Instant::now() < t => {
+                    return self
+                        .stats
+                        .paused()
+                        .or_else(|| Some("waiting for disk space".into()))
+                }
+                _ => *u = None,
+            }
+        }
         let reserve = self.live.borrow().reserve;
         let need = self.disk_need.load(Ordering::Relaxed);
         match pull::free_bytes(&self.cfg.root) {
@@ -485,7 +504,7 @@ impl Node {
     /// Requeues (or dead-letters, past the limit) a job held by `owner`.
     async fn put_back(&self, owner: &str, t: &Taken, reason: String, counts: bool) {
         let d = Delivery::unwrap(&t.raw);
-        let (msg, requeues) = d.wrap(
+        let (msg, record) = d.wrap(
             HistoryEntry {
                 at_ms: now_ms(),
                 node_id: self.cfg.node_id.clone(),
@@ -493,8 +512,13 @@ impl Node {
             },
             counts,
         );
+        let requeues = record.requeues;
         let dead = counts && requeues > self.cfg.queue.max_requeues;
         let payload = if dead {
+            let d = Delivery {
+                job: d.job.clone(),
+                requeued: record,
+            };
             dead_letter_entry(
                 &format!(
                     "requeued {requeues} times (limit {}); last: {reason}",
@@ -705,8 +729,10 @@ impl Node {
                 Err(e) => tracing::warn!("cannot clean up stale temp files: {e}"),
             }
         }
+        let mut engine = self.engine.clone();
+        engine.reserve_bytes = self.live.borrow().reserve;
         let mut cancel = self.cancel.clone();
-        let outcome = pull::run(&pj, &self.engine, async move {
+        let outcome = pull::run(&pj, &engine, async move {
             let _ = cancel.wait_for(|c| *c).await;
         })
         .await;
@@ -782,6 +808,9 @@ impl Node {
                 needed,
             } => {
                 self.disk_need.store(needed.unwrap_or(0), Ordering::Relaxed);
+                if let Ok(mut u) = self.pause_until.lock() {
+                    *u = Some(Instant::now() + DISK_RECHECK);
+                }
                 let why = format!(
                     "free space {free} B would fall below the reserve {reserve} B (job needs {} B)",
                     needed.unwrap_or(0)

@@ -1,0 +1,792 @@
+//! `ubackup-puller run`, as a process, against a real `redis-server` and a real
+//! `rsync --daemon` (3.5.0) on loopback ports picked at run time: priority order, crash
+//! recovery after `kill -9`, two nodes on one queue, the disk reserve and SIGHUP, a Redis
+//! restart, illegal messages, a dead node's lease, and UBackup's own config file.
+//!
+//! Every wait has a deadline and every child process is killed on drop, so a broken node
+//! fails the test instead of hanging it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Commands as _;
+use ubackup_messages::{parse_result, PullResult};
+use ubackup_testkit::{
+    compare_files, require_rsync, temp_files, write_random_file, DaemonBuilder, Module,
+    RedisServer, RsyncDaemon, RsyncVersion,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ubackup-puller");
+
+/// A redis-server, an rsync daemon serving `src` as module `backup`, and a backup root.
+struct Env {
+    redis: RedisServer,
+    daemon: RsyncDaemon,
+    src: tempfile::TempDir,
+    root: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+fn env() -> Option<Env> {
+    require_rsync(RsyncVersion::V3_5_0)?;
+    let redis = RedisServer::start()?;
+    let src = tempfile::tempdir().unwrap();
+    let daemon = DaemonBuilder::new(RsyncVersion::V3_5_0)
+        .module(Module::new("backup", src.path()))
+        .start()
+        .unwrap();
+    Some(Env {
+        redis,
+        daemon,
+        src,
+        root: tempfile::tempdir().unwrap(),
+        work: tempfile::tempdir().unwrap(),
+    })
+}
+
+impl Env {
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// A node config; `extra` lines are appended to the sections they name.
+    fn config(&self, name: &str, node_id: &str, node: &str, pull: &str) -> PathBuf {
+        let text = format!(
+            r#"[node]
+id = "{node_id}"
+ip = "127.0.0.9"
+root = "{root}"
+workers = 2
+shutdown_grace_secs = 5
+{node}
+
+[queue]
+redis = "{redis}"
+lists = ["level1", "uuzuback_f"]
+heartbeat_secs = 1
+lease_secs = 3
+idle_poll_ms = 200
+
+[results]
+list = "message"
+
+[pull]
+retry = 2
+connect_timeout_secs = 5
+stall_timeout_secs = 10
+{pull}
+
+[log]
+level = "info,ubackup_puller=debug"
+"#,
+            root = self.root.path().display(),
+            redis = self.redis.url(),
+        );
+        let p = self.work.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A source file of `size` random bytes.
+    fn file(&self, name: &str, size: u64, seed: u64) {
+        write_random_file(&self.src.path().join(name), size, seed).unwrap();
+    }
+
+    /// UBackup's client message for `name` (daemon on our port via the v1 form).
+    fn job(&self, name: &str, size: u64, instance: i64) -> String {
+        serde_json::json!({
+            "v": 1, "job_id": format!("job-{name}"), "server_id": "S1", "game_id": 7,
+            "host": "127.0.0.1", "port": self.daemon.port(), "module": "backup",
+            "filename": name, "size": size, "back_type": "mysql", "instance": instance,
+            "interval": 3600, "create_time_ms": 1_700_000_000_000i64, "success": true, "log": "ok"
+        })
+        .to_string()
+    }
+
+    fn push(&self, list: &str, msg: &str) {
+        let _: i64 = self.conn().lpush(list, msg).unwrap();
+    }
+
+    /// Results, oldest first.
+    fn results(&self) -> Vec<PullResult> {
+        let raw: Vec<Vec<u8>> = self.conn().lrange("message", 0, -1).unwrap();
+        raw.iter()
+            .rev()
+            .map(|r| parse_result(r).expect("a result"))
+            .collect()
+    }
+
+    fn wait_results(&self, n: usize, limit: Duration, node: &mut Node) -> Vec<PullResult> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.results();
+            if r.len() >= n {
+                return r;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} of {n} results after {limit:?}: {r:#?}\nnode log:\n{}",
+                    r.len(),
+                    node.log()
+                );
+            }
+            if let Some(status) = node.try_exit() {
+                panic!(
+                    "node exited ({status:?}) with {} of {n} results:\n{}",
+                    r.len(),
+                    node.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Where jobs land (UBackup's layout; the host is 127.0.0.1).
+    fn dest_dir(&self) -> PathBuf {
+        self.root.path().join("mysql/127.0.0/1")
+    }
+
+    /// Where a job for `name` lands.
+    fn dest(&self, name: &str) -> PathBuf {
+        self.dest_dir().join(name)
+    }
+}
+
+/// A running `ubackup-puller run`, killed on drop.
+struct Node {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(config: &Path, until_idle: bool) -> Node {
+        let log = config.with_extension(format!("log.{}", rand::random::<u32>()));
+        let f = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").arg("--config").arg(config);
+        if until_idle {
+            cmd.arg("--until-idle");
+        }
+        let child = cmd
+            .env_remove("UBACKUP_LOG")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Node {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("node still running after {limit:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn by_job(results: &[PullResult]) -> BTreeMap<String, Vec<&PullResult>> {
+    let mut m: BTreeMap<String, Vec<&PullResult>> = BTreeMap::new();
+    for r in results {
+        m.entry(r.job_id.clone()).or_default().push(r);
+    }
+    m
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn higher_priority_lists_are_drained_first_and_each_list_oldest_first() {
+    let Some(env) = env() else { return };
+    let mut order = Vec::new();
+    for i in 0..8 {
+        let (hi, lo) = (format!("hi-{i}.sql"), format!("lo-{i}.sql"));
+        env.file(&hi, 20_000, i);
+        env.file(&lo, 20_000, 100 + i);
+        // Interleaved, so that push order alone cannot explain the result.
+        env.push("uuzuback_f", &env.job(&lo, 20_000, 3306));
+        env.push("level1", &env.job(&hi, 20_000, 3306));
+        order.push(hi);
+    }
+    let cfg = env.config("n.toml", "n1", "", "");
+    let mut node = Node::start(&cfg, true);
+    assert!(
+        node.wait(Duration::from_secs(60)).success(),
+        "{}",
+        node.log()
+    );
+    let results = env.results();
+    assert_eq!(results.len(), 16, "{results:#?}");
+    assert!(results.iter().all(|r| r.succeeded()), "{results:#?}");
+    let hi_last = results
+        .iter()
+        .filter(|r| r.queue.as_deref() == Some("level1"))
+        .map(|r| r.taken_ms)
+        .max()
+        .unwrap();
+    let lo_first = results
+        .iter()
+        .filter(|r| r.queue.as_deref() == Some("uuzuback_f"))
+        .map(|r| r.taken_ms)
+        .min()
+        .unwrap();
+    assert!(
+        hi_last <= lo_first,
+        "a low job was taken before a level1 job"
+    );
+    // Within level1, taken in the order pushed.
+    let mut hi: Vec<&PullResult> = results
+        .iter()
+        .filter(|r| r.queue.as_deref() == Some("level1"))
+        .collect();
+    hi.sort_by_key(|r| r.taken_ms);
+    let taken: Vec<String> = hi.iter().map(|r| r.filename.clone().unwrap()).collect();
+    let mut sorted = taken.clone();
+    sorted.sort_by_key(|n| order.iter().position(|o| o == n));
+    assert_eq!(taken, sorted);
+    for r in &results {
+        let name = r.filename.as_deref().unwrap();
+        compare_files(&env.src.path().join(name), &env.dest(name)).unwrap();
+        assert_eq!(r.node_id, "n1");
+        assert_eq!(r.back_server_ip, "127.0.0.9");
+        assert_eq!(r.file_path.as_deref(), env.dest_dir().to_str());
+        assert_eq!(r.size, Some(20_000));
+        assert_eq!(r.checksum_algorithm.as_deref(), Some("xxh128"));
+        assert_eq!(r.checksum.as_ref().map(|c| c.len()), Some(32));
+    }
+    let inflight: i64 = env.conn().hlen("ubackup:inflight:n1").unwrap();
+    assert_eq!(inflight, 0);
+}
+
+#[test]
+fn illegal_messages_are_dead_lettered_and_reported() {
+    let Some(env) = env() else { return };
+    let legacy = |over: serde_json::Value| {
+        let mut m = serde_json::json!({
+            "filename": "a.sql", "last_all_filename": null, "last_all_time": 0, "size": 1,
+            "log": "ok", "create_time": 1475280000, "success": true, "server_id": "S9",
+            "game_id": 12, "op_id": 0, "game_server_ip": "127.0.0.1", "back_type": "mysql",
+            "instance": 3306, "rsync_model": "backup", "interval": 3600
+        });
+        for (k, v) in over.as_object().unwrap() {
+            if v.is_null() {
+                m.as_object_mut().unwrap().remove(k);
+            } else {
+                m[k] = v.clone();
+            }
+        }
+        m.to_string()
+    };
+    let cases = [
+        ("not a JSON object", "{ this is not json".to_string()),
+        ("server_id", legacy(serde_json::json!({"server_id": null}))),
+        (
+            "game_server_ip",
+            legacy(serde_json::json!({"game_server_ip": "10.0.0.300"})),
+        ),
+        (
+            "filename",
+            legacy(serde_json::json!({"filename": "../../etc/passwd"})),
+        ),
+        (
+            "rsync_model",
+            legacy(serde_json::json!({"rsync_model": "backup/../../etc"})),
+        ),
+    ];
+    for (_, msg) in &cases {
+        env.push("uuzuback_f", msg);
+    }
+    // A client failure is forwarded, not dead-lettered.
+    env.push(
+        "uuzuback_f",
+        &legacy(serde_json::json!({"success": false, "filename": null, "log": "execute backup script error"})),
+    );
+    let cfg = env.config("n.toml", "n1", "", "");
+    let mut node = Node::start(&cfg, true);
+    assert!(
+        node.wait(Duration::from_secs(60)).success(),
+        "{}",
+        node.log()
+    );
+
+    let results = env.results();
+    assert_eq!(results.len(), 6, "{results:#?}");
+    assert!(results.iter().all(|r| r.succeed == 0));
+    let illegal: Vec<&PullResult> = results
+        .iter()
+        .filter(|r| r.log.starts_with("illegal message: "))
+        .collect();
+    assert_eq!(illegal.len(), 5, "{results:#?}");
+    for (field, _) in &cases {
+        let hits = illegal.iter().filter(|r| r.log.contains(field)).count();
+        assert_eq!(hits, 1, "{field} named in {hits} results: {illegal:#?}");
+    }
+    // What could be read is kept, so the indexer can raise the alert for the instance.
+    let ip = illegal
+        .iter()
+        .find(|r| r.log.contains("game_server_ip"))
+        .unwrap();
+    assert_eq!(ip.server_id.as_deref(), Some("S9"));
+    assert_eq!(ip.instance, Some(3306));
+    let client = results
+        .iter()
+        .find(|r| !r.log.starts_with("illegal"))
+        .unwrap();
+    assert_eq!(client.log, "execute backup script error");
+    assert_eq!(client.succeed, 0);
+    assert_eq!(
+        client.file_path.as_deref(),
+        Some(env.root.path().join("mysql/127.0.0/1").to_str().unwrap())
+    );
+    let dead: Vec<String> = env.conn().lrange("ubackup:dead", 0, -1).unwrap();
+    assert_eq!(dead.len(), 5);
+    for (field, msg) in &cases {
+        let entry = dead
+            .iter()
+            .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+            .find(|v| v["message"].as_str() == Some(msg.as_str()))
+            .unwrap_or_else(|| panic!("{msg} not dead-lettered: {dead:#?}"));
+        assert!(entry["reason"].as_str().unwrap().contains(field), "{entry}");
+    }
+    // Nothing reached rsync: nothing was written.
+    let files: Vec<_> = walk(env.root.path())
+        .into_iter()
+        .filter(|p| !p.contains(".ubackup-state"))
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_mid_transfer_then_restart_ends_each_job_with_one_success() {
+    let Some(env) = env() else { return };
+    const SIZE: u64 = 24 << 20;
+    let names: Vec<String> = (0..4).map(|i| format!("big-{i}.sql")).collect();
+    for (i, n) in names.iter().enumerate() {
+        env.file(n, SIZE, i as u64);
+        env.push("uuzuback_f", &env.job(n, SIZE, 3306 + i as i64));
+    }
+    // 16 MiB/s for the whole node: about six seconds of pulling in all.
+    let cfg = env.config("n.toml", "n1", "bwlimit = \"16M\"", "");
+    let mut node = Node::start(&cfg, false);
+    // Kill once data is flowing for two jobs.
+    let dir = env.dest_dir();
+    wait_until(Duration::from_secs(30), "temp files with data", || {
+        temp_files(&dir).is_ok_and(|t| t.len() >= 2)
+            && walk(&dir)
+                .iter()
+                .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20))
+    });
+    node.signal("KILL");
+    node.wait(Duration::from_secs(5));
+    let held: i64 = env.conn().hlen("ubackup:inflight:n1").unwrap();
+    assert!(held >= 1, "jobs in flight at the kill");
+    assert!(!temp_files(&dir).unwrap().is_empty());
+
+    let mut node = Node::start(&cfg, true);
+    assert!(
+        node.wait(Duration::from_secs(90)).success(),
+        "{}",
+        node.log()
+    );
+    let results = env.results();
+    let jobs = by_job(&results);
+    assert_eq!(jobs.len(), names.len(), "{results:#?}");
+    for (id, rs) in &jobs {
+        let ok: Vec<_> = rs.iter().filter(|r| r.succeeded()).collect();
+        assert_eq!(ok.len(), 1, "{id}: {rs:#?}");
+        assert_eq!(rs.len(), 1, "{id}: {rs:#?}");
+    }
+    assert!(
+        results.iter().any(|r| r.requeues == 1),
+        "the killed node's jobs were requeued at restart: {results:#?}"
+    );
+    for n in &names {
+        compare_files(&env.src.path().join(n), &env.dest(n)).unwrap();
+    }
+    assert_eq!(temp_files(&dir).unwrap(), Vec::<String>::new());
+    let held: i64 = env.conn().hlen("ubackup:inflight:n1").unwrap();
+    assert_eq!(held, 0);
+}
+
+#[test]
+fn two_nodes_share_a_queue_and_never_pull_a_job_twice() {
+    let Some(env) = env() else { return };
+    let n = 30;
+    for i in 0..n {
+        let name = format!("f-{i}.sql");
+        env.file(&name, 512 << 10, i);
+        env.push("uuzuback_f", &env.job(&name, 512 << 10, i as i64));
+    }
+    // Each node is slow enough that neither can drain the list alone before the other starts.
+    let a = env.config("a.toml", "node-a", "bwlimit = \"4M\"", "");
+    let b = env.config("b.toml", "node-b", "bwlimit = \"4M\"", "");
+    let mut na = Node::start(&a, true);
+    let mut nb = Node::start(&b, true);
+    assert!(na.wait(Duration::from_secs(120)).success(), "{}", na.log());
+    assert!(nb.wait(Duration::from_secs(120)).success(), "{}", nb.log());
+    let results = env.results();
+    let jobs = by_job(&results);
+    assert_eq!(jobs.len(), n as usize);
+    assert!(
+        jobs.values().all(|rs| rs.len() == 1 && rs[0].succeeded()),
+        "{results:#?}"
+    );
+    assert!(results.iter().all(|r| r.requeues == 0));
+    let nodes: BTreeSet<&str> = results.iter().map(|r| r.node_id.as_str()).collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from(["node-a", "node-b"]),
+        "both nodes did work"
+    );
+}
+
+#[test]
+fn the_reserve_pauses_the_node_until_sighup_lowers_it() {
+    let Some(env) = env() else { return };
+    for i in 0..3 {
+        let name = format!("r-{i}.sql");
+        env.file(&name, 10_000, i);
+        env.push("level1", &env.job(&name, 10_000, i as i64));
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let metrics = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    // More than any disk has.
+    let high = env.config("n.toml", "n1", "reserve_gib = 1000000000", &metrics);
+    let mut node = Node::start(&high, false);
+    let hb = "ubackup:node:n1";
+    wait_until(Duration::from_secs(15), "a paused heartbeat", || {
+        let paused: Option<String> = env.conn().hget(hb, "paused").unwrap();
+        paused.as_deref() == Some("1")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let reason: String = env.conn().hget(hb, "paused_reason").unwrap();
+    assert!(reason.contains("reserve"), "{reason}");
+    let waiting: i64 = env.conn().llen("level1").unwrap();
+    assert_eq!(waiting, 3, "a paused node pops nothing");
+    assert!(env.results().is_empty());
+    let queued: String = env.conn().hget(hb, "queue:level1").unwrap();
+    assert_eq!(queued, "3");
+    let text = http_get(port);
+    assert!(text.contains("\nubackup_paused 1\n"), "{text}");
+    assert!(
+        text.contains("ubackup_queue_length{list=\"level1\"} 3"),
+        "{text}"
+    );
+
+    // Lower the reserve in the same file and reload.
+    let low = std::fs::read_to_string(&high)
+        .unwrap()
+        .replace("reserve_gib = 1000000000", "reserve_gib = 0");
+    std::fs::write(&high, low).unwrap();
+    node.signal("HUP");
+    let results = env.wait_results(3, Duration::from_secs(30), &mut node);
+    assert!(results.iter().all(|r| r.succeeded()), "{results:#?}");
+    wait_until(Duration::from_secs(10), "an unpaused heartbeat", || {
+        let paused: Option<String> = env.conn().hget(hb, "paused").unwrap();
+        paused.as_deref() == Some("0")
+    });
+    node.signal("TERM");
+    assert!(
+        node.wait(Duration::from_secs(20)).success(),
+        "{}",
+        node.log()
+    );
+    let hb_left: bool = env.conn().exists(hb).unwrap();
+    assert!(!hb_left, "a clean stop removes the heartbeat");
+}
+
+fn http_get(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_redis_restart_mid_run_loses_no_job() {
+    let Some(mut env) = env() else { return };
+    let n = 12;
+    for i in 0..n {
+        let name = format!("x-{i}.sql");
+        env.file(&name, 2 << 20, i);
+        env.push("uuzuback_f", &env.job(&name, 2 << 20, i as i64));
+    }
+    let cfg = env.config("n.toml", "n1", "bwlimit = \"8M\"", "");
+    let mut node = Node::start(&cfg, false);
+    env.wait_results(2, Duration::from_secs(30), &mut node);
+    env.redis.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    env.redis.restart().unwrap();
+    let results = env.wait_results(n as usize, Duration::from_secs(90), &mut node);
+    let jobs = by_job(&results);
+    assert_eq!(jobs.len(), n as usize, "{results:#?}");
+    for (id, rs) in &jobs {
+        assert_eq!(rs.len(), 1, "{id}: {rs:#?}");
+        assert!(rs[0].succeeded(), "{id}: {rs:#?}");
+    }
+    node.signal("TERM");
+    assert!(
+        node.wait(Duration::from_secs(20)).success(),
+        "{}",
+        node.log()
+    );
+}
+
+#[test]
+fn a_dead_nodes_jobs_are_requeued_after_its_lease_and_poison_jobs_dead_lettered() {
+    let Some(env) = env() else { return };
+    env.file("ghost.sql", 30_000, 1);
+    let mut c = env.conn();
+    let now = 1_700_000_000_000i64;
+    // A node that died holding two jobs: one fresh, one already requeued five times.
+    let fresh = env.job("ghost.sql", 30_000, 1);
+    let poison = serde_json::json!({
+        "ubackup_requeued": {"requeues": 5, "history": []},
+        "job": env.job("poison.sql", 1, 2),
+    })
+    .to_string();
+    let _: i64 = c
+        .hset(
+            "ubackup:inflight:ghost",
+            "ghost:1",
+            format!("uuzuback_f\n{now}\n{fresh}"),
+        )
+        .unwrap();
+    let _: i64 = c
+        .hset(
+            "ubackup:inflight:ghost",
+            "ghost:2",
+            format!("level1\n{now}\n{poison}"),
+        )
+        .unwrap();
+    let _: i64 = c.sadd("ubackup:nodes", "ghost").unwrap();
+
+    let cfg = env.config("n.toml", "n1", "", "");
+    let mut node = Node::start(&cfg, false);
+    let results = env.wait_results(1, Duration::from_secs(30), &mut node);
+    assert_eq!(results[0].job_id, "job-ghost.sql");
+    assert!(results[0].succeeded(), "{results:#?}");
+    assert_eq!(results[0].requeues, 1);
+    compare_files(&env.src.path().join("ghost.sql"), &env.dest("ghost.sql")).unwrap();
+    let dead: Vec<String> = c.lrange("ubackup:dead", 0, -1).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+    assert!(
+        d["reason"].as_str().unwrap().contains("requeued 6 times"),
+        "{d}"
+    );
+    assert!(
+        d["history"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ghost"),
+        "{d}"
+    );
+    wait_until(Duration::from_secs(10), "the ghost forgotten", || {
+        let members: Vec<String> = env.conn().smembers("ubackup:nodes").unwrap();
+        !members.contains(&"ghost".to_string())
+    });
+    node.signal("TERM");
+    assert!(
+        node.wait(Duration::from_secs(20)).success(),
+        "{}",
+        node.log()
+    );
+}
+
+#[test]
+fn the_previous_backup_of_an_instance_is_the_next_ones_basis() {
+    let Some(env) = env() else { return };
+    env.file("day1.sql", 4 << 20, 5);
+    // Day 2: the same dump with one region rewritten.
+    let mut day2 = std::fs::read(env.src.path().join("day1.sql")).unwrap();
+    day2[1 << 20..(1 << 20) + 4096].fill(0xAB);
+    std::fs::write(env.src.path().join("day2.sql"), &day2).unwrap();
+    env.push("uuzuback_f", &env.job("day1.sql", 4 << 20, 3306));
+    let cfg = env.config("n.toml", "n1", "", "");
+    let mut node = Node::start(&cfg, true);
+    assert!(
+        node.wait(Duration::from_secs(60)).success(),
+        "{}",
+        node.log()
+    );
+    env.push("uuzuback_f", &env.job("day2.sql", 4 << 20, 3306));
+    let mut node = Node::start(&cfg, true);
+    assert!(
+        node.wait(Duration::from_secs(60)).success(),
+        "{}",
+        node.log()
+    );
+    let results = env.results();
+    assert_eq!(results.len(), 2);
+    let r = &results[1];
+    assert!(r.succeeded(), "{r:#?}");
+    assert!(
+        r.basis.as_deref().is_some_and(|b| b.ends_with("day1.sql")),
+        "{r:#?}"
+    );
+    assert!(r.matched_bytes > 3 << 20, "{r:#?}");
+    assert!(r.bytes_received < 1 << 20, "{r:#?}");
+    compare_files(&env.src.path().join("day2.sql"), &env.dest("day2.sql")).unwrap();
+}
+
+#[test]
+fn size_and_checksum_disagreements_are_failures() {
+    let Some(env) = env() else { return };
+    env.file("s.sql", 1000, 1);
+    env.file("c.sql", 1000, 2);
+    env.push("uuzuback_f", &env.job("s.sql", 999, 1));
+    let mut bad = serde_json::from_str::<serde_json::Value>(&env.job("c.sql", 1000, 2)).unwrap();
+    bad["checksum"] = format!("sha256:{}", "00".repeat(32)).into();
+    env.push("uuzuback_f", &bad.to_string());
+    let mut good = serde_json::from_str::<serde_json::Value>(&env.job("s.sql", 1000, 3)).unwrap();
+    let data = std::fs::read(env.src.path().join("s.sql")).unwrap();
+    let sha: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    good["checksum"] = format!("sha256:{sha}").into();
+    good["job_id"] = "job-good".into();
+    env.push("uuzuback_f", &good.to_string());
+    let cfg = env.config("n.toml", "n1", "", "");
+    let mut node = Node::start(&cfg, true);
+    assert!(
+        node.wait(Duration::from_secs(60)).success(),
+        "{}",
+        node.log()
+    );
+    let all = env.results();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let find = |id: &str| all.iter().find(|r| r.job_id == id).unwrap();
+    let size = find("job-s.sql");
+    assert_eq!(size.succeed, 0);
+    assert!(size.size_mismatch);
+    assert_eq!(size.expected_size, Some(999));
+    assert!(
+        size.log.starts_with("file size not correct"),
+        "{}",
+        size.log
+    );
+    let sum = find("job-c.sql");
+    assert_eq!(sum.succeed, 0);
+    assert!(sum.log.starts_with("checksum mismatch"), "{}", sum.log);
+    assert!(
+        !env.dest("c.sql").exists(),
+        "a file that is not the client's backup is removed"
+    );
+    let good = find("job-good");
+    assert!(good.succeeded(), "{good:#?}");
+    assert_eq!(good.checksum.as_deref(), Some(sha.as_str()));
+    assert_eq!(good.checksum_algorithm.as_deref(), Some("sha256"));
+}
+
+#[test]
+fn check_config_accepts_ubackups_sample_and_names_every_bad_key() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/uuzuback-server.conf"
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", sample])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Legacy") && text.contains("level1"), "{text}");
+
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.toml");
+    std::fs::write(&bad, "[node]\nworkers = \"many\"\n[queue]\nlists = []\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["node.root", "node.workers", "queue.lists"] {
+        assert!(err.contains(key), "{key} not in {err}");
+    }
+}
