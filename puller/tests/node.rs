@@ -6,6 +6,9 @@
 //! Every wait has a deadline and every child process is killed on drop, so a broken node
 //! fails the test instead of hanging it.
 
+// Test helpers fail the test on any setup error; a panic is the report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
