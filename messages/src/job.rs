@@ -131,8 +131,8 @@ pub struct Job {
     pub op_id: i64,
     /// The host to pull from.
     pub host: IpAddr,
-    /// The daemon port.
-    pub port: u16,
+    /// The daemon port, if the message names one (the puller's configured port otherwise).
+    pub port: Option<u16>,
     /// The daemon user, if the module needs authentication.
     pub user: Option<String>,
     /// rsync module plus sub-path, e.g. `backup/database_3306`.
@@ -219,7 +219,7 @@ struct JobV1Wire {
     game_id: i64,
     op_id: i64,
     host: String,
-    port: u16,
+    port: Option<u16>,
     user: Option<String>,
     module: String,
     filename: Option<String>,
@@ -248,7 +248,7 @@ impl From<LegacyJob> for Job {
                 .game_server_ip
                 .parse()
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-            port: RSYNC_PORT,
+            port: None,
             user: None,
             module_path: j.rsync_model,
             filename: j.filename,
@@ -294,12 +294,12 @@ fn parse_v1(obj: &serde_json::Map<String, Value>) -> Result<Job, MessageError> {
     let op_id = f.int("op_id", false).unwrap_or(0);
     let host = f.ip("host");
     let port = match f.int("port", false) {
-        None => Some(RSYNC_PORT),
+        None => Ok(None),
         Some(p) => match u16::try_from(p) {
-            Ok(p) if p > 0 => Some(p),
+            Ok(p) if p > 0 => Ok(Some(p)),
             _ => {
                 f.bad("port", format!("not a TCP port: {p}"));
-                None
+                Err(())
             }
         },
     };
@@ -357,7 +357,7 @@ fn parse_v1(obj: &serde_json::Map<String, Value>) -> Result<Job, MessageError> {
             Some(server_id),
             Some(game_id),
             Some(host),
-            Some(port),
+            Ok(port),
             Some(module_path),
             Some(success),
             Some(back_type),
@@ -460,7 +460,7 @@ mod tests {
             game_id: 12,
             op_id: 0,
             host: "10.1.2.3".parse().unwrap(),
-            port: 8873,
+            port: Some(8873),
             user: Some("backup".into()),
             module_path: "backup/redis_6379".into(),
             filename: Some("2023/dump.rdb".into()),
@@ -490,7 +490,7 @@ mod tests {
         assert_eq!(j.form, JobForm::Legacy);
         assert_eq!(j.create_time_ms, 1_475_280_000_000);
         assert_eq!(j.last_all_time_ms, 7000);
-        assert_eq!(j.port, 873);
+        assert_eq!(j.port, None);
         assert_eq!(j.source_path().as_deref(), Some("backup/redis_6379/a.rdb"));
     }
 

@@ -103,6 +103,8 @@ pub struct PullConfig {
     pub deadline: Duration,
     /// Protocol to announce.
     pub protocol: ProtocolVersion,
+    /// The daemon port for jobs that do not name one (UBackup's messages never do).
+    pub rsync_port: u16,
     /// Daemon password for jobs that name a user.
     pub password_file: Option<PathBuf>,
     /// The destination directory template.
@@ -658,6 +660,7 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
             ProtocolVersion::default()
         }),
     };
+    let rsync_port = raw.int("pull.rsync_port", 1, 65535).unwrap_or(873) as u16;
     let password_file = raw.path("pull.password_file");
     let dest_key = raw.display("pull.destination");
     let destination = raw
@@ -749,6 +752,7 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
             stall_timeout,
             deadline,
             protocol,
+            rsync_port,
             password_file,
             destination,
             previous_as_basis,

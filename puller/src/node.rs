@@ -676,7 +676,7 @@ impl Node {
         let source = Source {
             user: job.user.clone(),
             host: job.host.to_string(),
-            port: job.port,
+            port: job.port.unwrap_or(self.cfg.pull.rsync_port),
             module: module.to_string(),
             path: sub.to_string(),
             module_slash: false,

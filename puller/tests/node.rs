@@ -82,6 +82,7 @@ list = "message"
 retry = 2
 connect_timeout_secs = 5
 stall_timeout_secs = 10
+rsync_port = {port}
 {pull}
 
 [log]
@@ -89,6 +90,7 @@ level = "info,ubackup_puller=debug"
 "#,
             root = self.root.path().display(),
             redis = self.redis.url(),
+            port = self.daemon.port(),
         );
         let p = self.work.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -107,6 +109,17 @@ level = "info,ubackup_puller=debug"
             "host": "127.0.0.1", "port": self.daemon.port(), "module": "backup",
             "filename": name, "size": size, "back_type": "mysql", "instance": instance,
             "interval": 3600, "create_time_ms": 1_700_000_000_000i64, "success": true, "log": "ok"
+        })
+        .to_string()
+    }
+
+    /// The UBackup client's message for `name` (no port: the node's `pull.rsync_port`).
+    fn legacy_job(&self, name: &str, size: u64, instance: i64) -> String {
+        serde_json::json!({
+            "filename": name, "last_all_filename": null, "last_all_time": 0, "size": size,
+            "log": "ok", "create_time": 1_700_000_000i64, "success": true, "server_id": "S1",
+            "game_id": 7, "op_id": 0, "game_server_ip": "127.0.0.1", "back_type": "mysql",
+            "instance": instance, "rsync_model": "backup", "interval": 3600
         })
         .to_string()
     }
@@ -261,7 +274,8 @@ fn higher_priority_lists_are_drained_first_and_each_list_oldest_first() {
         env.file(&hi, 20_000, i);
         env.file(&lo, 20_000, 100 + i);
         // Interleaved, so that push order alone cannot explain the result.
-        env.push("uuzuback_f", &env.job(&lo, 20_000, 3306));
+        // Both message forms: UBackup's on the low list, ours on level1.
+        env.push("uuzuback_f", &env.legacy_job(&lo, 20_000, 3306));
         env.push("level1", &env.job(&hi, 20_000, 3306));
         order.push(hi);
     }
