@@ -102,3 +102,80 @@ pub fn receiver(data: &[u8]) {
     }
     let _ = conn.handle_eof();
 }
+
+/// Decodes a compressed token stream of `kind`, supplying deterministic
+/// 700-byte basis blocks for block tokens (and, for zlib, into the history).
+/// Stops at the first error; output is bounded per call, so a bomb only
+/// costs time proportional to what it decodes, which is capped here.
+fn decode_tokens(kind: crate::delta::CompressionKind, protocol: ProtocolVersion, data: &[u8]) {
+    use crate::delta::{CompressedItem, CompressedTokenDecoder};
+    const BLOCK: [u8; 700] = [0x5a; 700];
+    let Ok(mut dec) = CompressedTokenDecoder::new(kind, protocol, &Limits::default()) else {
+        return;
+    };
+    let mut pos = 0;
+    let mut out: u64 = 0;
+    while let Ok(Some((item, used))) = dec.decode(data.get(pos..).unwrap_or_default()) {
+        pos += used;
+        match item {
+            CompressedItem::Data(n) => {
+                assert!(n <= crate::delta::compressed::OUTPUT_CHUNK);
+                out += n as u64;
+                // A 4 KiB input cannot be worth more than this much of a fuzzer's time.
+                if out > 64 << 20 {
+                    return;
+                }
+            }
+            CompressedItem::Block(_) => {
+                if dec.see_block(&BLOCK).is_err() {
+                    return;
+                }
+            }
+            CompressedItem::End => {}
+        }
+    }
+}
+
+/// Decodes arbitrary bytes as a zstd token stream.
+pub fn tokens_zstd(data: &[u8]) {
+    decode_tokens(crate::delta::CompressionKind::Zstd, ProtocolVersion::V32, data);
+}
+
+/// Decodes arbitrary bytes as an lz4 token stream.
+pub fn tokens_lz4(data: &[u8]) {
+    decode_tokens(crate::delta::CompressionKind::Lz4, ProtocolVersion::V32, data);
+}
+
+/// Decodes arbitrary bytes as a zlib token stream (matched blocks fed into
+/// the history); the first byte picks protocol 30 (the repeated-history
+/// bug) or 31.
+pub fn tokens_zlib(data: &[u8]) {
+    let proto = if data.first().is_some_and(|b| b & 1 == 1) {
+        ProtocolVersion::V30
+    } else {
+        ProtocolVersion::V31
+    };
+    decode_tokens(
+        crate::delta::CompressionKind::Zlib,
+        proto,
+        data.get(1..).unwrap_or_default(),
+    );
+}
+
+/// Decodes arbitrary bytes as a zlibx token stream.
+pub fn tokens_zlibx(data: &[u8]) {
+    decode_tokens(crate::delta::CompressionKind::Zlibx, ProtocolVersion::V32, data);
+}
+
+/// The first byte picks the algorithm (0 zstd, 1 lz4, 2 zlibx, 3 zlib); the
+/// rest is the stream.
+pub fn compressed_tokens(data: &[u8]) {
+    let rest = data.get(1..).unwrap_or_default();
+    match data.first().map(|b| b & 3) {
+        Some(0) => tokens_zstd(rest),
+        Some(1) => tokens_lz4(rest),
+        Some(2) => tokens_zlibx(rest),
+        Some(_) => decode_tokens(crate::delta::CompressionKind::Zlib, ProtocolVersion::V32, rest),
+        None => {}
+    }
+}
