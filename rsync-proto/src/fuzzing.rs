@@ -66,8 +66,8 @@ pub fn flist(data: &[u8]) {
     let _ = crate::flist::decode_id_lists(&data[pos..], &opts, &Limits::default());
 }
 
-/// Drives a whole receiver with arbitrary server bytes (first byte picks the
-/// announced protocol), requesting every regular file it is offered.
+/// Drives a whole receiver with arbitrary server bytes (first byte: bits 0-1
+/// pick the announced protocol, bit 2 asks for compression), requesting every regular file it is offered.
 pub fn receiver(data: &[u8]) {
     let proto = ProtocolVersion::new(29 + u32::from(data.first().copied().unwrap_or(0) & 3))
         .unwrap_or(ProtocolVersion::V32);
@@ -76,6 +76,11 @@ pub fn receiver(data: &[u8]) {
         paths: vec!["m/".into()],
     });
     cfg.protocol = proto;
+    if data.first().is_some_and(|b| b & 4 != 0) {
+        // Ask for compression: the daemon's bytes then include a compress
+        // list (at 32) and compressed tokens.
+        cfg.args.compress = Some(crate::setup::CompressArgs::default());
+    }
     cfg.args.recursive = true;
     cfg.args.links = true;
     cfg.credentials = Some(crate::connection::Credentials {
@@ -89,7 +94,14 @@ pub fn receiver(data: &[u8]) {
             return;
         }
         while conn.poll_transmit(now).is_some() {}
-        while let Some(ev) = conn.poll_event() {
+        loop {
+            let Some(ev) = conn.poll_event() else {
+                match conn.handle_drained() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(_) => return,
+                }
+            };
             if let crate::connection::Event::FileList(list) = ev {
                 for (ndx, e) in list.iter() {
                     if e.kind() == crate::flist::FileKind::Regular {
