@@ -4,7 +4,9 @@
 
 pub mod compressed;
 
-pub use self::compressed::{CompressedItem, CompressedTokenDecoder, CompressedTokenEncoder, CompressionKind};
+pub use self::compressed::{
+    CompressedItem, CompressedTokenDecoder, CompressedTokenEncoder, CompressionKind,
+};
 
 use crate::error::ProtocolError;
 use crate::version::ProtocolVersion;

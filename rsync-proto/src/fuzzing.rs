@@ -150,12 +150,20 @@ fn decode_tokens(kind: crate::delta::CompressionKind, protocol: ProtocolVersion,
 
 /// Decodes arbitrary bytes as a zstd token stream.
 pub fn tokens_zstd(data: &[u8]) {
-    decode_tokens(crate::delta::CompressionKind::Zstd, ProtocolVersion::V32, data);
+    decode_tokens(
+        crate::delta::CompressionKind::Zstd,
+        ProtocolVersion::V32,
+        data,
+    );
 }
 
 /// Decodes arbitrary bytes as an lz4 token stream.
 pub fn tokens_lz4(data: &[u8]) {
-    decode_tokens(crate::delta::CompressionKind::Lz4, ProtocolVersion::V32, data);
+    decode_tokens(
+        crate::delta::CompressionKind::Lz4,
+        ProtocolVersion::V32,
+        data,
+    );
 }
 
 /// Decodes arbitrary bytes as a zlib token stream (matched blocks fed into
@@ -176,7 +184,11 @@ pub fn tokens_zlib(data: &[u8]) {
 
 /// Decodes arbitrary bytes as a zlibx token stream.
 pub fn tokens_zlibx(data: &[u8]) {
-    decode_tokens(crate::delta::CompressionKind::Zlibx, ProtocolVersion::V32, data);
+    decode_tokens(
+        crate::delta::CompressionKind::Zlibx,
+        ProtocolVersion::V32,
+        data,
+    );
 }
 
 /// The first byte picks the algorithm (0 zstd, 1 lz4, 2 zlibx, 3 zlib); the
@@ -187,7 +199,11 @@ pub fn compressed_tokens(data: &[u8]) {
         Some(0) => tokens_zstd(rest),
         Some(1) => tokens_lz4(rest),
         Some(2) => tokens_zlibx(rest),
-        Some(_) => decode_tokens(crate::delta::CompressionKind::Zlib, ProtocolVersion::V32, rest),
+        Some(_) => decode_tokens(
+            crate::delta::CompressionKind::Zlib,
+            ProtocolVersion::V32,
+            rest,
+        ),
         None => {}
     }
 }

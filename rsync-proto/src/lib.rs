@@ -92,11 +92,11 @@ pub mod client;
 pub mod fuzzing;
 
 pub use checksum::ChecksumKind;
-pub use delta::CompressionKind;
 pub use connection::{
     Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
     SessionError, SessionInfo, Stats, Target,
 };
+pub use delta::CompressionKind;
 pub use error::{Limits, ProtocolError};
 pub use flist::{FileEntry, FileIndex, FileKind, FileList};
 pub use version::ProtocolVersion;

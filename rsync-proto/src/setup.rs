@@ -213,10 +213,30 @@ mod tests {
         let cases: [(Option<CompressionKind>, Option<i32>, &str, &[&str]); 6] = [
             (None, None, "-logtprze.LsfxCIvu", &[]),
             (None, Some(9), "-logtprze.LsfxCIvu", &["--compress-level=9"]),
-            (Some(CompressionKind::Zlib), None, "-logtprze.LsfxCIvu", &["--old-compress"]),
-            (Some(CompressionKind::Zlibx), None, "-logtpre.LsfxCIvu", &["--new-compress"]),
-            (Some(CompressionKind::Zstd), Some(3), "-logtpre.LsfxCIvu", &["--compress-level=3", "--compress-choice=zstd"]),
-            (Some(CompressionKind::Lz4), None, "-logtpre.LsfxCIvu", &["--compress-choice=lz4"]),
+            (
+                Some(CompressionKind::Zlib),
+                None,
+                "-logtprze.LsfxCIvu",
+                &["--old-compress"],
+            ),
+            (
+                Some(CompressionKind::Zlibx),
+                None,
+                "-logtpre.LsfxCIvu",
+                &["--new-compress"],
+            ),
+            (
+                Some(CompressionKind::Zstd),
+                Some(3),
+                "-logtpre.LsfxCIvu",
+                &["--compress-level=3", "--compress-choice=zstd"],
+            ),
+            (
+                Some(CompressionKind::Lz4),
+                None,
+                "-logtpre.LsfxCIvu",
+                &["--compress-choice=lz4"],
+            ),
         ];
         for (choice, level, cluster, long) in cases {
             let a = with(choice, level);
@@ -226,7 +246,10 @@ mod tests {
             for l in long {
                 assert!(parts.contains(&l.as_bytes()), "{choice:?}: {l} missing");
             }
-            let extra = parts.iter().filter(|p| p.starts_with(b"--") && p.windows(8).any(|w| w == b"compress")).count();
+            let extra = parts
+                .iter()
+                .filter(|p| p.starts_with(b"--") && p.windows(8).any(|w| w == b"compress"))
+                .count();
             assert_eq!(extra, long.len(), "{choice:?}");
         }
         assert_eq!(with(None, None).cluster(ProtocolVersion::V29), "-logtprz");

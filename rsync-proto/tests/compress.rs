@@ -138,7 +138,11 @@ async fn every_algorithm_whole_file_and_with_a_basis() -> anyhow::Result<()> {
                         .await
                         .with_context(|| c.clone())?;
                     compare_files(&data.path().join(name), &target).with_context(|| c.clone())?;
-                    ensure!(compression_of(&report) == Some(kind), "{c}: {:?}", report.session);
+                    ensure!(
+                        compression_of(&report) == Some(kind),
+                        "{c}: {:?}",
+                        report.session
+                    );
                     let s = report.stats;
                     ensure!(
                         s.literal_bytes + s.matched_bytes == content.len() as u64,
@@ -199,7 +203,11 @@ async fn plain_z_negotiates_zstd_and_old_protocols_get_zlib() -> anyhow::Result<
             let report = pull_ok(&daemon, "data/dump.sql", &opts, &mut sink).await?;
             compare_files(&data.path().join("dump.sql"), &dest.path().join("dump.sql"))
                 .with_context(|| c.clone())?;
-            ensure!(compression_of(&report) == Some(want), "{c}: {:?}", report.session);
+            ensure!(
+                compression_of(&report) == Some(want),
+                "{c}: {:?}",
+                report.session
+            );
             ensure!(
                 report.stats.bytes_received < sql.len() as u64 / 2,
                 "{c}: {:?}",
@@ -227,7 +235,10 @@ async fn compressed_backups_are_pulled_without_compression() -> anyhow::Result<(
         let mut sink = FsSink::new(dest.path())?;
         let report = pull_ok(&daemon, "data/dump.sql.GZ", &opts, &mut sink).await?;
         ensure!(compression_of(&report).is_none(), "{:?}", report.session);
-        compare_files(&data.path().join("dump.sql.GZ"), &dest.path().join("dump.sql.GZ"))?;
+        compare_files(
+            &data.path().join("dump.sql.GZ"),
+            &dest.path().join("dump.sql.GZ"),
+        )?;
         // An empty skip list compresses it after all; a directory pull is compressed.
         let keep = Compress {
             skip_suffixes: Compress::parse_skip_list(""),
@@ -235,7 +246,13 @@ async fn compressed_backups_are_pulled_without_compression() -> anyhow::Result<(
         };
         let dest = tempfile::tempdir()?;
         let mut sink = FsSink::new(dest.path())?;
-        let report = pull_ok(&daemon, "data/dump.sql.GZ", &options(ProtocolVersion::V32, Some(keep)), &mut sink).await?;
+        let report = pull_ok(
+            &daemon,
+            "data/dump.sql.GZ",
+            &options(ProtocolVersion::V32, Some(keep)),
+            &mut sink,
+        )
+        .await?;
         ensure!(compression_of(&report).is_some(), "{:?}", report.session);
         let dest = tempfile::tempdir()?;
         let mut sink = FsSink::new(dest.path())?;

@@ -7,18 +7,18 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use crate::checksum::{ChecksumKind, FileHasher};
+use crate::connection::OUTPUT_BUDGET;
 use crate::connection::{
     Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
     SessionError, Stats, Target,
 };
 use crate::daemon::ModuleInfo;
-use crate::connection::OUTPUT_BUDGET;
 use crate::delta::{encode_literal_file, CompressedTokenEncoder, CompressionKind, SumHead};
-use crate::setup::CompressArgs;
 use crate::error::{Limits, ProtocolError};
 use crate::flist::{encode_end, encode_entry, FileEntry, FileIndex, FileList, FlistOptions};
 use crate::mux::{encode_frame, Demuxed, Demuxer, MessageCode};
 use crate::setup::compat;
+use crate::setup::CompressArgs;
 use crate::version::ProtocolVersion;
 use crate::wire::{put_i32, put_longint, put_varint, put_varlong, put_vstring, NdxCodec, NDX_DONE};
 
@@ -2108,8 +2108,13 @@ fn compressed_session_negotiates_and_decodes_every_algorithm() {
     for kind in CompressionKind::ALL {
         // The daemon lists only `kind` (and none), so that is what both pick.
         let input = compressed_session(kind, &format!("{} none", kind.name()), &files);
-        for run in [drive(compress_config(), &input), drive_bytewise(compress_config(), &input)] {
-            run.result.as_ref().unwrap_or_else(|e| panic!("{kind}: {e}"));
+        for run in [
+            drive(compress_config(), &input),
+            drive_bytewise(compress_config(), &input),
+        ] {
+            run.result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
             let ready = run.events.iter().find_map(|e| match e {
                 Event::Ready(i) => Some(*i),
                 _ => None,
@@ -2119,11 +2124,17 @@ fn compressed_session_negotiates_and_decodes_every_algorithm() {
             assert_eq!(run.finished().files_transferred, REGULAR.len() as u64);
             // We sent `z`, then the checksum list and our compress list in stock order.
             let sent = &run.sent;
-            assert!(sent.windows(4).any(|w| w == b"prze"), "{kind}: no z in the cluster");
+            assert!(
+                sent.windows(4).any(|w| w == b"prze"),
+                "{kind}: no z in the cluster"
+            );
             let mut lists = Vec::new();
             put_vstring(&mut lists, ChecksumKind::advertised_list().as_bytes());
             put_vstring(&mut lists, b"zstd lz4 zlibx zlib");
-            assert!(sent.windows(lists.len()).any(|w| w == lists), "{kind}: lists");
+            assert!(
+                sent.windows(lists.len()).any(|w| w == lists),
+                "{kind}: lists"
+            );
         }
     }
 }
@@ -2264,7 +2275,10 @@ fn a_compression_bomb_waits_for_the_driver() {
     }
     conn.handle_eof().expect("eof");
     assert!(drain(&mut conn, &mut got).1);
-    assert!(rounds >= 64, "only {rounds} rounds: the output was not held back");
+    assert!(
+        rounds >= 64,
+        "only {rounds} rounds: the output was not held back"
+    );
     assert_eq!(got, big.len());
     assert!(
         most_queued <= OUTPUT_BUDGET + crate::delta::compressed::OUTPUT_CHUNK,
@@ -2274,7 +2288,11 @@ fn a_compression_bomb_waits_for_the_driver() {
 
 #[test]
 fn a_compressed_file_over_the_size_limit_fails() {
-    let input = compressed_session(CompressionKind::Zstd, "zstd none", &[(6, vec![0u8; 4 << 20])]);
+    let input = compressed_session(
+        CompressionKind::Zstd,
+        "zstd none",
+        &[(6, vec![0u8; 4 << 20])],
+    );
     let mut cfg = compress_config();
     cfg.limits.max_file_size = 1 << 20;
     let run = drive_parts(cfg, [input.as_slice()], |_| vec![FileIndex(6)]);

@@ -350,7 +350,10 @@ impl CompressedTokenDecoder {
                     if self.rx_run == 0 {
                         self.state = RecvState::Idle;
                     }
-                    return Ok(Some((CompressedItem::Block(block_index(self.rx_token)?), used)));
+                    return Ok(Some((
+                        CompressedItem::Block(block_index(self.rx_token)?),
+                        used,
+                    )));
                 }
                 RecvState::Inflating => {
                     let n = self.inflate_chunk()?;
@@ -457,7 +460,8 @@ impl CompressedTokenDecoder {
         let window_log_max = self.window_log_max;
         let (consumed, written, drained) = match &mut self.engine {
             Engine::Deflate(st) => {
-                let r = miniz_oxide::inflate::stream::inflate(st, input, &mut self.out, MZFlush::None);
+                let r =
+                    miniz_oxide::inflate::stream::inflate(st, input, &mut self.out, MZFlush::None);
                 check_inflate(r.status, kind, r.bytes_consumed, r.bytes_written)?;
                 let drained = r.bytes_consumed == input.len();
                 (r.bytes_consumed, r.bytes_written, drained)
@@ -523,7 +527,8 @@ impl CompressedTokenDecoder {
         let Engine::Deflate(st) = &mut self.engine else {
             return Ok(());
         };
-        let r = miniz_oxide::inflate::stream::inflate(st, &SYNC_TRAILER, &mut self.out, MZFlush::None);
+        let r =
+            miniz_oxide::inflate::stream::inflate(st, &SYNC_TRAILER, &mut self.out, MZFlush::None);
         check_inflate(r.status, kind, r.bytes_consumed, r.bytes_written)?;
         self.out_len = 0;
         if r.bytes_consumed != SYNC_TRAILER.len() || r.bytes_written != 0 {
@@ -599,7 +604,10 @@ fn feed_all(
 }
 
 fn zstd_error(code: usize, window_log_max: u32) -> ProtocolError {
-    if zstd_safe::is_error_kind(code, ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge) {
+    if zstd_safe::is_error_kind(
+        code,
+        ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge,
+    ) {
         return ProtocolError::CompressionWindowTooLarge {
             limit_log: window_log_max,
         };

@@ -154,7 +154,10 @@ fn chooses_first_common_compression_in_stock_order() {
         Some(CompressionKind::Zlibx)
     );
     assert_eq!(CompressionKind::choose("none"), None);
-    assert_eq!(CompressionKind::from_name("LZ4"), Some(CompressionKind::Lz4));
+    assert_eq!(
+        CompressionKind::from_name("LZ4"),
+        Some(CompressionKind::Lz4)
+    );
 }
 
 #[test]
@@ -176,9 +179,12 @@ fn decodes_hand_written_token_flags() {
     s.push(TOKENRUN_LONG);
     s.extend_from_slice(&200i32.to_le_bytes());
     s.extend_from_slice(&[1, 0, END_FLAG]);
-    let mut dec =
-        CompressedTokenDecoder::new(CompressionKind::Lz4, ProtocolVersion::V32, &Limits::default())
-            .expect("decoder");
+    let mut dec = CompressedTokenDecoder::new(
+        CompressionKind::Lz4,
+        ProtocolVersion::V32,
+        &Limits::default(),
+    )
+    .expect("decoder");
     let mut pos = 0;
     let mut items = Vec::new();
     while let Some((item, used)) = dec.decode(&s[pos..]).expect("decode") {
@@ -188,7 +194,16 @@ fn decodes_hand_written_token_flags() {
     use CompressedItem::{Block, End};
     assert_eq!(
         items,
-        [Block(3), Block(5), Block(6), Block(7), Block(100), Block(200), Block(201), End]
+        [
+            Block(3),
+            Block(5),
+            Block(6),
+            Block(7),
+            Block(100),
+            Block(200),
+            Block(201),
+            End
+        ]
     );
     assert_eq!(pos, s.len());
 }
@@ -278,7 +293,10 @@ fn zlib_history_of_long_blocks_repeats_the_first_piece_below_31() {
     let mut hist30 = long[..0xffff].to_vec();
     hist30.push(long[0]);
     assert_ne!(long[0xffff], long[0]);
-    for (proto, hist) in [(ProtocolVersion::V31, &long), (ProtocolVersion::V30, &hist30)] {
+    for (proto, hist) in [
+        (ProtocolVersion::V31, &long),
+        (ProtocolVersion::V30, &hist30),
+    ] {
         let mut dec = CompressedTokenDecoder::new(CompressionKind::Zlib, proto, &Limits::default())
             .expect("decoder");
         let mut e = CompressedTokenEncoder::new(CompressionKind::Zlib, None).expect("encoder");
@@ -298,7 +316,11 @@ fn zlib_history_of_long_blocks_repeats_the_first_piece_below_31() {
             }
         }
         assert_eq!(got, lit, "protocol {proto}");
-        assert!(out.len() < 100, "the literals were sent as a match ({} bytes)", out.len());
+        assert!(
+            out.len() < 100,
+            "the literals were sent as a match ({} bytes)",
+            out.len()
+        );
     }
 }
 
@@ -309,9 +331,12 @@ fn zstd_context_spans_files() {
     let a = noise(50_000, 21);
     let files = vec![vec![Op::Literal(a.clone())], vec![Op::Literal(a.clone())]];
     let wire = encode(CompressionKind::Zstd, &files, &[]);
-    assert!(wire.len() < 50_000 + 10_000, "second file referenced the first");
-    let got = decode_split(CompressionKind::Zstd, ProtocolVersion::V32, &wire, &[], &[])
-        .expect("decode");
+    assert!(
+        wire.len() < 50_000 + 10_000,
+        "second file referenced the first"
+    );
+    let got =
+        decode_split(CompressionKind::Zstd, ProtocolVersion::V32, &wire, &[], &[]).expect("decode");
     assert_eq!(got, expected(&files, &[]));
 }
 
@@ -343,9 +368,12 @@ fn a_zstd_bomb_comes_out_in_bounded_pieces() {
     let mut s = Vec::new();
     put_chunks(&total_comp, &mut s);
     s.push(END_FLAG);
-    let mut dec =
-        CompressedTokenDecoder::new(CompressionKind::Zstd, ProtocolVersion::V32, &Limits::default())
-            .expect("decoder");
+    let mut dec = CompressedTokenDecoder::new(
+        CompressionKind::Zstd,
+        ProtocolVersion::V32,
+        &Limits::default(),
+    )
+    .expect("decoder");
     let (mut pos, mut out, mut calls) = (0, 0u64, 0u64);
     while let Some((item, used)) = dec.decode(&s[pos..]).expect("decode") {
         pos += used;
@@ -373,9 +401,12 @@ fn rejects_a_zstd_window_over_the_limit() {
     frame.extend_from_slice(&[0x03, 0x00, 0x00, b'x']);
     let mut s = Vec::new();
     put_chunks(&frame, &mut s);
-    let mut dec =
-        CompressedTokenDecoder::new(CompressionKind::Zstd, ProtocolVersion::V32, &Limits::default())
-            .expect("decoder");
+    let mut dec = CompressedTokenDecoder::new(
+        CompressionKind::Zstd,
+        ProtocolVersion::V32,
+        &Limits::default(),
+    )
+    .expect("decoder");
     assert_eq!(
         dec.decode(&s),
         Err(ProtocolError::CompressionWindowTooLarge { limit_log: 27 })
@@ -403,9 +434,12 @@ fn rejects_an_lz4_block_larger_than_stock_output_buffer() {
     let c = lz4_flex::block::compress(&vec![0u8; 40_000]);
     let mut s = Vec::new();
     put_chunks(&c, &mut s);
-    let mut dec =
-        CompressedTokenDecoder::new(CompressionKind::Lz4, ProtocolVersion::V32, &Limits::default())
-            .expect("decoder");
+    let mut dec = CompressedTokenDecoder::new(
+        CompressionKind::Lz4,
+        ProtocolVersion::V32,
+        &Limits::default(),
+    )
+    .expect("decoder");
     assert!(matches!(
         dec.decode(&s),
         Err(ProtocolError::Decompress {
@@ -423,8 +457,8 @@ fn rejects_corrupt_data_for_each_algorithm() {
     put_chunks(&[0xff; 64], &mut s);
     s.push(END_FLAG);
     for kind in CompressionKind::ALL {
-        let mut dec =
-            CompressedTokenDecoder::new(kind, ProtocolVersion::V32, &Limits::default()).expect("decoder");
+        let mut dec = CompressedTokenDecoder::new(kind, ProtocolVersion::V32, &Limits::default())
+            .expect("decoder");
         let mut pos = 0;
         let err = loop {
             match dec.decode(&s[pos..]) {
@@ -470,28 +504,46 @@ fn rejects_a_deflate_stream_not_at_a_sync_point() {
 
 #[test]
 fn rejects_block_indexes_past_the_maximum() {
-    let mut dec =
-        CompressedTokenDecoder::new(CompressionKind::Zstd, ProtocolVersion::V32, &Limits::default())
-            .expect("decoder");
+    let mut dec = CompressedTokenDecoder::new(
+        CompressionKind::Zstd,
+        ProtocolVersion::V32,
+        &Limits::default(),
+    )
+    .expect("decoder");
     let mut s = vec![TOKEN_LONG];
     s.extend_from_slice(&(-5i32).to_le_bytes());
-    assert!(matches!(dec.decode(&s), Err(ProtocolError::InvalidValue { .. })));
+    assert!(matches!(
+        dec.decode(&s),
+        Err(ProtocolError::InvalidValue { .. })
+    ));
     let mut s = vec![TOKENRUN_LONG];
     s.extend_from_slice(&0x7fff_fff0i32.to_le_bytes());
     s.extend_from_slice(&0xffffu16.to_le_bytes());
-    assert!(matches!(dec.decode(&s), Err(ProtocolError::InvalidValue { .. })));
+    assert!(matches!(
+        dec.decode(&s),
+        Err(ProtocolError::InvalidValue { .. })
+    ));
     // A run count of zero is invalid (recv_compressed_token_num).
     let s = [TOKENRUN_REL, 0, 0];
-    assert!(matches!(dec.decode(&s), Err(ProtocolError::InvalidValue { .. })));
+    assert!(matches!(
+        dec.decode(&s),
+        Err(ProtocolError::InvalidValue { .. })
+    ));
     // Flags between TOKENRUN_LONG and DEFLATED_DATA are not tokens.
-    assert!(matches!(dec.decode(&[0x05]), Err(ProtocolError::InvalidValue { .. })));
+    assert!(matches!(
+        dec.decode(&[0x05]),
+        Err(ProtocolError::InvalidValue { .. })
+    ));
 }
 
 #[test]
 fn waits_for_whole_items() {
-    let mut dec =
-        CompressedTokenDecoder::new(CompressionKind::Zstd, ProtocolVersion::V32, &Limits::default())
-            .expect("decoder");
+    let mut dec = CompressedTokenDecoder::new(
+        CompressionKind::Zstd,
+        ProtocolVersion::V32,
+        &Limits::default(),
+    )
+    .expect("decoder");
     assert_eq!(dec.decode(&[TOKEN_LONG, 1, 0]), Ok(None));
     assert_eq!(dec.decode(&[DEFLATED_DATA, 10, 0, 0]), Ok(None));
     assert_eq!(dec.decode(&[TOKENRUN_REL]), Ok(None));
