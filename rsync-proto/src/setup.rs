@@ -210,7 +210,13 @@ mod tests {
             compress: Some(CompressArgs { choice, level }),
             ..args()
         };
-        let cases: [(Option<CompressionKind>, Option<i32>, &str, &[&str]); 6] = [
+        type Case = (
+            Option<CompressionKind>,
+            Option<i32>,
+            &'static str,
+            &'static [&'static str],
+        );
+        let cases: [Case; 6] = [
             (None, None, "-logtprze.LsfxCIvu", &[]),
             (None, Some(9), "-logtprze.LsfxCIvu", &["--compress-level=9"]),
             (
