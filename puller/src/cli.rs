@@ -92,6 +92,22 @@ pub struct FetchArgs {
     /// Force the strong checksum: xxh128, xxh3, xxh64, md5, md4 or sha1.
     #[arg(long, value_name = "NAME")]
     pub checksum_choice: Option<String>,
+    /// Ask the daemon to compress file data (zstd with 3.2+ daemons, zlib
+    /// with older ones).
+    #[arg(short = 'z', long)]
+    pub compress: bool,
+    /// Force the compression: zstd, lz4, zlibx or zlib (implies -z; "auto"
+    /// negotiates, "none" turns it off).
+    #[arg(long, value_name = "NAME")]
+    pub compress_choice: Option<String>,
+    /// Compression level (implies -z; 0 turns zlib/zlibx off).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub compress_level: Option<i32>,
+    /// Suffixes of already-compressed data, "/"-separated: a SOURCE naming
+    /// one such file is pulled without compression. Default
+    /// gz/zst/lz4/xz/bz2; "" compresses everything.
+    #[arg(long, value_name = "LIST")]
+    pub skip_compress: Option<String>,
     /// List the daemon's modules instead of pulling.
     #[arg(long)]
     pub list: bool,

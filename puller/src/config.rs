@@ -115,6 +115,8 @@ pub struct PullConfig {
     pub checksum_choice: Option<ChecksumKind>,
     /// Forward the node's rate to each daemon as `--bwlimit`.
     pub forward_bwlimit: bool,
+    /// Compress transfers (None = off).
+    pub compress: Option<rsync_proto::client::Compress>,
 }
 
 /// Logging.
@@ -690,6 +692,42 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
         k
     });
     let forward_bwlimit = raw.boolean("pull.forward_bwlimit", false);
+    let comp_key = raw.display("pull.compress");
+    let compress_choice = match raw.string("pull.compress").as_deref() {
+        None | Some("none") => Ok(None),
+        Some("auto") => Ok(Some(None)),
+        Some(name) => match rsync_proto::CompressionKind::from_name(name) {
+            Some(k) => Ok(Some(Some(k))),
+            None => {
+                raw.bad(
+                    comp_key,
+                    format!("{name:?} is not none, auto, zstd, lz4, zlibx or zlib"),
+                );
+                Err(())
+            }
+        },
+    };
+    let level = raw
+        .int("pull.compress_level", -131072, 22)
+        .map(|l| l as i32);
+    let skip = raw.list("pull.skip_compress");
+    let compress = match compress_choice {
+        Ok(Some(choice)) => {
+            let mut c = rsync_proto::client::Compress {
+                choice,
+                level,
+                ..Default::default()
+            };
+            if let Some(s) = skip {
+                c.skip_suffixes = s
+                    .iter()
+                    .map(|x| x.trim_start_matches('.').to_ascii_lowercase())
+                    .collect();
+            }
+            Some(c)
+        }
+        _ => None,
+    };
 
     // [log]
     let fmt_key = raw.display("log.format");
@@ -758,6 +796,7 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
             previous_as_basis,
             checksum_choice,
             forward_bwlimit,
+            compress,
         },
         log: LogConfig {
             format,

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use rsync_proto::client::{self, BasisPolicy, FsSink, PullOptions, PullReport, Source};
+use rsync_proto::client::{self, BasisPolicy, Compress, FsSink, PullOptions, PullReport, Source};
 use rsync_proto::limit::Rate;
-use rsync_proto::{ChecksumKind, ProtocolVersion};
+use rsync_proto::{ChecksumKind, CompressionKind, ProtocolVersion};
 use serde::Serialize;
 
 use crate::cli::FetchArgs;
@@ -29,6 +29,7 @@ struct Summary<'a> {
     elapsed_ms: u128,
     protocol: Option<u32>,
     checksum: Option<&'a str>,
+    compression: Option<&'a str>,
     basis_files: u64,
     basis: Option<String>,
     error: Option<String>,
@@ -82,6 +83,9 @@ pub async fn run(args: FetchArgs) -> u8 {
             elapsed_ms,
             protocol: session.map(|s| s.protocol.get()),
             checksum: session.map(|s| s.checksum.name()),
+            compression: session
+                .and_then(|s| s.compression)
+                .map(CompressionKind::name),
             basis_files: report.as_ref().map_or(0, |r| r.basis_files),
             basis: report
                 .as_ref()
@@ -202,7 +206,9 @@ fn options(args: &FetchArgs) -> anyhow::Result<PullOptions> {
         Some(text) => Rate::parse_bwlimit(text)?,
         None => None,
     };
+    let compress = compress_options(args)?;
     Ok(PullOptions {
+        compress,
         rate,
         forward_bwlimit: rate.is_some(),
         protocol,
@@ -214,6 +220,38 @@ fn options(args: &FetchArgs) -> anyhow::Result<PullOptions> {
         checksum_choice,
         ..PullOptions::default()
     })
+}
+
+/// `-z`, `--compress-choice`, `--compress-level` and `--skip-compress`, with
+/// rsync's rules: a choice or a level implies -z; "none" turns it off.
+fn compress_options(args: &FetchArgs) -> anyhow::Result<Option<Compress>> {
+    let (on, choice) = match args.compress_choice.as_deref() {
+        None => (args.compress, None),
+        Some(name) if name.eq_ignore_ascii_case("auto") => (true, None),
+        Some(name) if name.eq_ignore_ascii_case("none") => (false, None),
+        Some(name) => match CompressionKind::from_name(name) {
+            Some(k) => (true, Some(k)),
+            None => {
+                bail!("unknown --compress-choice {name:?} (zstd, lz4, zlibx, zlib, auto, none)")
+            }
+        },
+    };
+    let explicit_off = args
+        .compress_choice
+        .as_deref()
+        .is_some_and(|n| n.eq_ignore_ascii_case("none"));
+    if !(on || (args.compress_level.is_some() && !explicit_off)) {
+        return Ok(None);
+    }
+    let mut c = Compress {
+        choice,
+        level: args.compress_level,
+        ..Compress::default()
+    };
+    if let Some(list) = &args.skip_compress {
+        c.skip_suffixes = Compress::parse_skip_list(list);
+    }
+    Ok(Some(c))
 }
 
 /// Reads the first line of a password file, refusing one that others can

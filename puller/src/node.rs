@@ -715,6 +715,7 @@ impl Node {
             expected_size: job.size,
             rate: None,
             recursive: false,
+            compress: self.cfg.pull.compress.clone(),
         };
         let final_path = dest.join(&file_name);
         let mine = self

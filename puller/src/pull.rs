@@ -41,6 +41,9 @@ pub struct PullJob {
     pub rate: Option<Rate>,
     /// Recurse (for directory sources).
     pub recursive: bool,
+    /// Compress the transfer; its skip list spares already-compressed
+    /// backups (gz, zst, lz4, xz, bz2 by default).
+    pub compress: Option<rsync_proto::client::Compress>,
 }
 
 /// Exponential backoff with jitter.
@@ -288,6 +291,7 @@ fn options(job: &PullJob, cfg: &EngineConfig) -> PullOptions {
         shared_limit: cfg.shared_limit.clone(),
         rate: job.rate,
         forward_bwlimit: cfg.forward_bwlimit,
+        compress: job.compress.clone(),
         ..PullOptions::default()
     }
 }

@@ -91,6 +91,7 @@ fn job(source: Source, dest_dir: &Path) -> PullJob {
         expected_size: None,
         rate: None,
         recursive: false,
+        compress: None,
     }
 }
 

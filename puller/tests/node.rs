@@ -807,3 +807,34 @@ fn check_config_accepts_ubackups_sample_and_names_every_bad_key() {
         assert!(err.contains(key), "{key} not in {err}");
     }
 }
+
+#[test]
+fn compressed_pulls_cross_fewer_bytes_and_arrive_intact() {
+    let Some(env) = env() else { return };
+    let dump: String = (0..60_000)
+        .map(|i| format!("INSERT INTO t VALUES ({i},'user{}',{});\n", i % 97, i * 7))
+        .collect();
+    std::fs::write(env.src.path().join("dump.sql"), &dump).unwrap();
+    env.file("dump.sql.gz", 1 << 20, 3);
+    env.push("uuzuback_f", &env.job("dump.sql", dump.len() as u64, 1));
+    env.push("uuzuback_f", &env.job("dump.sql.gz", 1 << 20, 2));
+    let cfg = env.config("n.toml", "n1", "", "compress = \"zstd\"");
+    let mut node = Node::start(&cfg, true);
+    assert!(
+        node.wait(Duration::from_secs(60)).success(),
+        "{}",
+        node.log()
+    );
+    let all = env.results();
+    let sql = all.iter().find(|r| r.job_id == "job-dump.sql").unwrap();
+    assert!(sql.succeeded(), "{sql:#?}");
+    assert!(sql.bytes_received * 4 < dump.len() as u64, "{sql:#?}");
+    let gz = all.iter().find(|r| r.job_id == "job-dump.sql.gz").unwrap();
+    assert!(gz.succeeded(), "{gz:#?}");
+    compare_files(&env.src.path().join("dump.sql"), &env.dest("dump.sql")).unwrap();
+    compare_files(
+        &env.src.path().join("dump.sql.gz"),
+        &env.dest("dump.sql.gz"),
+    )
+    .unwrap();
+}

@@ -18,7 +18,12 @@
 //!    [`handle_timeout`](Connection::handle_timeout) (keep-alives);
 //! 5. after [`Event::FileList`], choose the files: call
 //!    [`request`](Connection::request) for each, then
-//!    [`finish_requests`](Connection::finish_requests).
+//!    [`finish_requests`](Connection::finish_requests);
+//! 6. once the events are drained, call
+//!    [`handle_drained`](Connection::handle_drained): a compressed stream
+//!    stops decoding while [`OUTPUT_BUDGET`] bytes of file data wait in the
+//!    event queue (a 16 KiB chunk may stand for hundreds of MiB), and
+//!    continues here. If it returns true, new events wait: go back to 3.
 //!
 //! The session ends with [`Event::Finished`] or an error.
 //!
@@ -39,7 +44,10 @@ use std::time::{Duration, Instant};
 
 use crate::checksum::{ChecksumKind, FileHasher};
 use crate::daemon::{self, AuthDigest, Greeting, ModuleInfo, ServerLine};
-use crate::delta::{Signature, SignatureParams, SumHead, Token};
+use crate::delta::{
+    CompressedItem, CompressedTokenDecoder, CompressionKind, Signature, SignatureParams, SumHead,
+    Token,
+};
 use crate::error::{check_limit, Limits, ProtocolError};
 use crate::flist::{
     decode_id_lists, FileEntry, FileIndex, FileKind, FileList, FlistDecoder, FlistItem,
@@ -125,6 +133,7 @@ impl ConnectionConfig {
                 checksum_choice: None,
                 timeout: None,
                 bwlimit_kib: None,
+                compress: None,
             },
             limits: Limits::default(),
             keepalive: Duration::from_secs(20),
@@ -238,6 +247,10 @@ pub struct SessionInfo {
     pub compat_flags: u32,
     /// The checksum seed.
     pub seed: i32,
+    /// The compression of file data, if any (negotiated, forced, or zlib
+    /// with a peer that cannot negotiate; `None` when not asked for or
+    /// turned off by `--compress-level=0` with zlib).
+    pub compression: Option<CompressionKind>,
 }
 
 /// Counters for a finished (or failed) session.
@@ -346,6 +359,10 @@ enum Receiving {
     AwaitBlock(FileState, u32),
 }
 
+/// Most file data the event queue holds before decoding of a compressed
+/// stream stops until [`Connection::handle_drained`].
+pub const OUTPUT_BUDGET: usize = MAX_DATA_EVENT;
+
 #[derive(Debug)]
 struct FileState {
     ndx: FileIndex,
@@ -371,6 +388,8 @@ struct Transfer {
     /// In phase 1 before `finish_requests`: redo files the driver must still request.
     redo_wanted: BTreeSet<i32>,
     recv: Receiving,
+    /// The compressed-token decoder, for the whole session (zstd's context spans files).
+    decoder: Option<Box<CompressedTokenDecoder>>,
 }
 
 #[derive(Debug)]
@@ -383,10 +402,17 @@ enum State {
     CompatFlags,
     ChecksumList {
         compat: u32,
+        /// A compression list follows the checksum list.
+        compress_list: bool,
+    },
+    CompressList {
+        compat: u32,
+        checksum: ChecksumKind,
     },
     Seed {
         compat: u32,
         checksum: ChecksumKind,
+        compression: Option<CompressionKind>,
     },
     FileList {
         decoder: Box<FlistDecoder>,
@@ -414,7 +440,10 @@ impl State {
             State::Greeting => "greeting",
             State::Listing => "module listing",
             State::ModuleReply { .. } => "module request",
-            State::CompatFlags | State::ChecksumList { .. } | State::Seed { .. } => "setup",
+            State::CompatFlags
+            | State::ChecksumList { .. }
+            | State::CompressList { .. }
+            | State::Seed { .. } => "setup",
             State::FileList { .. } | State::IdLists { .. } => "file list",
             State::Transfer(_) => "transfer",
             State::Stats | State::FinalDone => "end of run",
@@ -454,6 +483,10 @@ pub struct Connection {
     last_error: Option<String>,
     last_transmit: Option<Instant>,
     keepalive: Duration,
+    /// Bytes of file data in `events`.
+    queued_data: usize,
+    /// Decoding stopped on [`OUTPUT_BUDGET`]; [`Connection::handle_drained`] resumes it.
+    output_paused: bool,
 }
 
 impl Connection {
@@ -484,6 +517,8 @@ impl Connection {
             last_error: None,
             last_transmit: None,
             keepalive,
+            queued_data: 0,
+            output_paused: false,
         }
     }
 
@@ -704,12 +739,37 @@ impl Connection {
             t.recv = Receiving::AwaitBlock(fs, len);
             return Err(ProtocolError::Misuse("block data of the wrong length").into());
         }
+        if let Some(dec) = t.decoder.as_mut() {
+            // zlib: the block enters the inflater's history (receiver.c see_token).
+            if let Err(e) = dec.see_block(data) {
+                self.state = State::Failed;
+                return Err(e.into());
+            }
+        }
         fs.hasher.update(data);
         fs.received += u64::from(len);
         self.stats.matched_bytes += u64::from(len);
         t.recv = Receiving::Tokens(fs);
         self.run_stream()
             .inspect_err(|_| self.state = State::Failed)
+    }
+
+    /// The driver has taken the queued events. If decoding of a compressed
+    /// stream stopped to bound the queue ([`OUTPUT_BUDGET`]), it continues;
+    /// returns true when that queued new events (drain them, then call this
+    /// again). Cheap when nothing is paused; call it after every drain.
+    pub fn handle_drained(&mut self) -> Result<bool, SessionError> {
+        if !self.output_paused || self.queued_data >= OUTPUT_BUDGET {
+            return Ok(false);
+        }
+        if matches!(self.state, State::Failed) {
+            return Err(ProtocolError::Misuse("connection already failed").into());
+        }
+        self.output_paused = false;
+        let before = self.events.len();
+        self.run_stream()
+            .inspect_err(|_| self.state = State::Failed)?;
+        Ok(self.events.len() > before)
     }
 
     // ----- outputs -----
@@ -736,7 +796,11 @@ impl Connection {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let ev = self.events.pop_front();
+        if let Some(Event::FileData(_, d)) = &ev {
+            self.queued_data = self.queued_data.saturating_sub(d.len());
+        }
+        ev
     }
 
     /// When [`Connection::handle_timeout`] should next be called.
@@ -775,9 +839,10 @@ impl Connection {
             }
             let progressed = match self.state {
                 State::Greeting | State::Listing | State::ModuleReply { .. } => self.step_line()?,
-                State::CompatFlags | State::ChecksumList { .. } | State::Seed { .. } => {
-                    self.step_setup()?
-                }
+                State::CompatFlags
+                | State::ChecksumList { .. }
+                | State::CompressList { .. }
+                | State::Seed { .. } => self.step_setup()?,
                 State::Closing | State::Done => {
                     if !self.input.is_empty() {
                         return Err(ProtocolError::UnexpectedLine {
@@ -879,10 +944,7 @@ impl Connection {
                         State::CompatFlags
                     } else {
                         let checksum = self.default_checksum()?;
-                        State::Seed {
-                            compat: 0,
-                            checksum,
-                        }
+                        self.after_checksum(0, checksum, false)
                     };
                 }
                 ServerLine::AuthRequired(challenge) => {
@@ -979,22 +1041,38 @@ impl Connection {
                     }
                     .into());
                 }
-                if flags & compat::VARINT_FLIST_FLAGS != 0
-                    && self.config.args.checksum_choice.is_none()
-                {
-                    let mut list = Vec::new();
-                    wire::put_vstring(&mut list, ChecksumKind::advertised_list().as_bytes());
-                    self.send_raw(&list);
-                    self.state = State::ChecksumList { compat: flags };
+                // compat.c negotiate_the_strings: both lists go out before
+                // either is read; each is sent only when not forced.
+                let negotiate = flags & compat::VARINT_FLIST_FLAGS != 0;
+                let checksum_list = negotiate && self.config.args.checksum_choice.is_none();
+                let compress_list = negotiate
+                    && self
+                        .config
+                        .args
+                        .compress
+                        .is_some_and(|c| c.choice.is_none());
+                let mut lists = Vec::new();
+                if checksum_list {
+                    wire::put_vstring(&mut lists, ChecksumKind::advertised_list().as_bytes());
+                }
+                if compress_list {
+                    wire::put_vstring(&mut lists, CompressionKind::advertised_list().as_bytes());
+                }
+                self.send_raw(&lists);
+                if checksum_list {
+                    self.state = State::ChecksumList {
+                        compat: flags,
+                        compress_list,
+                    };
                 } else {
                     let checksum = self.default_checksum()?;
-                    self.state = State::Seed {
-                        compat: flags,
-                        checksum,
-                    };
+                    self.state = self.after_checksum(flags, checksum, compress_list);
                 }
             }
-            State::ChecksumList { compat } => {
+            State::ChecksumList {
+                compat,
+                compress_list,
+            } => {
                 let Some(list) = wire::finish(r.vstring(1024))? else {
                     return Ok(false);
                 };
@@ -1003,11 +1081,27 @@ impl Connection {
                 self.input.drain(..used);
                 let checksum = ChecksumKind::choose(&list)
                     .ok_or(ProtocolError::NoCommonChecksum { offered: list })?;
-                self.state = State::Seed { compat, checksum };
+                self.state = self.after_checksum(compat, checksum, compress_list);
+            }
+            State::CompressList { compat, checksum } => {
+                let Some(list) = wire::finish(r.vstring(1024))? else {
+                    return Ok(false);
+                };
+                let list = String::from_utf8_lossy(list).into_owned();
+                let used = r.pos();
+                self.input.drain(..used);
+                let kind = CompressionKind::choose(&list)
+                    .ok_or(ProtocolError::NoCommonCompression { offered: list })?;
+                self.state = State::Seed {
+                    compat,
+                    checksum,
+                    compression: self.level_filter(kind),
+                };
             }
             State::Seed {
                 compat: cf,
                 checksum,
+                compression,
             } => {
                 let Some(seed) = wire::finish(r.i32())? else {
                     return Ok(false);
@@ -1018,6 +1112,7 @@ impl Connection {
                     checksum,
                     compat_flags: cf,
                     seed,
+                    compression,
                 };
                 self.info = Some(info);
                 self.events.push_back(Event::Ready(info));
@@ -1041,6 +1136,37 @@ impl Connection {
             _ => return Err(ProtocolError::Misuse("setup step outside setup").into()),
         }
         Ok(true)
+    }
+
+    /// The state after the checksum is known: the compression list to read,
+    /// or the seed with the compression fixed without negotiation (a forced
+    /// choice, or zlib for a plain `-z` to a peer that cannot negotiate:
+    /// compat.c parse_compress_choice).
+    fn after_checksum(&self, compat: u32, checksum: ChecksumKind, compress_list: bool) -> State {
+        if compress_list {
+            return State::CompressList { compat, checksum };
+        }
+        let compression = self
+            .config
+            .args
+            .compress
+            .map(|c| c.choice.unwrap_or(CompressionKind::Zlib))
+            .and_then(|k| self.level_filter(k));
+        State::Seed {
+            compat,
+            checksum,
+            compression,
+        }
+    }
+
+    /// `--compress-level=0` turns zlib off on both sides (token.c
+    /// init_compression_level).
+    fn level_filter(&self, kind: CompressionKind) -> Option<CompressionKind> {
+        let level = self.config.args.compress.and_then(|c| c.level);
+        match level {
+            Some(l) if kind.level_turns_off(l) => None,
+            _ => Some(kind),
+        }
     }
 
     fn flist_options(&self, cf: u32, safe: bool) -> FlistOptions {
@@ -1132,7 +1258,7 @@ impl Connection {
         fs.received += n as u64;
         *left -= n;
         self.stats.literal_bytes += n as u64;
-        push_file_data(&mut self.events, fs.ndx, chunk);
+        push_file_data(&mut self.events, &mut self.queued_data, fs.ndx, chunk);
         if *left == 0 {
             let Receiving::Literal(fs, _) = std::mem::replace(&mut t.recv, Receiving::Idle) else {
                 return Some(n);
@@ -1327,6 +1453,14 @@ impl Connection {
                     // The sender exits right after an empty list (main.c do_server_sender).
                     self.state = State::Closing;
                 } else {
+                    let decoder = match self.info.and_then(|i| i.compression) {
+                        Some(kind) => Some(Box::new(CompressedTokenDecoder::new(
+                            kind,
+                            self.protocol,
+                            &self.config.limits,
+                        )?)),
+                        None => None,
+                    };
                     self.state = State::Transfer(Box::new(Transfer {
                         flist,
                         phase: 0,
@@ -1336,6 +1470,7 @@ impl Connection {
                         redo: Vec::new(),
                         redo_wanted: BTreeSet::new(),
                         recv: Receiving::Idle,
+                        decoder,
                     }));
                 }
                 Ok(true)
@@ -1472,6 +1607,55 @@ impl Connection {
                 t.recv = Receiving::Tokens(file);
                 Ok(true)
             }
+            Receiving::Tokens(mut fs) if t.decoder.is_some() => {
+                if self.queued_data >= OUTPUT_BUDGET {
+                    // Let the driver take what is queued first (handle_drained).
+                    self.output_paused = true;
+                    t.recv = Receiving::Tokens(fs);
+                    return Ok(false);
+                }
+                let Some(dec) = t.decoder.as_mut() else {
+                    return Err(ProtocolError::Misuse("compressed tokens without a decoder").into());
+                };
+                let Some((item, used)) = dec.decode(avail)? else {
+                    t.recv = Receiving::Tokens(fs);
+                    return Ok(false);
+                };
+                self.stream_pos += used;
+                match item {
+                    CompressedItem::Data(n) => {
+                        let total = fs.received + n as u64;
+                        if total > max_file {
+                            return Err(ProtocolError::FileTooLarge {
+                                ndx: fs.ndx.0,
+                                received: total,
+                                limit: max_file,
+                            }
+                            .into());
+                        }
+                        let chunk = dec.output();
+                        if !chunk.is_empty() {
+                            fs.hasher.update(chunk);
+                            fs.received = total;
+                            self.stats.literal_bytes += n as u64;
+                            push_file_data(&mut self.events, &mut self.queued_data, fs.ndx, chunk);
+                        }
+                        t.recv = Receiving::Tokens(fs);
+                    }
+                    CompressedItem::Block(b) => {
+                        let (offset, len) = block_range(&fs, b, max_file)?;
+                        self.events.push_back(Event::CopyBlock {
+                            ndx: fs.ndx,
+                            offset,
+                            len,
+                        });
+                        t.recv = Receiving::AwaitBlock(fs, len);
+                        return Ok(false);
+                    }
+                    CompressedItem::End => t.recv = Receiving::Checksum(fs),
+                }
+                Ok(true)
+            }
             Receiving::Tokens(fs) => {
                 let Some(raw) = wire::finish(r.i32())? else {
                     t.recv = Receiving::Tokens(fs);
@@ -1494,22 +1678,7 @@ impl Connection {
                         t.recv = Receiving::Literal(fs, n as usize);
                     }
                     Token::Block(b) => {
-                        let Some((offset, len)) = Signature::block_range(&fs.head, b) else {
-                            return Err(ProtocolError::BadBlockToken {
-                                block: i64::from(b),
-                                count: fs.head.count,
-                            }
-                            .into());
-                        };
-                        let total = fs.received + u64::from(len);
-                        if total > max_file {
-                            return Err(ProtocolError::FileTooLarge {
-                                ndx: fs.ndx.0,
-                                received: total,
-                                limit: max_file,
-                            }
-                            .into());
-                        }
+                        let (offset, len) = block_range(&fs, b, max_file)?;
                         self.events.push_back(Event::CopyBlock {
                             ndx: fs.ndx,
                             offset,
@@ -1528,7 +1697,7 @@ impl Connection {
                 fs.hasher.update(chunk);
                 fs.received += n as u64;
                 self.stats.literal_bytes += n as u64;
-                push_file_data(&mut self.events, fs.ndx, chunk);
+                push_file_data(&mut self.events, &mut self.queued_data, fs.ndx, chunk);
                 self.stream_pos += n;
                 t.recv = if n == left {
                     Receiving::Tokens(fs)
@@ -1608,7 +1777,9 @@ const MAX_DATA_EVENT: usize = 1 << 20;
 
 /// Appends file bytes as an event, joining them to the previous event when
 /// it is data for the same file: fewer, larger writes for the sink.
-fn push_file_data(events: &mut VecDeque<Event>, ndx: FileIndex, chunk: &[u8]) {
+/// `queued` counts the file bytes waiting in `events`.
+fn push_file_data(events: &mut VecDeque<Event>, queued: &mut usize, ndx: FileIndex, chunk: &[u8]) {
+    *queued += chunk.len();
     if let Some(Event::FileData(last, data)) = events.back_mut() {
         if *last == ndx && data.len() + chunk.len() <= MAX_DATA_EVENT {
             data.extend_from_slice(chunk);
@@ -1616,6 +1787,26 @@ fn push_file_data(events: &mut VecDeque<Event>, ndx: FileIndex, chunk: &[u8]) {
         }
     }
     events.push_back(Event::FileData(ndx, chunk.to_vec()));
+}
+
+/// Where block `b` of the basis lies, checked against the request's sum
+/// head and the file-size limit.
+fn block_range(fs: &FileState, b: u32, max_file: u64) -> Result<(u64, u32), ProtocolError> {
+    let Some((offset, len)) = Signature::block_range(&fs.head, b) else {
+        return Err(ProtocolError::BadBlockToken {
+            block: i64::from(b),
+            count: fs.head.count,
+        });
+    };
+    let total = fs.received + u64::from(len);
+    if total > max_file {
+        return Err(ProtocolError::FileTooLarge {
+            ndx: fs.ndx.0,
+            received: total,
+            limit: max_file,
+        });
+    }
+    Ok((offset, len))
 }
 
 fn redo_all(a: &[(i32, bool)], b: &[(i32, bool)]) -> BTreeSet<i32> {

@@ -2,6 +2,12 @@
 //! `write_sum_head` / `read_sum_head`) and the uncompressed token stream
 //! (token.c `simple_recv_token`).
 
+pub mod compressed;
+
+pub use self::compressed::{
+    CompressedItem, CompressedTokenDecoder, CompressedTokenEncoder, CompressionKind,
+};
+
 use crate::error::ProtocolError;
 use crate::version::ProtocolVersion;
 use crate::wire::{put_i32, Reader, Step};

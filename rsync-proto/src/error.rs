@@ -118,6 +118,40 @@ pub enum ProtocolError {
         /// The daemon's list, verbatim.
         offered: String,
     },
+    /// The compression negotiation found no algorithm both sides support.
+    #[error("no common compression algorithm (daemon offered {offered:?})")]
+    NoCommonCompression {
+        /// The daemon's list, verbatim.
+        offered: String,
+    },
+    /// Compressed file data did not decompress.
+    #[error("{algorithm} data from the sender does not decompress: {detail}")]
+    Decompress {
+        /// The negotiated algorithm.
+        algorithm: crate::delta::CompressionKind,
+        /// The decompressor's message.
+        detail: String,
+    },
+    /// The decompressor neither took input nor produced output: the peer's
+    /// data would make it spin.
+    #[error("{algorithm} decompressor made no progress on the sender's data")]
+    DecompressStalled {
+        /// The negotiated algorithm.
+        algorithm: crate::delta::CompressionKind,
+    },
+    /// A deflate stream was not at a sync-flush point where the protocol
+    /// puts one (token.c "decompressor lost sync").
+    #[error("{algorithm} decompressor lost sync")]
+    DecompressLostSync {
+        /// The negotiated algorithm.
+        algorithm: crate::delta::CompressionKind,
+    },
+    /// A zstd frame asked for a window larger than [`Limits::max_zstd_window_log`].
+    #[error("zstd frame needs a window over 2^{limit_log} bytes")]
+    CompressionWindowTooLarge {
+        /// The configured limit (log2 of bytes).
+        limit_log: u32,
+    },
     /// A file-list entry had a name that would leave the destination.
     #[error("unsafe file name from sender: {name:?}")]
     UnsafeName {
@@ -229,6 +263,10 @@ pub struct Limits {
     /// Most received bytes held unparsed (input that runs ahead of our
     /// requests, or a partial item). An honest sender never gets near it.
     pub max_pending_input: usize,
+    /// Largest zstd window a compressed stream may use, as log2 of bytes:
+    /// the decompression context allocates up to this much. 27 (128 MiB)
+    /// is zstd's default limit, so every stock sender's level fits.
+    pub max_zstd_window_log: u32,
 }
 
 impl Default for Limits {
@@ -246,6 +284,7 @@ impl Default for Limits {
             max_file_size: 1 << 46,
             max_id_names: 100_000,
             max_pending_input: 16 << 20,
+            max_zstd_window_log: 27,
         }
     }
 }

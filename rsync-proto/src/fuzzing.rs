@@ -66,8 +66,8 @@ pub fn flist(data: &[u8]) {
     let _ = crate::flist::decode_id_lists(&data[pos..], &opts, &Limits::default());
 }
 
-/// Drives a whole receiver with arbitrary server bytes (first byte picks the
-/// announced protocol), requesting every regular file it is offered.
+/// Drives a whole receiver with arbitrary server bytes (first byte: bits 0-1
+/// pick the announced protocol, bit 2 asks for compression), requesting every regular file it is offered.
 pub fn receiver(data: &[u8]) {
     let proto = ProtocolVersion::new(29 + u32::from(data.first().copied().unwrap_or(0) & 3))
         .unwrap_or(ProtocolVersion::V32);
@@ -76,6 +76,11 @@ pub fn receiver(data: &[u8]) {
         paths: vec!["m/".into()],
     });
     cfg.protocol = proto;
+    if data.first().is_some_and(|b| b & 4 != 0) {
+        // Ask for compression: the daemon's bytes then include a compress
+        // list (at 32) and compressed tokens.
+        cfg.args.compress = Some(crate::setup::CompressArgs::default());
+    }
     cfg.args.recursive = true;
     cfg.args.links = true;
     cfg.credentials = Some(crate::connection::Credentials {
@@ -89,7 +94,14 @@ pub fn receiver(data: &[u8]) {
             return;
         }
         while conn.poll_transmit(now).is_some() {}
-        while let Some(ev) = conn.poll_event() {
+        loop {
+            let Some(ev) = conn.poll_event() else {
+                match conn.handle_drained() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(_) => return,
+                }
+            };
             if let crate::connection::Event::FileList(list) = ev {
                 for (ndx, e) in list.iter() {
                     if e.kind() == crate::flist::FileKind::Regular {
@@ -101,4 +113,97 @@ pub fn receiver(data: &[u8]) {
         }
     }
     let _ = conn.handle_eof();
+}
+
+/// Decodes a compressed token stream of `kind`, supplying deterministic
+/// 700-byte basis blocks for block tokens (and, for zlib, into the history).
+/// Stops at the first error; output is bounded per call, so a bomb only
+/// costs time proportional to what it decodes, which is capped here.
+fn decode_tokens(kind: crate::delta::CompressionKind, protocol: ProtocolVersion, data: &[u8]) {
+    use crate::delta::{CompressedItem, CompressedTokenDecoder};
+    const BLOCK: [u8; 700] = [0x5a; 700];
+    let Ok(mut dec) = CompressedTokenDecoder::new(kind, protocol, &Limits::default()) else {
+        return;
+    };
+    let mut pos = 0;
+    let mut out: u64 = 0;
+    while let Ok(Some((item, used))) = dec.decode(data.get(pos..).unwrap_or_default()) {
+        pos += used;
+        match item {
+            CompressedItem::Data(n) => {
+                assert!(n <= crate::delta::compressed::OUTPUT_CHUNK);
+                out += n as u64;
+                // A 4 KiB input cannot be worth more than this much of a fuzzer's time.
+                if out > 64 << 20 {
+                    return;
+                }
+            }
+            CompressedItem::Block(_) => {
+                if dec.see_block(&BLOCK).is_err() {
+                    return;
+                }
+            }
+            CompressedItem::End => {}
+        }
+    }
+}
+
+/// Decodes arbitrary bytes as a zstd token stream.
+pub fn tokens_zstd(data: &[u8]) {
+    decode_tokens(
+        crate::delta::CompressionKind::Zstd,
+        ProtocolVersion::V32,
+        data,
+    );
+}
+
+/// Decodes arbitrary bytes as an lz4 token stream.
+pub fn tokens_lz4(data: &[u8]) {
+    decode_tokens(
+        crate::delta::CompressionKind::Lz4,
+        ProtocolVersion::V32,
+        data,
+    );
+}
+
+/// Decodes arbitrary bytes as a zlib token stream (matched blocks fed into
+/// the history); the first byte picks protocol 30 (the repeated-history
+/// bug) or 31.
+pub fn tokens_zlib(data: &[u8]) {
+    let proto = if data.first().is_some_and(|b| b & 1 == 1) {
+        ProtocolVersion::V30
+    } else {
+        ProtocolVersion::V31
+    };
+    decode_tokens(
+        crate::delta::CompressionKind::Zlib,
+        proto,
+        data.get(1..).unwrap_or_default(),
+    );
+}
+
+/// Decodes arbitrary bytes as a zlibx token stream.
+pub fn tokens_zlibx(data: &[u8]) {
+    decode_tokens(
+        crate::delta::CompressionKind::Zlibx,
+        ProtocolVersion::V32,
+        data,
+    );
+}
+
+/// The first byte picks the algorithm (0 zstd, 1 lz4, 2 zlibx, 3 zlib); the
+/// rest is the stream.
+pub fn compressed_tokens(data: &[u8]) {
+    let rest = data.get(1..).unwrap_or_default();
+    match data.first().map(|b| b & 3) {
+        Some(0) => tokens_zstd(rest),
+        Some(1) => tokens_lz4(rest),
+        Some(2) => tokens_zlibx(rest),
+        Some(_) => decode_tokens(
+            crate::delta::CompressionKind::Zlib,
+            ProtocolVersion::V32,
+            rest,
+        ),
+        None => {}
+    }
 }

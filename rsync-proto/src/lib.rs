@@ -24,9 +24,16 @@
 //!   data. Backup trees are small in entries and large in bytes, so the
 //!   memory saved by incremental lists does not matter, while a single sorted
 //!   list makes index validation simple and strict.
-//! * No compression, hard links, devices, ACLs or xattrs in this release; a
-//!   sender that uses a feature we did not ask for is refused with a typed
-//!   error.
+//! * No hard links, devices, ACLs or xattrs in this release; a sender that
+//!   uses a feature we did not ask for is refused with a typed error.
+//!
+//! Compressed transfers (`-z`) are supported: zstd, lz4, zlibx and zlib,
+//! negotiated as stock rsync 3.2+ does or forced, and plain zlib with
+//! daemons that cannot negotiate ([`client::Compress`],
+//! [`delta::compressed`]). Every decompressor works in fixed buffers and
+//! must make progress on each call; a compressed stream's output waits for
+//! the driver ([`Connection::handle_drained`]), so no input can make the
+//! receiver allocate without bound.
 //!
 //! Delta transfer is supported: a [`client::Sink`] offers a basis per file
 //! ([`client::BasisPolicy`] for [`client::FsSink`]: the same-name file, an
@@ -89,6 +96,7 @@ pub use connection::{
     Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
     SessionError, SessionInfo, Stats, Target,
 };
+pub use delta::CompressionKind;
 pub use error::{Limits, ProtocolError};
 pub use flist::{FileEntry, FileIndex, FileKind, FileList};
 pub use version::ProtocolVersion;

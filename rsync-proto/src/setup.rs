@@ -3,6 +3,7 @@
 //! checksum negotiation (compat.c `setup_protocol`, `negotiate_the_strings`).
 
 use crate::checksum::ChecksumKind;
+use crate::delta::CompressionKind;
 use crate::version::ProtocolVersion;
 
 /// Compat flag bits the server sends (compat.c CF_*).
@@ -48,6 +49,42 @@ pub struct TransferArgs {
     pub timeout: Option<u32>,
     /// `--bwlimit=KiB/s` forwarded to the daemon.
     pub bwlimit_kib: Option<u64>,
+    /// `-z` and its options; `None` transfers uncompressed.
+    pub compress: Option<CompressArgs>,
+}
+
+/// What we ask of the sender's compression (options.c server_options).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompressArgs {
+    /// A forced algorithm; `None` negotiates (compat.c
+    /// negotiate_the_strings), or means zlib with a peer that cannot.
+    pub choice: Option<CompressionKind>,
+    /// `--compress-level=N`; `None` leaves the algorithm's default.
+    pub level: Option<i32>,
+}
+
+impl CompressArgs {
+    /// Whether the `z` short option goes in the cluster: stock rsync puts it
+    /// there only when its choice is CPRES_ZLIB, which a plain `-z` is until
+    /// negotiation (options.c server_options).
+    pub fn short_z(&self) -> bool {
+        matches!(self.choice, None | Some(CompressionKind::Zlib))
+    }
+
+    /// The long options that go with it.
+    pub fn long_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(l) = self.level {
+            args.push(format!("--compress-level={l}"));
+        }
+        match self.choice {
+            None => {}
+            Some(CompressionKind::Zlibx) => args.push("--new-compress".into()),
+            Some(CompressionKind::Zlib) => args.push("--old-compress".into()),
+            Some(k) => args.push(format!("--compress-choice={}", k.name())),
+        }
+        args
+    }
 }
 
 impl TransferArgs {
@@ -66,6 +103,9 @@ impl TransferArgs {
         s.push_str("tp");
         if self.recursive {
             s.push('r');
+        }
+        if self.compress.is_some_and(|c| c.short_z()) {
+            s.push('z');
         }
         if protocol.sends_client_info() {
             s.push_str("e.");
@@ -88,6 +128,9 @@ impl TransferArgs {
         }
         if let Some(c) = self.checksum_choice {
             args.push(format!("--checksum-choice={}", c.name()));
+        }
+        if let Some(c) = &self.compress {
+            args.extend(c.long_args());
         }
         args.push(".".into());
         args.extend(paths.iter().cloned());
@@ -119,6 +162,7 @@ mod tests {
             checksum_choice: None,
             timeout: None,
             bwlimit_kib: None,
+            compress: None,
         }
     }
 
@@ -156,5 +200,64 @@ mod tests {
         };
         let enc = a.encode(ProtocolVersion::V32, &["m".into()]);
         assert!(enc.windows(21).any(|w| w == b"--checksum-choice=md5"));
+    }
+
+    #[test]
+    fn compression_options_match_stock_server_options() {
+        // What stock 3.5.0 sends for each client option (options.c
+        // server_options): -z alone is `z` in the cluster and negotiates.
+        let with = |choice, level| TransferArgs {
+            compress: Some(CompressArgs { choice, level }),
+            ..args()
+        };
+        type Case = (
+            Option<CompressionKind>,
+            Option<i32>,
+            &'static str,
+            &'static [&'static str],
+        );
+        let cases: [Case; 6] = [
+            (None, None, "-logtprze.LsfxCIvu", &[]),
+            (None, Some(9), "-logtprze.LsfxCIvu", &["--compress-level=9"]),
+            (
+                Some(CompressionKind::Zlib),
+                None,
+                "-logtprze.LsfxCIvu",
+                &["--old-compress"],
+            ),
+            (
+                Some(CompressionKind::Zlibx),
+                None,
+                "-logtpre.LsfxCIvu",
+                &["--new-compress"],
+            ),
+            (
+                Some(CompressionKind::Zstd),
+                Some(3),
+                "-logtpre.LsfxCIvu",
+                &["--compress-level=3", "--compress-choice=zstd"],
+            ),
+            (
+                Some(CompressionKind::Lz4),
+                None,
+                "-logtpre.LsfxCIvu",
+                &["--compress-choice=lz4"],
+            ),
+        ];
+        for (choice, level, cluster, long) in cases {
+            let a = with(choice, level);
+            assert_eq!(a.cluster(ProtocolVersion::V32), cluster, "{choice:?}");
+            let enc = a.encode(ProtocolVersion::V32, &["m".into()]);
+            let parts: Vec<&[u8]> = enc.split(|&b| b == 0).collect();
+            for l in long {
+                assert!(parts.contains(&l.as_bytes()), "{choice:?}: {l} missing");
+            }
+            let extra = parts
+                .iter()
+                .filter(|p| p.starts_with(b"--") && p.windows(8).any(|w| w == b"compress"))
+                .count();
+            assert_eq!(extra, long.len(), "{choice:?}");
+        }
+        assert_eq!(with(None, None).cluster(ProtocolVersion::V29), "-logtprz");
     }
 }

@@ -35,6 +35,13 @@ impl ProtocolVersion {
         self.0
     }
 
+    /// With zlib compression, a matched block longer than 0xffff bytes
+    /// enters the inflater's history piece by piece; below 31 the first
+    /// piece was fed again each time (token.c see_deflate_token, a bug kept
+    /// for compatibility).
+    pub fn advances_in_stored_history(self) -> bool {
+        self.0 >= 31
+    }
     /// The greeting carries a sub-version (`30.0`): protocol >= 30.
     pub fn greeting_has_subversion(self) -> bool {
         self.0 >= 30

@@ -7,16 +7,18 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use crate::checksum::{ChecksumKind, FileHasher};
+use crate::connection::OUTPUT_BUDGET;
 use crate::connection::{
     Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
     SessionError, Stats, Target,
 };
 use crate::daemon::ModuleInfo;
-use crate::delta::{encode_literal_file, SumHead};
+use crate::delta::{encode_literal_file, CompressedTokenEncoder, CompressionKind, SumHead};
 use crate::error::{Limits, ProtocolError};
 use crate::flist::{encode_end, encode_entry, FileEntry, FileIndex, FileList, FlistOptions};
 use crate::mux::{encode_frame, Demuxed, Demuxer, MessageCode};
 use crate::setup::compat;
+use crate::setup::CompressArgs;
 use crate::version::ProtocolVersion;
 use crate::wire::{put_i32, put_longint, put_varint, put_varlong, put_vstring, NdxCodec, NDX_DONE};
 
@@ -389,6 +391,9 @@ fn pump(
             run_sent.extend_from_slice(&b);
         }
         let Some(ev) = conn.poll_event() else {
+            if conn.handle_drained()? {
+                continue;
+            }
             return Ok(());
         };
         let list = match &ev {
@@ -2042,4 +2047,257 @@ proptest! {
         let input = mutate([a, b, c].concat(), &ms);
         feed_ignoring_errors(config(), &input, 13);
     }
+}
+
+// ----- compressed sessions -----
+
+/// A protocol-32 session whose daemon offers `offered` compression and
+/// sends every regular file of the tree compressed with `kind`.
+fn compressed_session(kind: CompressionKind, offered: &str, files: &[(i32, Vec<u8>)]) -> Vec<u8> {
+    let mut s = Server::new(32);
+    s.hello();
+    let mut b = Vec::new();
+    put_varint(&mut b, 0x1fe);
+    put_vstring(&mut b, SERVER_CHECKSUMS.as_bytes());
+    put_vstring(&mut b, offered.as_bytes());
+    s.raw(&b).raw(&SEED.to_le_bytes());
+    s.flist(&tree_entries());
+    let mut enc = CompressedTokenEncoder::new(kind, None).expect("encoder");
+    for (ndx, content) in files {
+        s.ndx(*ndx);
+        let mut b = Vec::new();
+        b.extend_from_slice(&IFLAGS_NEW.to_le_bytes());
+        SumHead::EMPTY.encode(&mut b);
+        enc.end(content, &mut b).expect("encode");
+        let mut h = FileHasher::new(ChecksumKind::Xxh128, SEED);
+        h.update(content);
+        b.extend_from_slice(&h.finish());
+        s.data(&b);
+    }
+    s.ndx(NDX_DONE);
+    s.end_of_run();
+    s.take()
+}
+
+fn compress_config() -> ConnectionConfig {
+    let mut cfg = config();
+    cfg.args.compress = Some(CompressArgs::default());
+    cfg
+}
+
+/// The file bytes a run delivered, per file.
+fn file_data(events: &[Event]) -> Vec<(i32, Vec<u8>)> {
+    let mut out: Vec<(i32, Vec<u8>)> = Vec::new();
+    for e in events {
+        match e {
+            Event::FileStart(n) => out.push((n.0, Vec::new())),
+            Event::FileData(n, d) => {
+                let last = out.last_mut().expect("data after a start");
+                assert_eq!(last.0, n.0);
+                last.1.extend_from_slice(d);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn compressed_session_negotiates_and_decodes_every_algorithm() {
+    let files: Vec<(i32, Vec<u8>)> = REGULAR.iter().map(|&n| (n, tree_content(n))).collect();
+    for kind in CompressionKind::ALL {
+        // The daemon lists only `kind` (and none), so that is what both pick.
+        let input = compressed_session(kind, &format!("{} none", kind.name()), &files);
+        for run in [
+            drive(compress_config(), &input),
+            drive_bytewise(compress_config(), &input),
+        ] {
+            run.result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let ready = run.events.iter().find_map(|e| match e {
+                Event::Ready(i) => Some(*i),
+                _ => None,
+            });
+            assert_eq!(ready.and_then(|i| i.compression), Some(kind));
+            assert_eq!(file_data(&run.events), files, "{kind}");
+            assert_eq!(run.finished().files_transferred, REGULAR.len() as u64);
+            // We sent `z`, then the checksum list and our compress list in stock order.
+            let sent = &run.sent;
+            assert!(
+                sent.windows(4).any(|w| w == b"prze"),
+                "{kind}: no z in the cluster"
+            );
+            let mut lists = Vec::new();
+            put_vstring(&mut lists, ChecksumKind::advertised_list().as_bytes());
+            put_vstring(&mut lists, b"zstd lz4 zlibx zlib");
+            assert!(
+                sent.windows(lists.len()).any(|w| w == lists),
+                "{kind}: lists"
+            );
+        }
+    }
+}
+
+#[test]
+fn forced_compression_sends_no_list_and_old_peers_get_zlib() {
+    // Forced lz4: `--compress-choice=lz4`, no compress list (only the
+    // checksum list is read back).
+    let files = vec![(1, tree_content(1))];
+    let mut s = Server::new(32);
+    s.hello();
+    let mut b = Vec::new();
+    put_varint(&mut b, 0x1fe);
+    put_vstring(&mut b, SERVER_CHECKSUMS.as_bytes());
+    s.raw(&b).raw(&SEED.to_le_bytes());
+    let forced = {
+        let full = compressed_session(CompressionKind::Lz4, "", &files);
+        // Same session with the compress list removed.
+        let mut list = Vec::new();
+        put_vstring(&mut list, b"");
+        let at = full
+            .windows(SERVER_CHECKSUMS.len())
+            .position(|w| w == SERVER_CHECKSUMS.as_bytes())
+            .expect("checksum list")
+            + SERVER_CHECKSUMS.len();
+        [&full[..at], &full[at + list.len()..]].concat()
+    };
+    let mut cfg = config();
+    cfg.args.compress = Some(CompressArgs {
+        choice: Some(CompressionKind::Lz4),
+        level: None,
+    });
+    let run = drive(cfg, &forced);
+    run.result.as_ref().expect("forced lz4 session");
+    assert!(run.sent.windows(21).any(|w| w == b"--compress-choice=lz4"));
+    assert_eq!(file_data(&run.events), files);
+
+    // Protocol 31 without negotiation: plain -z means zlib.
+    let mut s = Server::new(31);
+    s.setup();
+    s.flist(&tree_entries());
+    let mut enc = CompressedTokenEncoder::new(CompressionKind::Zlib, None).expect("encoder");
+    s.ndx(1);
+    let mut b = Vec::new();
+    b.extend_from_slice(&IFLAGS_NEW.to_le_bytes());
+    SumHead::EMPTY.encode(&mut b);
+    enc.end(&files[0].1, &mut b).expect("encode");
+    let mut h = FileHasher::new(ChecksumKind::Md5, SEED);
+    h.update(&files[0].1);
+    b.extend_from_slice(&h.finish());
+    s.data(&b);
+    s.ndx(NDX_DONE);
+    s.end_of_run();
+    let mut cfg = compress_config();
+    cfg.protocol = ProtocolVersion::V31;
+    let run = drive_parts(cfg, [s.take().as_slice()], |_| vec![FileIndex(1)]);
+    run.result.as_ref().expect("zlib session");
+    assert_eq!(file_data(&run.events), files);
+}
+
+#[test]
+fn zlib_level_zero_turns_compression_off() {
+    // --compress-level=0 with a forced zlib: both sides fall back to plain
+    // tokens (token.c init_compression_level).
+    let (before, after) = standard_session(31);
+    let mut cfg = config();
+    cfg.protocol = ProtocolVersion::V31;
+    cfg.args.compress = Some(CompressArgs {
+        choice: Some(CompressionKind::Zlib),
+        level: Some(0),
+    });
+    let run = drive(cfg, &[before, after].concat());
+    run.result.as_ref().expect("uncompressed session");
+    assert!(run.sent.windows(18).any(|w| w == b"--compress-level=0"));
+}
+
+#[test]
+fn refuses_a_daemon_with_no_common_compression() {
+    let input = compressed_session(CompressionKind::Zstd, "brotli none", &[]);
+    let run = drive(compress_config(), &input);
+    assert!(matches!(
+        run.err(),
+        SessionError::Protocol(ProtocolError::NoCommonCompression { .. })
+    ));
+}
+
+#[test]
+fn a_compression_bomb_waits_for_the_driver() {
+    // 64 MiB of zeros: a few KiB of zstd. Fed in one piece, decoding stops
+    // once OUTPUT_BUDGET bytes are queued and continues only through
+    // handle_drained, so the queue stays bounded.
+    let big = vec![0u8; 64 << 20];
+    let input = compressed_session(CompressionKind::Zstd, "zstd none", &[(6, big.clone())]);
+    assert!(input.len() < 64 * 1024, "{} bytes on the wire", input.len());
+    let now = Instant::now();
+    let mut conn = Connection::new(compress_config());
+    let mut got = 0usize;
+    let mut most_queued = 0usize;
+    // Returns (events taken, whether Finished was among them).
+    let mut drain = |conn: &mut Connection, got: &mut usize| -> (usize, bool) {
+        let mut evs = Vec::new();
+        while let Some(ev) = conn.poll_event() {
+            evs.push(ev);
+        }
+        let queued: usize = evs
+            .iter()
+            .map(|ev| match ev {
+                Event::FileData(_, d) => d.len(),
+                _ => 0,
+            })
+            .sum();
+        most_queued = most_queued.max(queued);
+        let mut finished = false;
+        let n = evs.len();
+        for ev in evs {
+            match ev {
+                Event::FileData(_, d) => *got += d.len(),
+                Event::FileList(_) => {
+                    conn.request(FileIndex(6)).expect("request");
+                    conn.finish_requests().expect("finish");
+                }
+                Event::Finished(_) => finished = true,
+                _ => {}
+            }
+        }
+        while conn.poll_transmit(now).is_some() {}
+        (n, finished)
+    };
+    conn.handle_input(&input).expect("input");
+    let mut rounds = 0;
+    loop {
+        let (n, _) = drain(&mut conn, &mut got);
+        let resumed = conn.handle_drained().expect("resume");
+        if n == 0 && !resumed {
+            break;
+        }
+        rounds += 1;
+    }
+    conn.handle_eof().expect("eof");
+    assert!(drain(&mut conn, &mut got).1);
+    assert!(
+        rounds >= 64,
+        "only {rounds} rounds: the output was not held back"
+    );
+    assert_eq!(got, big.len());
+    assert!(
+        most_queued <= OUTPUT_BUDGET + crate::delta::compressed::OUTPUT_CHUNK,
+        "{most_queued} bytes queued at once"
+    );
+}
+
+#[test]
+fn a_compressed_file_over_the_size_limit_fails() {
+    let input = compressed_session(
+        CompressionKind::Zstd,
+        "zstd none",
+        &[(6, vec![0u8; 4 << 20])],
+    );
+    let mut cfg = compress_config();
+    cfg.limits.max_file_size = 1 << 20;
+    let run = drive_parts(cfg, [input.as_slice()], |_| vec![FileIndex(6)]);
+    assert!(matches!(
+        run.err(),
+        SessionError::Protocol(ProtocolError::FileTooLarge { .. })
+    ));
 }
