@@ -31,7 +31,7 @@ pub enum Command {
     /// verification, vanished or could not be read); 30 timeout; 35 connect
     /// timeout; 20 interrupted (SIGINT/SIGTERM; partial data is kept).
     #[command(verbatim_doc_comment)]
-    Fetch(FetchArgs),
+    Fetch(Box<FetchArgs>),
     /// Run the backup node: take jobs from the Redis lists, pull them, publish results.
     ///
     /// CONFIG is ubackup's TOML (see ubackup-puller.example.toml) or UBackup's

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         cli::Command::Run(args) => return ExitCode::from(run::run(args, cli.verbose)),
         cli::Command::CheckConfig { config } => return ExitCode::from(run::check(&config)),
-        cli::Command::Fetch(args) => args,
+        cli::Command::Fetch(args) => *args,
     };
     init_tracing(cli.verbose);
     // One pull is one connection: a single-threaded runtime avoids cross-thread
