@@ -499,6 +499,8 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
             "myip" => put("node.ip", "myip", s),
             "node_id" => put("node.id", "node_id", s),
             "retry" => put("pull.retry", "retry", s),
+            // ubackup's extension: the port of the hosts' rsync daemons when it is not 873.
+            "rsync_port" => put("pull.rsync_port", "rsync_port", s),
             "redis_queue" => put("queue.lists", "redis_queue", s),
             "message_queue" => put("results.list", "message_queue", s),
             "log" => put("log.file", "log", s),
