@@ -7,18 +7,22 @@
 //!   own temp dir, killed on `Drop`.
 //! - [`data`]: deterministic (seeded) test data: random files, small trees, mtimes.
 //! - [`compare`]: compare files and trees (bytes, mtime, permission bits, symlink targets).
+//! - [`hostile`]: a hostile daemon that gets through setup and then sends attacker-chosen
+//!   bytes, built on rsync-proto's own encoders.
 //!
 //! Everything is re-exported at the crate root.
 #![warn(missing_docs)]
 
 pub mod compare;
 pub mod daemon;
+pub mod hostile;
 pub mod data;
 pub mod rsync;
 pub mod tree;
 
 pub use compare::{compare_files, compare_trees};
 pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
+pub use hostile::{HostileDaemon, Script, Step, Wire};
 pub use data::{make_tree, set_mtime, write_random_file};
 pub use rsync::{interop_required, require_rsync, rsync_binary, RsyncVersion};
 pub use tree::{check_partials_are_prefixes, in_partial_dir, list_tree, temp_files, PARTIAL_DIR};
