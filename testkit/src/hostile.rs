@@ -14,7 +14,7 @@
 //! every wait is capped ([`MAX_HOLD`]), so a test that fails early cannot hang the suite.
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -239,10 +239,11 @@ impl Wire {
         self.data(&b)
     }
 
-    /// The end of phase 0 and of the redo phase, the sender's stats and, at >= 31, the
-    /// final NDX_DONE (sender.c, main.c).
+    /// After the phase-0 NDX_DONE (and any redo data): the sender's NDX_DONE ×2, its
+    /// stats and, at >= 31, the NDX_DONE answering the client's delete-stats NDX_DONE
+    /// (sender.c, main.c).
     pub fn end_of_run(&mut self) -> &mut Self {
-        self.ndx(NDX_DONE).ndx(NDX_DONE).ndx(NDX_DONE);
+        self.ndx(NDX_DONE).ndx(NDX_DONE);
         let mut b = Vec::new();
         for v in [100i64, 10, 100, 0, 0] {
             if self.flavor.protocol.uses_varint30() {
@@ -288,7 +289,9 @@ pub enum Step {
         /// Upper bound on the bytes written.
         max_bytes: u64,
     },
-    /// Close the connection now (the script ends).
+    /// End the script with a clean end of stream: shut down the sending side and wait
+    /// (draining) until the client hangs up, so that the client sees EOF rather than a
+    /// reset.
     Close,
 }
 
@@ -484,11 +487,12 @@ fn serve(listener: TcpListener, script: Script, stop: &AtomicBool) -> anyhow::Re
             }
         }
     }
-    if !closed_by_script {
-        // Hold the connection, silent, until the client hangs up.
-        while !gone(stop) && started.elapsed() < MAX_HOLD {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    if closed_by_script {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    // Hold the connection, silent, until the client hangs up.
+    while !gone(stop) && started.elapsed() < MAX_HOLD {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let _ = stream.shutdown(Shutdown::Both);
     let _ = drain.join();
@@ -499,6 +503,7 @@ fn serve(listener: TcpListener, script: Script, stop: &AtomicBool) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     #[test]
     fn plays_the_script_and_returns_what_the_client_sent() {
