@@ -14,7 +14,7 @@
 //! every wait is capped ([`MAX_HOLD`]), so a test that fails early cannot hang the suite.
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -500,10 +500,75 @@ fn serve(listener: TcpListener, script: Script, stop: &AtomicBool) -> anyhow::Re
     Ok(played)
 }
 
+/// A TCP proxy on a loopback port picked at run time that forwards one connection to
+/// `upstream` and records both directions: how real daemons' bytes are captured for the
+/// fuzz corpus and for byte-level tests.
+#[derive(Debug)]
+pub struct RecordingProxy {
+    addr: SocketAddr,
+    thread: Option<JoinHandle<anyhow::Result<(Vec<u8>, Vec<u8>)>>>,
+}
+
+impl RecordingProxy {
+    /// Listens on 127.0.0.1 and forwards the first connection to `upstream`.
+    pub fn start(upstream: SocketAddr) -> anyhow::Result<RecordingProxy> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding loopback")?;
+        let addr = listener.local_addr()?;
+        let thread = std::thread::Builder::new()
+            .name("recording-proxy".into())
+            .spawn(move || -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+                let (client, _) = listener.accept()?;
+                let server = TcpStream::connect(upstream)?;
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let mut seen = Vec::new();
+                        let mut buf = [0u8; 64 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            seen.extend_from_slice(&buf[..n]);
+                        }
+                        let _ = to.shutdown(Shutdown::Write);
+                        seen
+                    })
+                };
+                let up = pipe(client.try_clone()?, server.try_clone()?);
+                let down = pipe(server, client);
+                let sent = up.join().map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
+                let got = down.join().map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
+                Ok((sent, got))
+            })?;
+        Ok(RecordingProxy {
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `rsync://127.0.0.1:PORT/<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("rsync://{}/{path}", self.addr)
+    }
+
+    /// Waits for both sides to close; returns (client → daemon, daemon → client) bytes.
+    pub fn finish(mut self) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("proxy thread panicked"))?,
+            None => anyhow::bail!("proxy already finished"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpStream;
 
     #[test]
     fn plays_the_script_and_returns_what_the_client_sent() {
