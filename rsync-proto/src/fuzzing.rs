@@ -241,7 +241,9 @@ pub fn tokens(data: &[u8]) {
     while let Some(ev) = conn.poll_event() {
         if let crate::connection::Event::FileList(l) = ev {
             for (ndx, e) in l.iter() {
-                if e.kind() == crate::flist::FileKind::Regular && conn.request_with(ndx, &sig).is_err() {
+                if e.kind() == crate::flist::FileKind::Regular
+                    && conn.request_with(ndx, &sig).is_err()
+                {
                     return;
                 }
             }

@@ -12,6 +12,9 @@
 //! The same entry points run under libFuzzer (see `fuzz/README.md`); this is the part that
 //! runs in CI on a stable toolchain.
 
+// Helpers outside #[test] fns too: a failed fixture step fails the test at once.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use proptest::prelude::*;

@@ -11,6 +11,9 @@
 //! The `sum_head` and `tokens` seeds are built with the encoders instead (see
 //! `encoder_seeds`): their entry points run a fixed session shape that no transcript has.
 
+// Helpers outside #[test] fns too: a failed fixture step fails the test at once.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +37,11 @@ fn seeds_dir(target: &str) -> PathBuf {
 fn small_tree(root: &Path) {
     fs::create_dir_all(root.join("sub/deeper")).unwrap();
     fs::write(root.join("a.txt"), b"hello, backup\n").unwrap();
-    fs::write(root.join("sub/b.bin"), (0..2000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>()).unwrap();
+    fs::write(
+        root.join("sub/b.bin"),
+        (0..2000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
     fs::write(root.join("sub/deeper/c"), b"").unwrap();
     std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
 }
@@ -104,7 +111,11 @@ fn record_fuzz_seeds_from_real_daemons() {
             .unwrap();
         let (_, server) = proxy.finish().unwrap();
         let nl = server.iter().position(|&b| b == b'\n').unwrap();
-        fs::write(seeds_dir("greeting").join(format!("real-{label}")), &server[..nl]).unwrap();
+        fs::write(
+            seeds_dir("greeting").join(format!("real-{label}")),
+            &server[..nl],
+        )
+        .unwrap();
         fs::write(
             seeds_dir("daemon_response").join(format!("real-{label}-listing")),
             &server[nl + 1..],
@@ -116,10 +127,12 @@ fn record_fuzz_seeds_from_real_daemons() {
             let proxy = RecordingProxy::start(daemon.addr()).unwrap();
             let src: client::Source = proxy.url("mod/").parse().unwrap();
             let dest = tempfile::tempdir().unwrap();
-            let mut opts = PullOptions::default();
-            opts.protocol = proto;
-            opts.recursive = true;
-            opts.links = true;
+            let opts = PullOptions {
+                protocol: proto,
+                recursive: true,
+                links: true,
+                ..PullOptions::default()
+            };
             let mut sink = FsSink::new(dest.path().join("d")).unwrap();
             rt.block_on(client::pull(&src, &opts, &mut sink)).unwrap();
             drop(sink);
@@ -168,7 +181,10 @@ fn record_fuzz_seeds_from_real_daemons() {
 /// Seeds for the entry points whose session shape is fixed (`fuzzing::sum_head`,
 /// `fuzzing::tokens`), built with the encoders.
 fn encoder_seeds() {
-    for (i, len) in [0u64, 1, 700, 2000, 490_000, 1 << 30].into_iter().enumerate() {
+    for (i, len) in [0u64, 1, 700, 2000, 490_000, 1 << 30]
+        .into_iter()
+        .enumerate()
+    {
         for p in [29u32, 32] {
             let head = sum_sizes(len, ProtocolVersion::new(p).unwrap(), 16, i % 2 == 0);
             let mut seed = vec![(p - 29) as u8 | (16 << 2)];

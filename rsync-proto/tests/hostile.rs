@@ -17,6 +17,9 @@
 //! Deadlines use a 1 s stall timeout so the stall tests finish quickly; they assert the
 //! typed timeout, never a duration.
 
+// Helpers outside #[test] fns too: a failed fixture step fails the test at once.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt as _;
@@ -69,7 +72,10 @@ fn link(name: &[u8], target: &[u8]) -> FileEntry {
 
 /// Deterministic content for a file of the list.
 fn content(e: &FileEntry) -> Vec<u8> {
-    let mut x: u32 = e.name.iter().fold(0x9e37_79b9, |a, &b| a.rotate_left(5) ^ u32::from(b));
+    let mut x: u32 = e
+        .name
+        .iter()
+        .fold(0x9e37_79b9, |a, &b| a.rotate_left(5) ^ u32::from(b));
     (0..e.size)
         .map(|_| {
             x ^= x << 13;
@@ -201,10 +207,7 @@ impl Arena {
             .collect();
         let got = self.final_files();
         for (name, bytes) in &got {
-            let expected = want.get(name).or_else(|| {
-                // A planted file that the pull did not touch.
-                None
-            });
+            let expected = want.get(name);
             assert_eq!(
                 expected.map(Vec::as_slice),
                 Some(bytes.as_slice()),
@@ -239,12 +242,13 @@ impl Arena {
 }
 
 fn options(links: bool) -> PullOptions {
-    let mut o = PullOptions::default();
-    o.recursive = true;
-    o.links = links;
-    o.timeout = Some(Duration::from_secs(1));
-    o.connect_timeout = Duration::from_secs(5);
-    o
+    PullOptions {
+        recursive: true,
+        links,
+        timeout: Some(Duration::from_secs(1)),
+        connect_timeout: Duration::from_secs(5),
+        ..PullOptions::default()
+    }
 }
 
 /// Pulls `mod/` from a hostile daemon playing `script` into the arena's destination.
@@ -411,7 +415,13 @@ async fn duplicate_names_are_refused() {
     for p in PROTOCOLS {
         for entries in [
             vec![dir(b"."), file(b"a", 3), file(b"a", 5)],
-            vec![dir(b"."), dir(b"x"), file(b"x/a", 3), dir(b"x"), file(b"x/b", 3)],
+            vec![
+                dir(b"."),
+                dir(b"x"),
+                file(b"x/a", 3),
+                dir(b"x"),
+                file(b"x/b", 3),
+            ],
             vec![dir(b"."), dir(b".")],
         ] {
             let (e, arena) = refused(p, false, honest(p, false, &entries), options(false)).await;
@@ -441,7 +451,10 @@ async fn symlinks_whose_target_leaves_the_destination_are_not_created() {
         arena.assert_contained();
         assert!(fs::symlink_metadata(arena.dest.join("abs")).is_err());
         assert!(fs::symlink_metadata(arena.dest.join("up")).is_err());
-        assert_eq!(fs::read_link(arena.dest.join("ok")).unwrap(), Path::new("data.txt"));
+        assert_eq!(
+            fs::read_link(arena.dest.join("ok")).unwrap(),
+            Path::new("data.txt")
+        );
         arena.assert_only_verified(&[&entries[4], &entries[4]]);
     }
 }
@@ -472,7 +485,9 @@ async fn symlink_planted_in_the_destination_is_never_followed() {
         let report = r.unwrap_or_else(|e| panic!("protocol {p}: {e:?}"));
         assert_eq!(report.basis_files, 0);
         arena.assert_contained();
-        assert!(fs::symlink_metadata(arena.dest.join("f")).unwrap().is_file());
+        assert!(fs::symlink_metadata(arena.dest.join("f"))
+            .unwrap()
+            .is_file());
         arena.assert_only_verified(&[&entries[1]]);
     }
 }
@@ -487,7 +502,13 @@ async fn hard_link_flag_without_h_is_refused() {
         let entries = [dir(b"."), file(b"a", 3), hl];
         let (e, arena) = refused(p, false, honest(p, false, &entries), options(false)).await;
         assert!(
-            matches!(e, ProtocolError::UnrequestedFeature { feature: "hard links", .. }),
+            matches!(
+                e,
+                ProtocolError::UnrequestedFeature {
+                    feature: "hard links",
+                    ..
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
@@ -513,7 +534,10 @@ async fn devices_specials_and_unrequested_symlinks_are_skipped_never_created() {
         r.unwrap_or_else(|e| panic!("protocol {p}: {e:?}"));
         arena.assert_contained();
         for n in ["chr", "blk", "fifo", "sock", "link"] {
-            assert!(fs::symlink_metadata(arena.dest.join(n)).is_err(), "{n} created");
+            assert!(
+                fs::symlink_metadata(arena.dest.join(n)).is_err(),
+                "{n} created"
+            );
         }
         arena.assert_only_verified(&[&entries[6]]);
     }
@@ -525,7 +549,10 @@ async fn top_level_dot_that_is_not_a_directory_is_refused() {
         for mode in [REG, LNK, 0o010644] {
             let entries = [entry(b".", mode, 0), file(b"a", 3)];
             let (e, arena) = refused(p, false, honest(p, false, &entries), options(false)).await;
-            assert!(matches!(e, ProtocolError::BadMode { .. }), "protocol {p}: {e:?}");
+            assert!(
+                matches!(e, ProtocolError::BadMode { .. }),
+                "protocol {p}: {e:?}"
+            );
             arena.assert_untouched();
         }
     }
@@ -541,7 +568,13 @@ async fn incremental_recursion_and_its_list_markers_are_refused() {
         rsync_proto::wire::put_varint(&mut b, 1);
         let (e, arena) = refused(p, false, [w.take(), b].concat(), options(false)).await;
         assert!(
-            matches!(e, ProtocolError::UnrequestedFeature { feature: "incremental recursion", .. }),
+            matches!(
+                e,
+                ProtocolError::UnrequestedFeature {
+                    feature: "incremental recursion",
+                    ..
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
@@ -553,7 +586,13 @@ async fn incremental_recursion_and_its_list_markers_are_refused() {
         });
         let (e, arena) = refused(p, false, bytes, options(false)).await;
         assert!(
-            matches!(e, ProtocolError::InvalidValue { what: "file index", .. }),
+            matches!(
+                e,
+                ProtocolError::InvalidValue {
+                    what: "file index",
+                    ..
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
@@ -576,7 +615,14 @@ async fn file_list_entries_at_and_past_the_limit() {
         entries.push(file(b"one-too-many", 4));
         let (e, arena) = refused(p, false, honest(p, false, &entries), opts).await;
         assert!(
-            matches!(e, ProtocolError::LimitExceeded { what: "file-list entries", value: 6, limit: 5 }),
+            matches!(
+                e,
+                ProtocolError::LimitExceeded {
+                    what: "file-list entries",
+                    value: 6,
+                    limit: 5
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
@@ -599,16 +645,29 @@ async fn name_length_and_list_bytes_at_and_past_the_limit() {
         let entries = [dir(b"."), file(&past, 4)];
         let (e, arena) = refused(p, false, honest(p, false, &entries), opts.clone()).await;
         assert!(
-            matches!(e, ProtocolError::LimitExceeded { what: "name length", value: 201, .. }),
+            matches!(
+                e,
+                ProtocolError::LimitExceeded {
+                    what: "name length",
+                    value: 201,
+                    ..
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
 
         // A long symlink target counts against the same limit.
-        let entries = [dir(b"."), link(b"l", &vec![b't'; 200])];
+        let entries = [dir(b"."), link(b"l", &[b't'; 200])];
         let (e, arena) = refused(p, true, honest(p, true, &entries), opts.clone()).await;
         assert!(
-            matches!(e, ProtocolError::LimitExceeded { what: "symlink target length", .. }),
+            matches!(
+                e,
+                ProtocolError::LimitExceeded {
+                    what: "symlink target length",
+                    ..
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
@@ -620,7 +679,13 @@ async fn name_length_and_list_bytes_at_and_past_the_limit() {
             .collect();
         let (e, arena) = refused(p, false, honest(p, false, &entries), opts).await;
         assert!(
-            matches!(e, ProtocolError::LimitExceeded { what: "file-list name bytes", .. }),
+            matches!(
+                e,
+                ProtocolError::LimitExceeded {
+                    what: "file-list name bytes",
+                    ..
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
@@ -645,12 +710,58 @@ async fn sum_heads_past_every_limit_are_refused() {
     for p in PROTOCOLS {
         let max_block = ProtocolVersion::new(p).unwrap().max_block_len();
         let cases: [(SumHead, &str); 6] = [
-            (SumHead { count: -1, ..SumHead::EMPTY }, "checksum count"),
-            (SumHead { count: 1, blength: 0, s2length: 2, remainder: 0 }, "block length"),
-            (SumHead { count: 1, blength: max_block + 1, s2length: 2, remainder: 0 }, "block length"),
-            (SumHead { count: 0, blength: -1, s2length: 0, remainder: 0 }, "block length"),
-            (SumHead { count: 1, blength: 700, s2length: 17, remainder: 0 }, "checksum length"),
-            (SumHead { count: 1, blength: 700, s2length: 2, remainder: 701 }, "remainder length"),
+            (
+                SumHead {
+                    count: -1,
+                    ..SumHead::EMPTY
+                },
+                "checksum count",
+            ),
+            (
+                SumHead {
+                    count: 1,
+                    blength: 0,
+                    s2length: 2,
+                    remainder: 0,
+                },
+                "block length",
+            ),
+            (
+                SumHead {
+                    count: 1,
+                    blength: max_block + 1,
+                    s2length: 2,
+                    remainder: 0,
+                },
+                "block length",
+            ),
+            (
+                SumHead {
+                    count: 0,
+                    blength: -1,
+                    s2length: 0,
+                    remainder: 0,
+                },
+                "block length",
+            ),
+            (
+                SumHead {
+                    count: 1,
+                    blength: 700,
+                    s2length: 17,
+                    remainder: 0,
+                },
+                "checksum length",
+            ),
+            (
+                SumHead {
+                    count: 1,
+                    blength: 700,
+                    s2length: 2,
+                    remainder: 701,
+                },
+                "remainder length",
+            ),
         ];
         for (head, what) in cases {
             let (e, arena) = refused(p, false, with_echoed_head(p, head), options(false)).await;
@@ -661,9 +772,17 @@ async fn sum_heads_past_every_limit_are_refused() {
             arena.assert_untouched();
         }
         // A valid head that is not the one we sent (we asked for the whole file).
-        let head = SumHead { count: i32::MAX, blength: 700, s2length: 2, remainder: 0 };
+        let head = SumHead {
+            count: i32::MAX,
+            blength: 700,
+            s2length: 2,
+            remainder: 0,
+        };
         let (e, arena) = refused(p, false, with_echoed_head(p, head), options(false)).await;
-        assert!(matches!(e, ProtocolError::SumHeadMismatch { ndx: 1 }), "protocol {p}: {e:?}");
+        assert!(
+            matches!(e, ProtocolError::SumHeadMismatch { ndx: 1 }),
+            "protocol {p}: {e:?}"
+        );
         arena.assert_untouched();
     }
 }
@@ -684,7 +803,12 @@ async fn literal_runs_at_and_past_the_cap() {
             w.ndx(NDX_DONE).end_of_run();
         });
         let arena = Arena::new();
-        let (r, _) = pull_from(Script::send(bytes).then(Step::Close), &arena, &options(false)).await;
+        let (r, _) = pull_from(
+            Script::send(bytes).then(Step::Close),
+            &arena,
+            &options(false),
+        )
+        .await;
         r.unwrap_or_else(|e| panic!("protocol {p} at the cap: {e:?}"));
         arena.assert_only_verified(&[&entries[1]]);
 
@@ -698,7 +822,13 @@ async fn literal_runs_at_and_past_the_cap() {
         });
         let (e, arena) = refused(p, false, bytes, options(false)).await;
         assert!(
-            matches!(e, ProtocolError::LimitExceeded { what: "literal run", .. }),
+            matches!(
+                e,
+                ProtocolError::LimitExceeded {
+                    what: "literal run",
+                    ..
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
@@ -722,7 +852,12 @@ async fn data_frames_of_the_largest_size_stream_through_and_text_frames_that_siz
         w.frame = 32 * 1024;
         w.ndx(NDX_DONE).end_of_run();
         let arena = Arena::new();
-        let (r, _) = pull_from(Script::send(w.take()).then(Step::Close), &arena, &options(false)).await;
+        let (r, _) = pull_from(
+            Script::send(w.take()).then(Step::Close),
+            &arena,
+            &options(false),
+        )
+        .await;
         r.unwrap_or_else(|e| panic!("protocol {p}: {e:?}"));
         arena.assert_only_verified(&[&entries[1]]);
 
@@ -734,7 +869,13 @@ async fn data_frames_of_the_largest_size_stream_through_and_text_frames_that_siz
             b.extend_from_slice(&((u32::from(7 + code.0) << 24) | 0x00ff_ffff).to_le_bytes());
             let (e, arena) = refused(p, false, b, options(false)).await;
             assert!(
-                matches!(e, ProtocolError::FrameTooLarge { len: 0x00ff_ffff, .. }),
+                matches!(
+                    e,
+                    ProtocolError::FrameTooLarge {
+                        len: 0x00ff_ffff,
+                        ..
+                    }
+                ),
                 "protocol {p}: {e:?}"
             );
             arena.assert_untouched();
@@ -750,7 +891,10 @@ async fn malformed_varints_are_refused() {
     let mut w = Wire::new(32, false);
     w.setup().data(&[0xf8, 0, 0, 0, 0, 0]);
     let (e, arena) = refused(32, false, w.take(), options(false)).await;
-    assert!(matches!(e, ProtocolError::IntegerOverflow { what: "varint", .. }), "{e:?}");
+    assert!(
+        matches!(e, ProtocolError::IntegerOverflow { what: "varint", .. }),
+        "{e:?}"
+    );
     arena.assert_untouched();
 
     // Compat flags (protocol 30): the same, before any multiplexing.
@@ -771,7 +915,16 @@ async fn malformed_varints_are_refused() {
     let mut w = Wire::new(31, false);
     w.setup().data(&bad);
     let (e, arena) = refused(31, false, w.take(), options(false)).await;
-    assert!(matches!(e, ProtocolError::IntegerOverflow { what: "varlong", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            ProtocolError::IntegerOverflow {
+                what: "varlong",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     arena.assert_untouched();
 }
 
@@ -783,7 +936,13 @@ async fn negative_sizes_and_overflowing_mtimes_are_refused() {
         let entries = [dir(b"."), neg];
         let (e, arena) = refused(p, false, honest(p, false, &entries), options(false)).await;
         assert!(
-            matches!(e, ProtocolError::InvalidValue { what: "file length", value: -5 }),
+            matches!(
+                e,
+                ProtocolError::InvalidValue {
+                    what: "file length",
+                    value: -5
+                }
+            ),
             "protocol {p}: {e:?}"
         );
         arena.assert_untouched();
@@ -876,9 +1035,18 @@ async fn block_token_beyond_the_basis_is_refused() {
             fs::write(arena.dest.join("f"), vec![7u8; 2000]).unwrap();
             let entries = [dir(b"."), file(b"f", 2100)];
             let w = Wire::new(p, false);
-            let head = sum_sizes(2000, w.flavor.protocol, w.flavor.checksum.digest_len(), false);
+            let head = sum_sizes(
+                2000,
+                w.flavor.protocol,
+                w.flavor.checksum.digest_len(),
+                false,
+            );
             assert_eq!(head.count, 3);
-            let block = if beyond == 0 { head.count as u32 } else { beyond };
+            let block = if beyond == 0 {
+                head.count as u32
+            } else {
+                beyond
+            };
             let bytes = after_list(p, false, &entries, |w| {
                 w.file_header(1, head);
                 let mut b = Vec::new();
@@ -912,7 +1080,10 @@ async fn block_token_without_a_basis_is_refused() {
             w.data(&b);
         });
         let (e, arena) = refused(p, false, bytes, options(false)).await;
-        assert!(matches!(e, ProtocolError::BadBlockToken { count: 0, .. }), "protocol {p}: {e:?}");
+        assert!(
+            matches!(e, ProtocolError::BadBlockToken { count: 0, .. }),
+            "protocol {p}: {e:?}"
+        );
         arena.assert_untouched();
     }
 }
@@ -934,7 +1105,12 @@ async fn a_whole_file_checksum_of_the_wrong_length_never_commits_the_file() {
                 w.ndx(NDX_DONE).end_of_run();
             });
             let arena = Arena::new();
-            let (r, _) = pull_from(Script::send(bytes).then(Step::Close), &arena, &options(false)).await;
+            let (r, _) = pull_from(
+                Script::send(bytes).then(Step::Close),
+                &arena,
+                &options(false),
+            )
+            .await;
             // The checksum cannot match; what follows is misread. Either way the file is
             // never committed and the pull fails with a typed error.
             assert!(
@@ -1025,7 +1201,8 @@ async fn a_daemon_that_floods_text_messages_times_out() {
         for code in [MessageCode::INFO, MessageCode::ERROR] {
             for mid_list in [false, true] {
                 let arena = Arena::new();
-                let (r, played) = pull_from(flood_script(p, code, mid_list), &arena, &options(false)).await;
+                let (r, played) =
+                    pull_from(flood_script(p, code, mid_list), &arena, &options(false)).await;
                 timed_out(p, r);
                 // The flood was real: it went on until the client gave up.
                 assert!(played.client_hung_up_early);
@@ -1038,14 +1215,18 @@ async fn a_daemon_that_floods_text_messages_times_out() {
 
 #[tokio::test]
 async fn an_endless_motd_is_refused() {
-    let script = Script::send(b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n".to_vec()).then(Step::Flood {
-        chunk: b"welcome to the machine, again and again\n".repeat(100),
-        max_bytes: u64::MAX,
-    });
+    let script =
+        Script::send(b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n".to_vec()).then(Step::Flood {
+            chunk: b"welcome to the machine, again and again\n".repeat(100),
+            max_bytes: u64::MAX,
+        });
     let arena = Arena::new();
     let (r, _) = pull_from(script, &arena, &options(false)).await;
     let e = protocol_error(32, r);
-    assert!(matches!(e, ProtocolError::MotdTooLong { limit: 65536 }), "{e:?}");
+    assert!(
+        matches!(e, ProtocolError::MotdTooLong { limit: 65536 }),
+        "{e:?}"
+    );
     arena.assert_untouched();
 }
 
@@ -1058,7 +1239,10 @@ async fn a_greeting_without_a_newline_is_refused() {
     let arena = Arena::new();
     let (r, _) = pull_from(script, &arena, &options(false)).await;
     let e = protocol_error(32, r);
-    assert!(matches!(e, ProtocolError::LineTooLong { limit: 4096 }), "{e:?}");
+    assert!(
+        matches!(e, ProtocolError::LineTooLong { limit: 4096 }),
+        "{e:?}"
+    );
     arena.assert_untouched();
 }
 

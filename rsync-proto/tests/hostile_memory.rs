@@ -11,6 +11,9 @@
 //! Each attack sends far more than the budget: if the receiver held what it is sent, the
 //! peak would grow with it.
 
+// Helpers outside #[test] fns too: a failed fixture step fails the test at once.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use rsync_proto::client::{self, Error, FsSink, PullOptions};
@@ -77,15 +80,21 @@ fn volume_attacks_do_not_grow_memory() {
         .enable_all()
         .build()
         .unwrap();
-    let mut opts = PullOptions::default();
-    opts.recursive = true;
-    opts.timeout = Some(Duration::from_secs(2));
+    let opts = PullOptions {
+        recursive: true,
+        timeout: Some(Duration::from_secs(2)),
+        ..PullOptions::default()
+    };
 
     // Warm-up: an honest pull, so that the runtime's and the allocator's first-use
     // allocations are not counted against the attacks.
     let entries = [entry(b".", 0o040755, 0), entry(b"f", 0o100644, 3)];
     let mut w = Wire::new(32, false);
-    w.setup().flist(&entries).file(1, b"abc").ndx(NDX_DONE).end_of_run();
+    w.setup()
+        .flist(&entries)
+        .file(1, b"abc")
+        .ndx(NDX_DONE)
+        .end_of_run();
     let (r, _, _) = measure(&rt, Script::send(w.take()).then(Step::Close), &opts);
     r.unwrap();
 
@@ -110,7 +119,10 @@ fn volume_attacks_do_not_grow_memory() {
 
     // 2. A 64 MiB file in MSG_DATA frames of the largest size (2^24 - 1 bytes each).
     let size = 64usize << 20;
-    let entries = [entry(b".", 0o040755, 0), entry(b"big", 0o100644, size as u64)];
+    let entries = [
+        entry(b".", 0o040755, 0),
+        entry(b"big", 0o100644, size as u64),
+    ];
     let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4093) as u8).collect();
     let mut w = Wire::new(32, false);
     w.setup().flist(&entries);

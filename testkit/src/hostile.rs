@@ -506,8 +506,11 @@ fn serve(listener: TcpListener, script: Script, stop: &AtomicBool) -> anyhow::Re
 #[derive(Debug)]
 pub struct RecordingProxy {
     addr: SocketAddr,
-    thread: Option<JoinHandle<anyhow::Result<(Vec<u8>, Vec<u8>)>>>,
+    thread: Option<JoinHandle<anyhow::Result<Recorded>>>,
 }
+
+/// What a [`RecordingProxy`] saw: (client → daemon, daemon → client) bytes.
+pub type Recorded = (Vec<u8>, Vec<u8>);
 
 impl RecordingProxy {
     /// Listens on 127.0.0.1 and forwards the first connection to `upstream`.
@@ -516,7 +519,7 @@ impl RecordingProxy {
         let addr = listener.local_addr()?;
         let thread = std::thread::Builder::new()
             .name("recording-proxy".into())
-            .spawn(move || -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+            .spawn(move || -> anyhow::Result<Recorded> {
                 let (client, _) = listener.accept()?;
                 let server = TcpStream::connect(upstream)?;
                 let pipe = |mut from: TcpStream, mut to: TcpStream| {
@@ -535,8 +538,12 @@ impl RecordingProxy {
                 };
                 let up = pipe(client.try_clone()?, server.try_clone()?);
                 let down = pipe(server, client);
-                let sent = up.join().map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
-                let got = down.join().map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
+                let sent = up
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
+                let got = down
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("proxy thread panicked"))?;
                 Ok((sent, got))
             })?;
         Ok(RecordingProxy {
@@ -556,7 +563,7 @@ impl RecordingProxy {
     }
 
     /// Waits for both sides to close; returns (client → daemon, daemon → client) bytes.
-    pub fn finish(mut self) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    pub fn finish(mut self) -> anyhow::Result<Recorded> {
         match self.thread.take() {
             Some(t) => t
                 .join()

@@ -15,14 +15,14 @@
 
 pub mod compare;
 pub mod daemon;
-pub mod hostile;
 pub mod data;
+pub mod hostile;
 pub mod rsync;
 pub mod tree;
 
 pub use compare::{compare_files, compare_trees};
 pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
-pub use hostile::{HostileDaemon, Script, Step, Wire};
 pub use data::{make_tree, set_mtime, write_random_file};
+pub use hostile::{HostileDaemon, Script, Step, Wire};
 pub use rsync::{interop_required, require_rsync, rsync_binary, RsyncVersion};
 pub use tree::{check_partials_are_prefixes, in_partial_dir, list_tree, temp_files, PARTIAL_DIR};
