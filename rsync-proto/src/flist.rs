@@ -53,11 +53,6 @@ const VALID_TYPES: [u32; 7] = [
     0o100000, 0o040000, 0o120000, 0o020000, 0o060000, 0o010000, 0o140000,
 ];
 
-/// Largest mtime (in seconds, either side of the epoch) a file system can
-/// be given: the kernel's KTIME_SEC_MAX, `i64::MAX` nanoseconds. A larger
-/// one could only fail when the file is committed, after its data arrived.
-pub const MAX_MTIME: i64 = i64::MAX / 1_000_000_000;
-
 /// Index of an entry in the sorted file list, as used on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileIndex(pub i32);
@@ -353,13 +348,6 @@ impl FlistDecoder {
             } else {
                 i64::from(r.i32()? as u32)
             };
-            if !(-MAX_MTIME..=MAX_MTIME).contains(&prev.mtime) {
-                return Err(ProtocolError::InvalidValue {
-                    what: "mtime",
-                    value: prev.mtime,
-                }
-                .into());
-            }
         }
         let mtime_nsec = if flags & xmit::MOD_NSEC != 0 && o.protocol >= ProtocolVersion::V31 {
             let n = r.varint()?;
