@@ -487,6 +487,8 @@ pub struct Connection {
     queued_data: usize,
     /// Decoding stopped on [`OUTPUT_BUDGET`]; [`Connection::handle_drained`] resumes it.
     output_paused: bool,
+    /// Grows whenever the session moves forward; see [`Connection::progress`].
+    progress: u64,
 }
 
 impl Connection {
@@ -519,6 +521,7 @@ impl Connection {
             keepalive,
             queued_data: 0,
             output_paused: false,
+            progress: 0,
         }
     }
 
@@ -548,6 +551,15 @@ impl Connection {
     /// The last error text the daemon sent, verbatim.
     pub fn last_remote_error(&self) -> Option<&str> {
         self.last_error.as_deref()
+    }
+    /// A counter that grows whenever the session moves forward: a text line
+    /// or setup value parsed, bytes of the data stream (keep-alives
+    /// included, as rsync's own io_timeout counts them), a control message.
+    /// Out-of-band text (MSG_INFO, MSG_ERROR, ...) does not count, so a
+    /// daemon that only talks cannot keep a stalled session alive: drivers
+    /// measure their stall timeout against this, not against bytes read.
+    pub fn progress(&self) -> u64 {
+        self.progress
     }
 
     // ----- inputs -----
@@ -857,6 +869,7 @@ impl Connection {
             if !progressed {
                 return Ok(());
             }
+            self.progress += 1;
         }
     }
 
@@ -1208,6 +1221,7 @@ impl Connection {
                 // Fast path: literal file data straight from a data frame.
                 if let Some(n) = self.direct_literal(avail) {
                     *pos += n;
+                    self.progress += n as u64;
                     continue;
                 }
                 if let Some(d) = self.demux.as_mut() {
@@ -1215,6 +1229,7 @@ impl Connection {
                 }
                 self.stream.extend_from_slice(&avail[..run]);
                 *pos += run;
+                self.progress += run as u64;
                 self.run_stream()?;
                 continue;
             }
@@ -1222,6 +1237,8 @@ impl Connection {
             *pos += used;
             match item {
                 Some(Demuxed::Data(d)) => {
+                    // An empty frame is a keep-alive: it counts as life.
+                    self.progress += d.len() as u64 + 1;
                     self.stream.extend_from_slice(&d);
                     self.run_stream()?;
                 }
@@ -1302,6 +1319,7 @@ impl Connection {
             self.events.push_back(Event::Message { kind, text });
             return Ok(());
         }
+        self.progress += 1;
         match code {
             MessageCode::IO_ERROR => {
                 self.stats.io_error |= int_payload(code)?;
@@ -1411,6 +1429,7 @@ impl Connection {
                         entries.push(e);
                     }
                     FlistItem::End { io_error: err } => {
+                        crate::flist::check_tree(entries)?;
                         *io_error = err;
                         let entries = std::mem::take(entries);
                         let io_error = *io_error;

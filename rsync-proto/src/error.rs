@@ -158,6 +158,22 @@ pub enum ProtocolError {
         /// The name as received (lossily decoded).
         name: String,
     },
+    /// Two file-list entries had the same name. A stock sender of a single
+    /// source never sends one; a hostile one could use it to swap what a
+    /// name is between the checks and the writes.
+    #[error("file list names {name:?} twice")]
+    DuplicateName {
+        /// The name (lossily decoded).
+        name: String,
+    },
+    /// A file-list entry was not inside a directory of the list: its parent
+    /// is missing, or is a symlink, file or special file (CVE-2024-12087's
+    /// "file under a symlink").
+    #[error("file-list entry {name:?} is not inside a directory of the list")]
+    NotInsideDirectory {
+        /// The entry's name (lossily decoded).
+        name: String,
+    },
     /// A file-list entry used a feature we did not ask for (hard links, ...).
     #[error("file-list entry {name:?} uses {feature}, which we did not request")]
     UnrequestedFeature {

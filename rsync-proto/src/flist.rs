@@ -161,6 +161,33 @@ pub fn check_name(name: &[u8]) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// Checks the shape of a whole file list before anything is written: no
+/// name twice, and every entry below the top level sits in a directory that
+/// the list itself names as a directory. A stock sender's recursive list
+/// always has that shape (it sends each directory before descending into
+/// it); a list that puts a file "under" a symlink or a file, or under a
+/// directory it never sent, is refused. Linear in the bytes of the names.
+pub fn check_tree(entries: &[FileEntry]) -> Result<(), ProtocolError> {
+    let mut kinds: HashMap<&[u8], bool> = HashMap::with_capacity(entries.len());
+    for e in entries {
+        if kinds.insert(&e.name, e.is_dir()).is_some() {
+            return Err(ProtocolError::DuplicateName {
+                name: e.name_lossy(),
+            });
+        }
+    }
+    for e in entries {
+        if let (Some(dir), _) = e.split() {
+            if kinds.get(dir) != Some(&true) {
+                return Err(ProtocolError::NotInsideDirectory {
+                    name: e.name_lossy(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Options that decide which fields the sender includes in each entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlistOptions {

@@ -207,3 +207,178 @@ pub fn compressed_tokens(data: &[u8]) {
         None => {}
     }
 }
+
+/// Parses a greeting line (clientserver.c exchange_protocols) and negotiates
+/// it against every version we speak.
+pub fn greeting(data: &[u8]) {
+    let line = String::from_utf8_lossy(data);
+    if let Ok(g) = crate::daemon::Greeting::parse(&line) {
+        for v in 29..=32 {
+            if let Some(ours) = ProtocolVersion::new(v) {
+                let _ = g.negotiate(ours);
+                let _ = crate::daemon::AuthDigest::choose(g.digests.as_deref(), ours);
+            }
+        }
+    }
+}
+
+/// The daemon's text replies after the greeting: each line classified
+/// (`@RSYNCD: OK`, `AUTHREQD`, `EXIT`, `@ERROR`, MOTD, module lines), and the
+/// whole input driven through a module listing and a module request, where
+/// the line, MOTD and module-count limits apply.
+pub fn daemon_response(data: &[u8]) {
+    for line in data.split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        let _ = crate::daemon::ServerLine::parse(&line);
+        let _ = crate::daemon::ModuleInfo::parse(&line);
+    }
+    let limits = Limits {
+        max_line: 256,
+        max_motd: 4096,
+        max_modules: 64,
+        ..Limits::default()
+    };
+    for target in [
+        Target::ListModules,
+        Target::Pull {
+            module: "m".into(),
+            paths: vec!["m/".into()],
+        },
+    ] {
+        let mut cfg = ConnectionConfig::new(target);
+        cfg.limits = limits.clone();
+        cfg.credentials = Some(crate::connection::Credentials {
+            user: "u".into(),
+            password: b"p".to_vec(),
+        });
+        let mut conn = Connection::new(cfg);
+        let now = std::time::Instant::now();
+        let mut input = b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n".to_vec();
+        input.extend_from_slice(data);
+        for chunk in input.chunks(13) {
+            if conn.handle_input(chunk).is_err() {
+                break;
+            }
+            while conn.poll_transmit(now).is_some() {}
+            while conn.poll_event().is_some() {}
+        }
+        let _ = conn.handle_eof();
+    }
+}
+
+/// Decodes sum heads (io.c read_sum_head); the first byte picks the
+/// protocol and the negotiated checksum length.
+pub fn sum_head(data: &[u8]) {
+    let b = data.first().copied().unwrap_or(0);
+    let proto = ProtocolVersion::new(29 + u32::from(b & 3)).unwrap_or(ProtocolVersion::V32);
+    let sum_len = usize::from(b >> 2) % 33;
+    let mut pos = 1.min(data.len());
+    while let Ok(Some((head, used))) = crate::delta::SumHead::decode(&data[pos..], proto, sum_len) {
+        pos += used;
+        let mut out = Vec::new();
+        head.encode(&mut out);
+        for i in [0, 1, head.count.max(0) as u32, u32::MAX] {
+            let _ = crate::delta::Signature::block_range(&head, i);
+        }
+    }
+}
+
+/// The uncompressed token stream of one file (token.c simple_recv_token),
+/// through the real receiver: a session is set up for a 2000-byte file
+/// requested against a 2000-byte basis (three blocks), then `data` arrives
+/// as that file's tokens and checksum, in MSG_DATA frames. Copied blocks are
+/// answered with zero bytes of the announced length.
+pub fn tokens(data: &[u8]) {
+    use crate::delta::{Signature, SumHead};
+    use crate::flist::{encode_end, encode_entry, FileEntry};
+    use crate::mux::{encode_frame, MessageCode};
+    use crate::wire::put_i32;
+
+    let proto = ProtocolVersion::V31;
+    let mut cfg = ConnectionConfig::new(Target::Pull {
+        module: "m".into(),
+        paths: vec!["m/".into()],
+    });
+    cfg.protocol = proto;
+    cfg.args.recursive = true;
+    cfg.limits.max_literal = 1 << 16;
+    cfg.limits.max_file_size = 1 << 20;
+    let mut conn = Connection::new(cfg);
+    // Setup of a protocol-31 daemon without negotiation (md5).
+    let mut server = b"@RSYNCD: 31.0\n@RSYNCD: OK\n".to_vec();
+    server.push(crate::setup::compat::SAFE_FLIST as u8);
+    put_i32(&mut server, 7);
+    let opts = FlistOptions {
+        protocol: proto,
+        varint_flags: false,
+        safe_flist: true,
+        preserve_links: false,
+        preserve_uid: false,
+        preserve_gid: false,
+        id0_names: false,
+    };
+    let file = FileEntry {
+        name: b"f".to_vec(),
+        mode: 0o100644,
+        size: 2000,
+        mtime: 1,
+        mtime_nsec: 0,
+        uid: None,
+        gid: None,
+        symlink_target: None,
+        xflags: 0,
+    };
+    let mut list = Vec::new();
+    encode_entry(&file, None, &opts, &mut list);
+    encode_end(0, &opts, &mut list);
+    encode_frame(MessageCode::DATA, &list, &mut server);
+    let now = std::time::Instant::now();
+    if conn.handle_input(&server).is_err() {
+        return;
+    }
+    let Some(params) = conn.signature_params(false) else {
+        return;
+    };
+    let basis = [0u8; 2000];
+    let Ok(sig) = Signature::compute(&basis[..], 2000, params, |_| {}) else {
+        return;
+    };
+    while let Some(ev) = conn.poll_event() {
+        if let crate::connection::Event::FileList(l) = ev {
+            for (ndx, e) in l.iter() {
+                if e.kind() == crate::flist::FileKind::Regular
+                    && conn.request_with(ndx, &sig).is_err()
+                {
+                    return;
+                }
+            }
+            if conn.finish_requests().is_err() {
+                return;
+            }
+        }
+    }
+    while conn.poll_transmit(now).is_some() {}
+    // The file's header: ndx 0, iflags, the echoed head.
+    let mut header = vec![0x01];
+    header.extend_from_slice(&crate::connection::ITEM_TRANSFER.to_le_bytes());
+    let head: SumHead = sig.head;
+    head.encode(&mut header);
+    let mut framed = Vec::new();
+    encode_frame(MessageCode::DATA, &header, &mut framed);
+    for chunk in data.chunks(4096) {
+        encode_frame(MessageCode::DATA, chunk, &mut framed);
+    }
+    for chunk in framed.chunks(11) {
+        if conn.handle_input(chunk).is_err() {
+            return;
+        }
+        while let Some(ev) = conn.poll_event() {
+            if let crate::connection::Event::CopyBlock { len, .. } = ev {
+                if conn.handle_block_data(&vec![0u8; len as usize]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = conn.handle_eof();
+}

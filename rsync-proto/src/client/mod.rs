@@ -44,8 +44,9 @@ pub struct PullOptions {
     pub user: Option<String>,
     /// Password for daemon auth.
     pub password: Option<Vec<u8>>,
-    /// Give up when the daemon sends nothing for this long, and forward it
-    /// to the daemon as `--timeout`.
+    /// Give up when the session makes no progress for this long (the daemon
+    /// sends nothing, or only out-of-band text: see
+    /// [`Connection::progress`]), and forward it to the daemon as `--timeout`.
     pub timeout: Option<Duration>,
     /// Give up connecting after this long.
     pub connect_timeout: Duration,
@@ -210,8 +211,9 @@ pub enum Error {
     /// Socket I/O failed after connecting.
     #[error("socket I/O error: {0}")]
     Io(#[source] io::Error),
-    /// The daemon sent nothing for longer than the timeout.
-    #[error("timed out: no data from the daemon for {after:?} (during {during})")]
+    /// The session made no progress for longer than the timeout (the daemon
+    /// sent nothing, or only out-of-band text).
+    #[error("timed out: no progress from the daemon for {after:?} (during {during})")]
     Timeout {
         /// The configured timeout.
         after: Duration,
@@ -307,8 +309,12 @@ pub struct PullReport {
     pub session: Option<SessionInfo>,
     /// Counters.
     pub stats: Stats,
-    /// Messages the daemon sent, verbatim.
+    /// Messages the daemon sent, verbatim (at most 1000; see
+    /// `messages_dropped`).
     pub messages: Vec<(MessageKind, String)>,
+    /// Messages not kept in `messages` because it was full (a daemon that
+    /// floods text must not grow the report without bound).
+    pub messages_dropped: u64,
     /// MOTD lines.
     pub motd: Vec<String>,
     /// Entries in the file list.
@@ -571,6 +577,9 @@ const READ_BUF: usize = 256 * 1024;
 /// Most (file, basis) pairs kept in a report.
 const MAX_REPORTED_BASES: usize = 1000;
 
+/// Most daemon messages kept in a report.
+const MAX_REPORTED_MESSAGES: usize = 1000;
+
 /// A basis waiting for (or in) signature computation.
 struct SignatureJob {
     ndx: FileIndex,
@@ -598,7 +607,11 @@ async fn drive<S: Sink>(
     let mut out_pos = 0;
     let mut report = PullReport::default();
     let mut flist: Option<Arc<FileList>> = None;
+    // When the session last moved forward (Connection::progress): the stall
+    // timeout runs from here, so a daemon that only sends text cannot hold
+    // a stalled session open.
     let mut last_read = Instant::now();
+    let mut last_progress = conn.progress();
     let mut eof = false;
     let mut eof_handled = false;
     let mut jobs: VecDeque<SignatureJob> = VecDeque::new();
@@ -620,7 +633,11 @@ async fn drive<S: Sink>(
                         }
                         _ => tracing::error!(target: "rsync_proto::remote", "{text}"),
                     }
-                    report.messages.push((kind, text));
+                    if report.messages.len() < MAX_REPORTED_MESSAGES {
+                        report.messages.push((kind, text));
+                    } else {
+                        report.messages_dropped += 1;
+                    }
                 }
                 Event::Ready(info) => report.session = Some(info),
                 Event::FileList(list) => {
@@ -767,8 +784,11 @@ async fn drive<S: Sink>(
                         for l in &limiters {
                             l.consume(n).await;
                         }
-                        last_read = Instant::now();
                         conn.handle_input(&buf[..n])?;
+                        if conn.progress() != last_progress {
+                            last_progress = conn.progress();
+                            last_read = Instant::now();
+                        }
                     }
                     // A daemon that reported an error and exited may reset the
                     // connection before reading what we sent: keep its words.

@@ -1217,3 +1217,45 @@ fn sort_matches_real_rsync_list_order() {
         "our order (left) differs from rsync's (right)"
     );
 }
+
+#[test]
+fn check_tree_accepts_a_stock_recursive_list() {
+    let list = [
+        dir("."),
+        file("a"),
+        dir("d"),
+        file("d/b"),
+        dir("d/e"),
+        file("d/e/c"),
+    ];
+    assert_eq!(check_tree(&list), Ok(()));
+    // A single-file pull: one top-level entry, no "." at all.
+    assert_eq!(check_tree(&[file("dump.sql")]), Ok(()));
+}
+
+#[test]
+fn check_tree_refuses_duplicates_and_entries_outside_listed_directories() {
+    let mut link = entry("l", LNK | 0o777);
+    link.symlink_target = Some(b".".to_vec());
+    for (list, dup) in [
+        (vec![dir("."), file("a"), file("a")], true),
+        (vec![dir("."), dir("d"), file("d")], true),
+        (vec![dir("."), link.clone(), file("l/x")], false),
+        (vec![dir("."), file("f"), file("f/x")], false),
+        (vec![dir("."), file("missing/x")], false),
+        (vec![dir("."), dir("a"), file("a/b/c")], false),
+    ] {
+        let err = check_tree(&list).unwrap_err();
+        if dup {
+            assert!(
+                matches!(err, ProtocolError::DuplicateName { .. }),
+                "{err:?}"
+            );
+        } else {
+            assert!(
+                matches!(err, ProtocolError::NotInsideDirectory { .. }),
+                "{err:?}"
+            );
+        }
+    }
+}
