@@ -213,3 +213,51 @@ fn encoder_seeds() {
     mixed.extend_from_slice(&[0u8; 16]);
     fs::write(seeds_dir("tokens").join("mixed"), mixed).unwrap();
 }
+
+/// Seeds for the `tokens_*` targets: literal-only, block-only and mixed streams from the
+/// encoder, against the 700-byte basis blocks (`0x5a`) the entry points supply.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand"]
+fn compressed_token_seeds() {
+    use rsync_proto::delta::{CompressedTokenEncoder, CompressionKind};
+    let block = [0x5au8; 700];
+    let text: Vec<u8> = (0..3000)
+        .flat_map(|i| format!("INSERT INTO t VALUES ({i},'u{}');\n", i % 13).into_bytes())
+        .collect();
+    for kind in CompressionKind::ALL {
+        let target = format!("tokens_{}", kind.name());
+        fs::create_dir_all(seeds_dir(&target)).unwrap();
+        let streams: [(&str, Vec<(&[u8], Option<u32>)>); 3] = [
+            ("literal", vec![(&text[..], None)]),
+            (
+                "blocks",
+                vec![(&[], Some(0)), (&[], Some(1)), (&[], Some(2)), (&[], None)],
+            ),
+            (
+                "mixed",
+                vec![
+                    (&text[..500], Some(0)),
+                    (b"hello", Some(2)),
+                    (&text[..100], None),
+                ],
+            ),
+        ];
+        for (name, parts) in streams {
+            let mut enc = CompressedTokenEncoder::new(kind, None).unwrap();
+            // tokens_zlib reads its protocol from the first byte (even = 31); the stream
+            // follows it. The other targets take the stream from the first byte.
+            let mut out = if kind == CompressionKind::Zlib {
+                vec![0u8]
+            } else {
+                Vec::new()
+            };
+            for (data, tok) in parts {
+                match tok {
+                    Some(i) => enc.block(data, i, &block, &mut out).unwrap(),
+                    None => enc.end(data, &mut out).unwrap(),
+                }
+            }
+            fs::write(seeds_dir(&target).join(name), out).unwrap();
+        }
+    }
+}
