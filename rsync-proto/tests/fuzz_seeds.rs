@@ -227,7 +227,9 @@ fn compressed_token_seeds() {
     for kind in CompressionKind::ALL {
         let target = format!("tokens_{}", kind.name());
         fs::create_dir_all(seeds_dir(&target)).unwrap();
-        let streams: [(&str, Vec<(&[u8], Option<u32>)>); 3] = [
+        // (literal bytes, then the block token that follows them, or the end of the file)
+        type Part<'a> = (&'a [u8], Option<u32>);
+        let streams: [(&str, Vec<Part>); 3] = [
             ("literal", vec![(&text[..], None)]),
             (
                 "blocks",
