@@ -708,3 +708,59 @@ fn sigterm_mid_file_exits_20_keeps_partial_data_and_resumes() -> anyhow::Result<
         kept.len(),
     )
 }
+
+#[test]
+fn compress_flags_negotiate_force_and_skip() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let dump: String = (0..40_000)
+        .map(|i| format!("INSERT INTO t VALUES ({i},'name{}');\n", i % 31))
+        .collect();
+    fs::write(data.path().join("dump.sql"), &dump)?;
+    fs::copy(
+        data.path().join("dump.sql"),
+        data.path().join("dump.sql.gz"),
+    )?;
+    for v in versions() {
+        let daemon = DaemonBuilder::new(v)
+            .module(Module::new("data", data.path()))
+            .start()?;
+        let sql = daemon.url("data/dump.sql");
+        let gz = daemon.url("data/dump.sql.gz");
+        // (flags, source, expected algorithm)
+        let cases: [(&[&str], &str, Option<&str>); 5] = [
+            (&["-z"], &sql, Some("zstd")),
+            (&["--compress-choice", "zlib"], &sql, Some("zlib")),
+            (
+                &["--compress-choice", "lz4", "--compress-level", "1"],
+                &sql,
+                Some("lz4"),
+            ),
+            // Already compressed by name: pulled as is.
+            (&["-z"], &gz, None),
+            (&["-z", "--skip-compress", ""], &gz, Some("zstd")),
+        ];
+        for (flags, url, algo) in cases {
+            let cell = format!("rsync {}, {flags:?} {url}", v.label());
+            let dest = tempfile::tempdir()?;
+            let mut args = vec!["--json"];
+            args.extend_from_slice(flags);
+            args.extend([url, path_arg(dest.path())?]);
+            let out = expect_exit(&mut fetch(&args), 0, Some(&daemon)).context(cell.clone())?;
+            let json = out.json().context(cell.clone())?;
+            assert_eq!(
+                json["compression"],
+                algo.map_or(Value::Null, Value::from),
+                "{cell}: {json}"
+            );
+            let received = u64_field(&json, "bytes_received")?;
+            if algo.is_some() {
+                assert!(received * 4 < dump.len() as u64, "{cell}: {json}");
+            } else {
+                assert!(received > dump.len() as u64, "{cell}: {json}");
+            }
+            let name = url.rsplit('/').next().unwrap_or_default();
+            assert_eq!(fs::read(dest.path().join(name))?, dump.as_bytes(), "{cell}");
+        }
+    }
+    Ok(())
+}
