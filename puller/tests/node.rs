@@ -838,3 +838,130 @@ fn compressed_pulls_cross_fewer_bytes_and_arrive_intact() {
     )
     .unwrap();
 }
+
+#[test]
+fn sigterm_lets_pulls_finish_within_the_grace_then_requeues_them_for_resume() {
+    let Some(env) = env() else { return };
+    const SIZE: u64 = 12 << 20;
+    env.file("slow.sql", SIZE, 9);
+    env.push("uuzuback_f", &env.job("slow.sql", SIZE, 1));
+    // 2 MiB/s: six seconds for the file, more than the one-second grace.
+    let cfg = env.config("n.toml", "n1", "bwlimit = \"2M\"", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("shutdown_grace_secs = 5", "shutdown_grace_secs = 1");
+    std::fs::write(&cfg, text).unwrap();
+    let mut node = Node::start(&cfg, false);
+    let dir = env.dest_dir();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !walk(&dir)
+        .iter()
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no data after 30 s:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.signal("TERM");
+    assert!(
+        node.wait(Duration::from_secs(20)).success(),
+        "{}",
+        node.log()
+    );
+    assert!(env.results().is_empty(), "no result for a cancelled pull");
+    let held: i64 = env.conn().hlen("ubackup:inflight:n1").unwrap();
+    assert_eq!(held, 0, "the job went back to its list");
+    let queued: Vec<String> = env.conn().lrange("uuzuback_f", 0, -1).unwrap();
+    assert_eq!(queued.len(), 1);
+    let wrapped: serde_json::Value = serde_json::from_str(&queued[0]).unwrap();
+    assert_eq!(
+        wrapped["ubackup_requeued"]["requeues"], 0,
+        "a shutdown does not count"
+    );
+    assert!(wrapped["ubackup_requeued"]["history"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("shutting down"));
+    assert!(!env.dest("slow.sql").exists());
+    assert_eq!(temp_files(&dir).unwrap(), Vec::<String>::new());
+    let partial = dir.join(".ubackup-partial/slow.sql");
+    let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert!(kept > 1 << 20, "the data that arrived is kept for resume");
+
+    // The next run resumes from it.
+    let fast = env.config("fast.toml", "n1", "", "");
+    let mut node = Node::start(&fast, true);
+    assert!(
+        node.wait(Duration::from_secs(60)).success(),
+        "{}",
+        node.log()
+    );
+    let r = env.results();
+    assert_eq!(r.len(), 1);
+    assert!(r[0].succeeded(), "{r:#?}");
+    assert!(
+        r[0].matched_bytes >= kept / 2,
+        "resumed from the partial: {r:#?}"
+    );
+    compare_files(&env.src.path().join("slow.sql"), &env.dest("slow.sql")).unwrap();
+}
+
+#[test]
+fn an_idle_node_polls_gently_and_picks_up_a_new_job_within_about_a_second() {
+    let Some(env) = env() else { return };
+    env.file("late.sql", 10_000, 4);
+    let cfg = env.config("n.toml", "n1", "", "");
+    // The production default poll (1 s), not the tests' 200 ms.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("idle_poll_ms = 200", "idle_poll_ms = 1000");
+    std::fs::write(&cfg, text).unwrap();
+    let mut node = Node::start(&cfg, false);
+    wait_until(Duration::from_secs(10), "the heartbeat", || {
+        env.conn().exists::<_, bool>("ubackup:node:n1").unwrap()
+    });
+    let calls = || -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut env.conn())
+            .unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let before = calls();
+    std::thread::sleep(Duration::from_secs(4));
+    let polls = calls() - before;
+    assert!(polls <= 8, "{polls} take scripts in 4 idle seconds");
+    assert!(
+        polls >= 2,
+        "{polls} take scripts in 4 idle seconds: is it polling at all?"
+    );
+    let pushed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    env.push("level1", &env.job("late.sql", 10_000, 1));
+    let r = env.wait_results(1, Duration::from_secs(20), &mut node);
+    let latency = r[0].taken_ms - pushed;
+    // About a second; the bound leaves room for a loaded machine.
+    assert!(latency < 2500, "taken {latency} ms after it was pushed");
+    node.signal("TERM");
+    assert!(
+        node.wait(Duration::from_secs(20)).success(),
+        "{}",
+        node.log()
+    );
+}
