@@ -47,6 +47,8 @@ const MAX_PENDING_COMMITS: usize = 16;
 const WRITE_BUFFER: usize = 1 << 20;
 /// Most directory descriptors kept open for path resolution.
 const MAX_CACHED_DIRS: usize = 512;
+/// Files at least this large get their blocks reserved up front (see [`preallocate`]).
+const PREALLOCATE_MIN: u64 = 1 << 20;
 
 /// Where files go, decided once the file list is known (rsync's
 /// `get_local_name` rule: a single non-directory item and a destination
@@ -83,6 +85,10 @@ struct OpenFile {
     name: OsString,
     /// Buffered so that small literal runs and copied blocks become large writes.
     file: std::io::BufWriter<std::fs::File>,
+    /// Bytes written so far.
+    written: u64,
+    /// Bytes reserved with [`preallocate`] (0: none).
+    preallocated: u64,
     entry: FileEntry,
     partial_dir: Option<OsString>,
     fate: Fate,
@@ -97,6 +103,7 @@ impl Drop for OpenFile {
                     && self.file.flush().is_ok()
                     && self.file.get_ref().metadata().is_ok_and(|m| m.len() > 0) =>
             {
+                self.release_unused();
                 if let Err(e) = self.keep_partial() {
                     tracing::warn!(file = %self.entry.name_lossy(), "cannot keep partial data: {e}");
                     let _ =
@@ -111,6 +118,14 @@ impl Drop for OpenFile {
 }
 
 impl OpenFile {
+    /// Gives back blocks reserved beyond what arrived (a file that shrank on the sender, an
+    /// interrupted pull): truncating to the current size frees them.
+    fn release_unused(&self) {
+        if self.preallocated > self.written {
+            let _ = self.file.get_ref().set_len(self.written);
+        }
+    }
+
     fn keep_partial(&self) -> io::Result<()> {
         let Some(dir) = &self.partial_dir else {
             return Ok(());
@@ -489,6 +504,7 @@ impl Sink for FsSink {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
+        let preallocated = preallocate(&fd, entry.size);
         self.open = Some(OpenFile {
             ndx,
             parent,
@@ -496,6 +512,8 @@ impl Sink for FsSink {
             tmp,
             name,
             file: std::io::BufWriter::with_capacity(WRITE_BUFFER, std::fs::File::from(fd)),
+            written: 0,
+            preallocated,
             entry: entry.clone(),
             partial_dir: self.partial_dir.clone(),
             fate: Fate::Keep,
@@ -505,7 +523,10 @@ impl Sink for FsSink {
 
     async fn write(&mut self, ndx: FileIndex, data: &[u8]) -> io::Result<()> {
         match &mut self.open {
-            Some(f) if f.ndx == ndx => f.file.write_all(data),
+            Some(f) if f.ndx == ndx => {
+                f.written += data.len() as u64;
+                f.file.write_all(data)
+            }
             _ => Err(io::Error::other(format!(
                 "data for file {ndx} that is not open"
             ))),
@@ -570,12 +591,31 @@ impl Sink for FsSink {
     }
 }
 
+/// Reserves the blocks of a file of `size` bytes before its data arrives, without changing
+/// its size (`fallocate(FALLOC_FL_KEEP_SIZE)`), and returns how much was reserved (0 when
+/// the file is small or the filesystem cannot). One allocation instead of one per page
+/// written: profiling a 1 GiB pull on ext4 showed a fifth of the client's CPU in delayed
+/// allocation (`ext4_da_get_block_prep`, `ext4_es_insert_delayed_extent`, quota and
+/// cluster reservation) under `write`, and the extents come out contiguous. The size the
+/// sender announced may be wrong (the file changes while it is read): blocks beyond what
+/// arrived are freed again by [`OpenFile::release_unused`].
+fn preallocate(fd: &OwnedFd, size: u64) -> u64 {
+    if size < PREALLOCATE_MIN {
+        return 0;
+    }
+    match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::KEEP_SIZE, 0, size) {
+        Ok(()) => size,
+        Err(_) => 0,
+    }
+}
+
 /// fsync, then mode and times, then the atomic rename into place; then
 /// the partial file it may have started from is removed. If anything fails
 /// (or the task is cancelled), dropping `f` keeps the data as a partial file.
 fn commit(mut f: OpenFile) -> io::Result<()> {
     let result = (|| -> io::Result<()> {
         f.file.flush()?;
+        f.release_unused();
         let file = f.file.get_ref();
         file.sync_all()?;
         rustix::fs::fchmod(file, Mode::from_raw_mode(f.entry.permissions() & 0o777))?;
