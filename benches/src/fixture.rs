@@ -228,7 +228,18 @@ impl Fixture {
     /// Puts the destination of `s` in its starting state: empty, or holding the basis
     /// (hard-linked from the data set, with its old mtime) for the delta scenarios. The
     /// page cache is left warm on both sides, as it is for every client alike.
+    ///
+    /// Then the filesystem is synced, so that no pull starts while the kernel is still
+    /// writing back the previous pull's data (stock rsync without `--fsync` leaves it all
+    /// dirty): each client is measured from the same clean state.
     pub fn reset(&self, s: Scenario) -> anyhow::Result<()> {
+        self.prepare(s)?;
+        let dir = fs::File::open(self.out.path()).context("opening the destinations")?;
+        rustix::fs::syncfs(&dir).context("syncfs")?;
+        Ok(())
+    }
+
+    fn prepare(&self, s: Scenario) -> anyhow::Result<()> {
         let out = self.out.path();
         match s {
             Scenario::WholeFile => remove(&out.join("big.bin")),
