@@ -6,9 +6,11 @@
 //! same filesystem, so a delta basis can be put in place with a hard link instead of a copy
 //! (neither client writes into its basis: both write a temporary file and rename it).
 
+use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use rand::rngs::StdRng;
@@ -133,7 +135,15 @@ pub struct Fixture {
     pub fetch: PathBuf,
     data: PathBuf,
     out: tempfile::TempDir,
+    /// Small-file pulls go to a fresh directory each time (see [`Fixture::reset`]).
+    tree_generation: Cell<u64>,
 }
+
+/// Small-file trees kept before the old ones are deleted in one go.
+const TREES_KEPT: u64 = 8;
+/// How long ext4 (without a journal, as on the reference machine) passes over freed inodes
+/// when it allocates new ones (`recently_deleted`: 5 s, 10 s while the table is dirty).
+const INODE_RECENCY: Duration = Duration::from_secs(11);
 
 /// Mtime of the delta scenario's old version (older than the new one).
 const OLD_MTIME: i64 = 1_500_000_000;
@@ -173,6 +183,7 @@ impl Fixture {
             fetch,
             data,
             out,
+            tree_generation: Cell::new(0),
         }))
     }
 
@@ -201,7 +212,7 @@ impl Fixture {
         let out = self.out.path();
         match s {
             Scenario::WholeFile => out.join("big.bin"),
-            Scenario::SmallFiles => out.join("tree"),
+            Scenario::SmallFiles => out.join(format!("tree-{}", self.tree_generation.get())),
             Scenario::Delta => out.join("f.bin"),
             Scenario::Hourly => out.join("hourly").join("dump-04.rdb"),
             Scenario::SharedCap => out.join("shared").join(format!("p{i}.bin")),
@@ -229,6 +240,13 @@ impl Fixture {
     /// (hard-linked from the data set, with its old mtime) for the delta scenarios. The
     /// page cache is left warm on both sides, as it is for every client alike.
     ///
+    /// Small-file pulls each get a new destination directory instead of deleting the last
+    /// one: ext4 without a journal skips inodes freed in the last 5-10 seconds when it
+    /// allocates, so creating 5,000 files right after deleting 5,000 costs every client a
+    /// scan of the inode bitmap per file (`recently_deleted` and `find_inode_bit` were half
+    /// of all kernel samples). Old trees are deleted every [`TREES_KEPT`] pulls, followed by
+    /// a pause until their inodes are usable again, outside any timing.
+    ///
     /// Then the filesystem is synced, so that no pull starts while the kernel is still
     /// writing back the previous pull's data (stock rsync without `--fsync` leaves it all
     /// dirty): each client is measured from the same clean state.
@@ -243,7 +261,19 @@ impl Fixture {
         let out = self.out.path();
         match s {
             Scenario::WholeFile => remove(&out.join("big.bin")),
-            Scenario::SmallFiles => remove(&out.join("tree")),
+            Scenario::SmallFiles => {
+                let next = self.tree_generation.get() + 1;
+                self.tree_generation.set(next);
+                if next.checked_rem(TREES_KEPT) == Some(0) {
+                    for g in next.saturating_sub(TREES_KEPT)..next {
+                        remove(&out.join(format!("tree-{g}")))?;
+                    }
+                    let dir = fs::File::open(out)?;
+                    rustix::fs::syncfs(&dir).context("syncfs")?;
+                    std::thread::sleep(INODE_RECENCY);
+                }
+                remove(&self.dest(s, 0))
+            }
             Scenario::Delta => {
                 let dest = out.join("f.bin");
                 remove(&dest)?;
