@@ -27,6 +27,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{self, Write as _};
+use std::num::NonZeroU64;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 const MAX_CACHED_DIRS: usize = 512;
 /// Files at least this large get their blocks reserved up front (see [`preallocate`]).
 const PREALLOCATE_MIN: u64 = 1 << 20;
+/// Written data is handed to the kernel's writeback in steps of this size.
+const WRITEBACK_STEP: u64 = 32 << 20;
 
 /// Where files go, decided once the file list is known (rsync's
 /// `get_local_name` rule: a single non-directory item and a destination
@@ -89,6 +92,8 @@ struct OpenFile {
     written: u64,
     /// Bytes reserved with [`preallocate`] (0: none).
     preallocated: u64,
+    /// Bytes handed to the kernel's writeback so far (see [`OpenFile::start_writeback`]).
+    written_back: u64,
     entry: FileEntry,
     partial_dir: Option<OsString>,
     fate: Fate,
@@ -118,6 +123,27 @@ impl Drop for OpenFile {
 }
 
 impl OpenFile {
+    /// Starts the disk writes of what the file got so far, every [`WRITEBACK_STEP`] bytes,
+    /// so that they overlap with the transfer instead of all waiting for the fsync at the
+    /// end: below `vm.dirty_background_ratio` (10% of memory) the kernel would not start
+    /// writing a large file on its own before that fsync. `POSIX_FADV_DONTNEED` starts
+    /// writeback of the range without waiting for it, and drops pages already written,
+    /// so a backup also does not push the node's useful data out of the page cache.
+    fn start_writeback(&mut self) {
+        let on_disk_side = self.written - self.file.buffer().len() as u64;
+        if on_disk_side < self.written_back + WRITEBACK_STEP {
+            return;
+        }
+        let len = NonZeroU64::new(on_disk_side - self.written_back);
+        let _ = rustix::fs::fadvise(
+            self.file.get_ref(),
+            self.written_back,
+            len,
+            rustix::fs::Advice::DontNeed,
+        );
+        self.written_back = on_disk_side;
+    }
+
     /// Gives back blocks reserved beyond what arrived (a file that shrank on the sender, an
     /// interrupted pull): truncating to the current size frees them.
     fn release_unused(&self) {
@@ -514,6 +540,7 @@ impl Sink for FsSink {
             file: std::io::BufWriter::with_capacity(WRITE_BUFFER, std::fs::File::from(fd)),
             written: 0,
             preallocated,
+            written_back: 0,
             entry: entry.clone(),
             partial_dir: self.partial_dir.clone(),
             fate: Fate::Keep,
@@ -525,7 +552,9 @@ impl Sink for FsSink {
         match &mut self.open {
             Some(f) if f.ndx == ndx => {
                 f.written += data.len() as u64;
-                f.file.write_all(data)
+                f.file.write_all(data)?;
+                f.start_writeback();
+                Ok(())
             }
             _ => Err(io::Error::other(format!(
                 "data for file {ndx} that is not open"
