@@ -796,6 +796,78 @@ mod tests {
         assert!(!symlink_stays_inside(b"a", b""));
     }
 
+    fn regular(name: &str, size: u64) -> FileEntry {
+        FileEntry {
+            name: name.as_bytes().to_vec(),
+            mode: 0o100644,
+            size,
+            mtime: 1_700_000_000,
+            mtime_nsec: 0,
+            uid: None,
+            gid: None,
+            symlink_target: None,
+            xflags: 0,
+        }
+    }
+
+    /// Allocated bytes of `path` (st_blocks is in 512-byte units).
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).expect("stat").blocks() * 512
+    }
+
+    /// A sender announces 8 MiB and sends 1 MiB: the committed file is 1 MiB long and the
+    /// blocks reserved for the rest are given back.
+    #[tokio::test]
+    async fn blocks_reserved_beyond_what_arrived_are_freed_at_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = FileList::sorted(
+            vec![regular("a", 8 << 20), regular("b", 1)],
+            crate::ProtocolVersion::V32,
+        );
+        let mut sink = FsSink::new(dir.path()).expect("sink");
+        let wanted = sink.plan(&list).await.expect("plan");
+        let ndx = wanted[0];
+        sink.begin_file(ndx, list.get(ndx).expect("entry"))
+            .await
+            .expect("begin");
+        sink.write(ndx, &vec![7u8; 1 << 20]).await.expect("write");
+        sink.end_file(ndx, FileOutcome::Verified)
+            .await
+            .expect("end");
+        sink.finish(&list).await.expect("finish");
+        let path = dir.path().join("a");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 1 << 20);
+        assert!(
+            allocated(&path) < 2 << 20,
+            "{} bytes still allocated",
+            allocated(&path)
+        );
+    }
+
+    /// An interrupted file is kept as partial data of the length that arrived, without the
+    /// blocks reserved for the rest.
+    #[tokio::test]
+    async fn an_interrupted_preallocated_file_keeps_only_what_arrived() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = FileList::sorted(
+            vec![regular("a", 8 << 20), regular("b", 1)],
+            crate::ProtocolVersion::V32,
+        );
+        let mut sink = FsSink::new(dir.path()).expect("sink");
+        let wanted = sink.plan(&list).await.expect("plan");
+        let ndx = wanted[0];
+        sink.begin_file(ndx, list.get(ndx).expect("entry"))
+            .await
+            .expect("begin");
+        sink.write(ndx, &vec![7u8; 3 << 20]).await.expect("write");
+        drop(sink);
+        let partial = dir.path().join(PARTIAL_DIR).join("a");
+        assert_eq!(std::fs::metadata(&partial).expect("stat").len(), 3 << 20);
+        assert!(allocated(&partial) < 4 << 20);
+        assert!(!dir.path().join("a").exists());
+    }
+
     #[test]
     fn temp_names_are_hidden_and_distinct() {
         let a = temp_name(&OsString::from("dump.rdb"));
