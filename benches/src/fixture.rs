@@ -140,7 +140,7 @@ pub struct Fixture {
 }
 
 /// Small-file trees kept before the old ones are deleted in one go.
-const TREES_KEPT: u64 = 8;
+const TREES_KEPT: u64 = 48;
 /// How long ext4 (without a journal, as on the reference machine) passes over freed inodes
 /// when it allocates new ones (`recently_deleted`: 5 s, 10 s while the table is dirty).
 const INODE_RECENCY: Duration = Duration::from_secs(11);
