@@ -1,7 +1,7 @@
 //! The companion of the criterion bench: the same scenarios and clients (see `pull.rs`),
 //! each run `UBACKUP_BENCH_RUNS` times (default 5, after one unmeasured warm-up round),
 //! clients interleaved so that noise on the shared machine falls on all of them alike. For
-//! every scenario and client it prints the medians of wall time, throughput, CPU time
+//! every scenario and client (the first client of each round rotates) it prints the medians of wall time, throughput, CPU time
 //! (user+sys) and CPU per GiB, peak RSS and bytes received, then the ratios ours / stock
 //! that BENCHMARKS.md quotes. The report is also written to
 //! `<target>/ubackup-bench-report.md`.
@@ -40,7 +40,12 @@ fn main() -> anyhow::Result<()> {
     let mut samples: HashMap<(Scenario, Client), Vec<Sample>> = HashMap::new();
     for round in 0..=runs {
         for &s in &scenarios {
-            for client in Client::ALL.into_iter().filter(|c| c.runs_in(s)) {
+            // Each round starts with a different client, so that whatever the previous
+            // scenario left behind (writeback, freed blocks) does not always fall on one.
+            let mut order: Vec<Client> = Client::ALL.into_iter().filter(|c| c.runs_in(s)).collect();
+            let n = order.len();
+            order.rotate_left(round % n.max(1));
+            for client in order {
                 fx.reset(s)?;
                 let sample = measure::pull(client, &fx, s, &rt, true)
                     .with_context(|| format!("{} pulling {}", client.label(), s.name(&fx.sizes)))?;
