@@ -9,6 +9,7 @@
 //! ```text
 //! cargo bench -p ubackup-benches --bench pull
 //! cargo bench -p ubackup-benches --bench pull -- one-1024MiB     # one scenario (criterion filter)
+//! UBACKUP_BENCH_SCENARIOS=delta cargo bench -p ubackup-benches --bench pull   # only its data and daemon
 //! UBACKUP_BENCH_BIG_MIB=256 cargo bench -p ubackup-benches --bench pull
 //! ```
 //!
@@ -17,7 +18,7 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ubackup_benches::{clients, measure, Client, Fixture, Scenario, SizeConfig};
 
 fn bench_pulls(c: &mut Criterion) {
@@ -45,7 +46,7 @@ fn bench_pulls(c: &mut Criterion) {
                 fx.verify(s).expect("pulled data differs from the source");
             }
             // The reset (deleting the last pull, linking a basis) stays outside the time.
-            group.bench_function(BenchmarkId::new(client.label(), &name), |b| {
+            group.bench_function(client.label(), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
