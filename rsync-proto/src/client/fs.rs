@@ -18,6 +18,12 @@
 //!   under its final name; the next pull uses it as the delta basis and
 //!   removes it once the file is committed (rsync's `--partial-dir`).
 //!
+//! Large files (1 MiB and more) get their blocks reserved when they are opened
+//! (`fallocate` with `FALLOC_FL_KEEP_SIZE`; unused blocks are freed again), and every
+//! 32 MiB written is handed to the kernel's writeback (`POSIX_FADV_DONTNEED`), so that
+//! the disk writes overlap the transfer instead of all waiting for the final fsync. A
+//! side effect worth knowing: pulled data does not stay in the page cache.
+//!
 //! The delta basis of each file is chosen by a [`BasisPolicy`]: the file of
 //! the same name already in the destination (rsync's default), one explicit
 //! file, or a hook that can name any file (the previous backup of the same
