@@ -16,7 +16,7 @@ runs=${RUNS:-7}
 mkdir -p "$work/big" "$work/tree" "$work/out"
 
 cargo build --release -p ubackup-puller
-fetch=$PWD/target/release/ubackup-puller
+fetch=${CARGO_TARGET_DIR:-$PWD/target}/release/ubackup-puller
 
 if [[ ! -f $work/big/big.bin ]]; then
     head -c $((1024 * 1024 * 1024)) /dev/urandom >"$work/big/big.bin"

@@ -16,7 +16,7 @@ work=${1:-/tmp/ubackup-delta}
 runs=${RUNS:-5}
 mkdir -p "$work/src" "$work/hourly" "$work/out"
 cargo build --release -p ubackup-puller
-fetch=$PWD/target/release/ubackup-puller
+fetch=${CARGO_TARGET_DIR:-$PWD/target}/release/ubackup-puller
 
 python3 - "$work" <<'PY'
 import os, random, sys

@@ -513,6 +513,12 @@ pub fn salvage_stale_temps(dir: &Path, leaf: &str) -> io::Result<usize> {
         let partial = pdir.join(leaf);
         let keep = std::fs::symlink_metadata(&partial).map_or(0, |m| m.len());
         if len > keep {
+            // FsSink reserves a file's blocks up front (fallocate, size kept): a dead
+            // process's reservation past the data is released here.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&best)
+                .and_then(|f| f.set_len(len))?;
             std::fs::create_dir_all(&pdir)?;
             std::fs::rename(&best, &partial)?;
         } else {

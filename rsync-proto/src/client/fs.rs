@@ -18,6 +18,12 @@
 //!   under its final name; the next pull uses it as the delta basis and
 //!   removes it once the file is committed (rsync's `--partial-dir`).
 //!
+//! Large files (1 MiB and more) get their blocks reserved when they are opened
+//! (`fallocate` with `FALLOC_FL_KEEP_SIZE`; unused blocks are freed again), and every
+//! 32 MiB written is handed to the kernel's writeback (`POSIX_FADV_DONTNEED`), so that
+//! the disk writes overlap the transfer instead of all waiting for the final fsync. A
+//! side effect worth knowing: pulled data does not stay in the page cache.
+//!
 //! The delta basis of each file is chosen by a [`BasisPolicy`]: the file of
 //! the same name already in the destination (rsync's default), one explicit
 //! file, or a hook that can name any file (the previous backup of the same
@@ -27,6 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{self, Write as _};
+use std::num::NonZeroU64;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::{Path, PathBuf};
@@ -47,6 +54,10 @@ const MAX_PENDING_COMMITS: usize = 16;
 const WRITE_BUFFER: usize = 1 << 20;
 /// Most directory descriptors kept open for path resolution.
 const MAX_CACHED_DIRS: usize = 512;
+/// Files at least this large get their blocks reserved up front (see [`preallocate`]).
+const PREALLOCATE_MIN: u64 = 1 << 20;
+/// Written data is handed to the kernel's writeback in steps of this size.
+const WRITEBACK_STEP: u64 = 32 << 20;
 
 /// Where files go, decided once the file list is known (rsync's
 /// `get_local_name` rule: a single non-directory item and a destination
@@ -83,6 +94,12 @@ struct OpenFile {
     name: OsString,
     /// Buffered so that small literal runs and copied blocks become large writes.
     file: std::io::BufWriter<std::fs::File>,
+    /// Bytes written so far.
+    written: u64,
+    /// Bytes reserved with [`preallocate`] (0: none).
+    preallocated: u64,
+    /// Bytes handed to the kernel's writeback so far (see [`OpenFile::start_writeback`]).
+    written_back: u64,
     entry: FileEntry,
     partial_dir: Option<OsString>,
     fate: Fate,
@@ -97,6 +114,7 @@ impl Drop for OpenFile {
                     && self.file.flush().is_ok()
                     && self.file.get_ref().metadata().is_ok_and(|m| m.len() > 0) =>
             {
+                self.release_unused();
                 if let Err(e) = self.keep_partial() {
                     tracing::warn!(file = %self.entry.name_lossy(), "cannot keep partial data: {e}");
                     let _ =
@@ -111,6 +129,35 @@ impl Drop for OpenFile {
 }
 
 impl OpenFile {
+    /// Starts the disk writes of what the file got so far, every [`WRITEBACK_STEP`] bytes,
+    /// so that they overlap with the transfer instead of all waiting for the fsync at the
+    /// end: below `vm.dirty_background_ratio` (10% of memory) the kernel would not start
+    /// writing a large file on its own before that fsync. `POSIX_FADV_DONTNEED` starts
+    /// writeback of the range without waiting for it, and drops pages already written,
+    /// so a backup also does not push the node's useful data out of the page cache.
+    fn start_writeback(&mut self) {
+        let on_disk_side = self.written - self.file.buffer().len() as u64;
+        if on_disk_side < self.written_back + WRITEBACK_STEP {
+            return;
+        }
+        let len = NonZeroU64::new(on_disk_side - self.written_back);
+        let _ = rustix::fs::fadvise(
+            self.file.get_ref(),
+            self.written_back,
+            len,
+            rustix::fs::Advice::DontNeed,
+        );
+        self.written_back = on_disk_side;
+    }
+
+    /// Gives back blocks reserved beyond what arrived (a file that shrank on the sender, an
+    /// interrupted pull): truncating to the current size frees them.
+    fn release_unused(&self) {
+        if self.preallocated > self.written {
+            let _ = self.file.get_ref().set_len(self.written);
+        }
+    }
+
     fn keep_partial(&self) -> io::Result<()> {
         let Some(dir) = &self.partial_dir else {
             return Ok(());
@@ -489,6 +536,7 @@ impl Sink for FsSink {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
+        let preallocated = preallocate(&fd, entry.size);
         self.open = Some(OpenFile {
             ndx,
             parent,
@@ -496,6 +544,9 @@ impl Sink for FsSink {
             tmp,
             name,
             file: std::io::BufWriter::with_capacity(WRITE_BUFFER, std::fs::File::from(fd)),
+            written: 0,
+            preallocated,
+            written_back: 0,
             entry: entry.clone(),
             partial_dir: self.partial_dir.clone(),
             fate: Fate::Keep,
@@ -505,7 +556,12 @@ impl Sink for FsSink {
 
     async fn write(&mut self, ndx: FileIndex, data: &[u8]) -> io::Result<()> {
         match &mut self.open {
-            Some(f) if f.ndx == ndx => f.file.write_all(data),
+            Some(f) if f.ndx == ndx => {
+                f.written += data.len() as u64;
+                f.file.write_all(data)?;
+                f.start_writeback();
+                Ok(())
+            }
             _ => Err(io::Error::other(format!(
                 "data for file {ndx} that is not open"
             ))),
@@ -570,12 +626,31 @@ impl Sink for FsSink {
     }
 }
 
+/// Reserves the blocks of a file of `size` bytes before its data arrives, without changing
+/// its size (`fallocate(FALLOC_FL_KEEP_SIZE)`), and returns how much was reserved (0 when
+/// the file is small or the filesystem cannot). One allocation instead of one per page
+/// written: profiling a 1 GiB pull on ext4 showed a fifth of the client's CPU in delayed
+/// allocation (`ext4_da_get_block_prep`, `ext4_es_insert_delayed_extent`, quota and
+/// cluster reservation) under `write`, and the extents come out contiguous. The size the
+/// sender announced may be wrong (the file changes while it is read): blocks beyond what
+/// arrived are freed again by [`OpenFile::release_unused`].
+fn preallocate(fd: &OwnedFd, size: u64) -> u64 {
+    if size < PREALLOCATE_MIN {
+        return 0;
+    }
+    match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::KEEP_SIZE, 0, size) {
+        Ok(()) => size,
+        Err(_) => 0,
+    }
+}
+
 /// fsync, then mode and times, then the atomic rename into place; then
 /// the partial file it may have started from is removed. If anything fails
 /// (or the task is cancelled), dropping `f` keeps the data as a partial file.
 fn commit(mut f: OpenFile) -> io::Result<()> {
     let result = (|| -> io::Result<()> {
         f.file.flush()?;
+        f.release_unused();
         let file = f.file.get_ref();
         file.sync_all()?;
         rustix::fs::fchmod(file, Mode::from_raw_mode(f.entry.permissions() & 0o777))?;
@@ -725,6 +800,78 @@ mod tests {
         assert!(!symlink_stays_inside(b"d/a", b"../../x"));
         assert!(!symlink_stays_inside(b"a", b"b/../../x"));
         assert!(!symlink_stays_inside(b"a", b""));
+    }
+
+    fn regular(name: &str, size: u64) -> FileEntry {
+        FileEntry {
+            name: name.as_bytes().to_vec(),
+            mode: 0o100644,
+            size,
+            mtime: 1_700_000_000,
+            mtime_nsec: 0,
+            uid: None,
+            gid: None,
+            symlink_target: None,
+            xflags: 0,
+        }
+    }
+
+    /// Allocated bytes of `path` (st_blocks is in 512-byte units).
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).expect("stat").blocks() * 512
+    }
+
+    /// A sender announces 8 MiB and sends 1 MiB: the committed file is 1 MiB long and the
+    /// blocks reserved for the rest are given back.
+    #[tokio::test]
+    async fn blocks_reserved_beyond_what_arrived_are_freed_at_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = FileList::sorted(
+            vec![regular("a", 8 << 20), regular("b", 1)],
+            crate::ProtocolVersion::V32,
+        );
+        let mut sink = FsSink::new(dir.path()).expect("sink");
+        let wanted = sink.plan(&list).await.expect("plan");
+        let ndx = wanted[0];
+        sink.begin_file(ndx, list.get(ndx).expect("entry"))
+            .await
+            .expect("begin");
+        sink.write(ndx, &vec![7u8; 1 << 20]).await.expect("write");
+        sink.end_file(ndx, FileOutcome::Verified)
+            .await
+            .expect("end");
+        sink.finish(&list).await.expect("finish");
+        let path = dir.path().join("a");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 1 << 20);
+        assert!(
+            allocated(&path) < 2 << 20,
+            "{} bytes still allocated",
+            allocated(&path)
+        );
+    }
+
+    /// An interrupted file is kept as partial data of the length that arrived, without the
+    /// blocks reserved for the rest.
+    #[tokio::test]
+    async fn an_interrupted_preallocated_file_keeps_only_what_arrived() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = FileList::sorted(
+            vec![regular("a", 8 << 20), regular("b", 1)],
+            crate::ProtocolVersion::V32,
+        );
+        let mut sink = FsSink::new(dir.path()).expect("sink");
+        let wanted = sink.plan(&list).await.expect("plan");
+        let ndx = wanted[0];
+        sink.begin_file(ndx, list.get(ndx).expect("entry"))
+            .await
+            .expect("begin");
+        sink.write(ndx, &vec![7u8; 3 << 20]).await.expect("write");
+        drop(sink);
+        let partial = dir.path().join(PARTIAL_DIR).join("a");
+        assert_eq!(std::fs::metadata(&partial).expect("stat").len(), 3 << 20);
+        assert!(allocated(&partial) < 4 << 20);
+        assert!(!dir.path().join("a").exists());
     }
 
     #[test]

@@ -1259,3 +1259,40 @@ fn check_tree_refuses_duplicates_and_entries_outside_listed_directories() {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn permute_puts_each_item_where_the_order_says(
+        order in (0usize..200).prop_flat_map(|n| Just((0..n as u32).collect::<Vec<u32>>()).prop_shuffle())
+    ) {
+        let items: Vec<u32> = (0..order.len() as u32).map(|i| i * 10).collect();
+        let mut permuted = items.clone();
+        permute(&mut permuted, order.clone());
+        let want: Vec<u32> = order.iter().map(|&j| items[j as usize]).collect();
+        prop_assert_eq!(permuted, want);
+    }
+
+    #[test]
+    fn index_sort_equals_a_stable_sort_of_the_entries(
+        picks in proptest::collection::vec((0usize..6, any::<bool>(), 0u32..3), 0..60)
+    ) {
+        // Few distinct names, files and directories alike: many ties and same-name pairs.
+        const NAMES: [&str; 6] = ["a", "a.b", "a/b", "b", "a-b", "c/d"];
+        let entries: Vec<FileEntry> = picks
+            .iter()
+            .map(|&(n, is_dir, mtime)| {
+                let mut e = if is_dir { dir(NAMES[n]) } else { file(NAMES[n]) };
+                e.mtime = i64::from(mtime);
+                e
+            })
+            .collect();
+        for protocol in [ProtocolVersion::V29, ProtocolVersion::V32] {
+            let mut stable = entries.clone();
+            stable.sort_by(|a, b| f_name_cmp(a, b, protocol));
+            let mut ours = entries.clone();
+            let order = sort_order(&ours, protocol);
+            permute(&mut ours, order);
+            prop_assert_eq!(&ours, &stable);
+        }
+    }
+}
