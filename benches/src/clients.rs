@@ -86,6 +86,9 @@ impl Client {
                             Scenario::SharedCap => {
                                 cmd.args(["--bwlimit", &per_pull_cap]);
                             }
+                            Scenario::Compressed => {
+                                cmd.args(["--compress-choice", "zstd"]);
+                            }
                             _ => {}
                         }
                         cmd.arg(&url).arg(&dest);
@@ -102,6 +105,9 @@ impl Client {
                             }
                             Scenario::SharedCap => {
                                 cmd.arg(format!("--bwlimit={per_pull_cap}"));
+                            }
+                            Scenario::Compressed => {
+                                cmd.arg("--compress-choice=zstd");
                             }
                             _ => {}
                         }
@@ -170,6 +176,10 @@ pub fn run_in_process(
         let opts = PullOptions {
             recursive: s == Scenario::SmallFiles,
             shared_limit: shared.clone(),
+            compress: (s == Scenario::Compressed).then(|| rsync_proto::client::Compress {
+                choice: Some(rsync_proto::CompressionKind::Zstd),
+                ..Default::default()
+            }),
             ..PullOptions::default()
         };
         let dest = fx.dest(s, i);

@@ -36,16 +36,19 @@ pub enum Scenario {
     Hourly,
     /// Several files pulled at once under one rate cap.
     SharedCap,
+    /// A SQL-dump-like text file pulled whole with zstd compression on the wire.
+    Compressed,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::WholeFile,
         Scenario::SmallFiles,
         Scenario::Delta,
         Scenario::Hourly,
         Scenario::SharedCap,
+        Scenario::Compressed,
     ];
 
     /// A short name with the sizes in it, e.g. `one-1024MiB-file`.
@@ -61,6 +64,7 @@ impl Scenario {
                 "{}-pulls-of-{}MiB-sharing-{}MiB-per-s",
                 sizes.shared_pulls, sizes.shared_mib, sizes.cap_mib
             ),
+            Scenario::Compressed => format!("zstd-{}MiB-sql-dump", sizes.sql_mib),
         }
     }
 
@@ -96,6 +100,8 @@ pub struct SizeConfig {
     pub shared_mib: u64,
     /// The shared cap, MiB/s.
     pub cap_mib: u64,
+    /// `UBACKUP_BENCH_SQL_MIB` (512): the compressed pull's SQL dump.
+    pub sql_mib: u64,
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -118,6 +124,7 @@ impl SizeConfig {
             shared_pulls: env_u64("UBACKUP_BENCH_SHARED_PULLS", 4),
             shared_mib: env_u64("UBACKUP_BENCH_SHARED_MIB", 64),
             cap_mib: env_u64("UBACKUP_BENCH_CAP_MIB", 128),
+            sql_mib: env_u64("UBACKUP_BENCH_SQL_MIB", 512),
         }
     }
 }
@@ -195,6 +202,7 @@ impl Fixture {
             Scenario::Delta => "delta/f.bin".to_string(),
             Scenario::Hourly => "hourly/dump-04.rdb".to_string(),
             Scenario::SharedCap => format!("shared/p{i}.bin"),
+            Scenario::Compressed => "sql/dump.sql".to_string(),
         })
     }
 
@@ -216,6 +224,7 @@ impl Fixture {
             Scenario::Delta => out.join("f.bin"),
             Scenario::Hourly => out.join("hourly").join("dump-04.rdb"),
             Scenario::SharedCap => out.join("shared").join(format!("p{i}.bin")),
+            Scenario::Compressed => out.join("dump.sql"),
         }
     }
 
@@ -233,6 +242,7 @@ impl Fixture {
             Scenario::Delta => z.delta_mib * MIB,
             Scenario::Hourly => z.hourly_mib * MIB,
             Scenario::SharedCap => z.shared_pulls * z.shared_mib * MIB,
+            Scenario::Compressed => z.sql_mib * MIB,
         }
     }
 
@@ -291,6 +301,7 @@ impl Fixture {
                     .map(|i| d.join(format!("p{i}.bin")))
                     .collect()
             }
+            Scenario::Compressed => vec![module(format!("sql-{}", z.sql_mib)).join("dump.sql")],
         };
         let mut buf = vec![0u8; 1 << 20];
         for f in files {
@@ -305,6 +316,7 @@ impl Fixture {
         let out = self.out.path();
         match s {
             Scenario::WholeFile => remove(&out.join("big.bin")),
+            Scenario::Compressed => remove(&out.join("dump.sql")),
             Scenario::SmallFiles => {
                 let next = self.tree_generation.get() + 1;
                 self.tree_generation.set(next);
@@ -360,6 +372,10 @@ impl Fixture {
             ),
             Scenario::Hourly => same_file(
                 &module(&format!("hourly-{}", z.hourly_mib)).join("dump-04.rdb"),
+                &self.dest(s, 0),
+            ),
+            Scenario::Compressed => same_file(
+                &module(&format!("sql-{}", z.sql_mib)).join("dump.sql"),
                 &self.dest(s, 0),
             ),
             Scenario::SharedCap => (0..z.shared_pulls).try_for_each(|i| {
@@ -442,6 +458,7 @@ fn generate(data: &Path, z: &SizeConfig, s: Scenario) -> anyhow::Result<(&'stati
             "shared",
             data.join(format!("shared-{}x{}", z.shared_pulls, z.shared_mib)),
         ),
+        Scenario::Compressed => ("sql", data.join(format!("sql-{}", z.sql_mib))),
     };
     let marker = dir.with_extension("ready");
     // The delta module serves only the new version, not the old one beside it.
@@ -501,6 +518,11 @@ fn generate(data: &Path, z: &SizeConfig, s: Scenario) -> anyhow::Result<(&'stati
                 set_mtime(&cur, HOURLY_MTIME + 3600 * h as i64)?;
             }
         }
+        Scenario::Compressed => {
+            let f = dir.join("dump.sql");
+            write_sql_dump(&f, z.sql_mib * MIB, 42)?;
+            set_mtime(&f, SOURCE_MTIME)?;
+        }
         Scenario::SharedCap => {
             for i in 0..z.shared_pulls {
                 let f = dir.join(format!("p{i}.bin"));
@@ -511,6 +533,67 @@ fn generate(data: &Path, z: &SizeConfig, s: Scenario) -> anyhow::Result<(&'stati
     }
     fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
     Ok((module, served))
+}
+
+/// Writes `size` bytes of mysqldump-like text: extended INSERTs of rows with ids, names,
+/// amounts, dates and words, seeded. It compresses about 4:1 with zstd, like real dumps;
+/// random bytes would not compress at all.
+fn write_sql_dump(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    const NAMES: [&str; 10] = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+    ];
+    const WORDS: [&str; 12] = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+        "sed",
+        "do",
+        "eiusmod",
+        "tempor",
+    ];
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = std::io::BufWriter::new(fs::File::create(path)?);
+    let mut written: u64 = 0;
+    let mut id: u64 = 1;
+    let mut line = String::from("-- MySQL dump 10.13\nCREATE TABLE `orders` (`id` int, `name` varchar(32), `amount` decimal(10,2), `created` datetime, `note` text);\n");
+    while written < size {
+        line.push_str("INSERT INTO `orders` VALUES ");
+        for r in 0..100 {
+            if r > 0 {
+                line.push(',');
+            }
+            let _ = write!(
+                line,
+                "({id},'{}',{}.{:02},'2026-{:02}-{:02} {:02}:{:02}:{:02}','{} {} {}')",
+                NAMES[rng.gen_range(0..NAMES.len())],
+                rng.gen_range(0..100_000),
+                rng.gen_range(0..100),
+                rng.gen_range(1..13),
+                rng.gen_range(1..29),
+                rng.gen_range(0..24),
+                rng.gen_range(0..60),
+                rng.gen_range(0..60),
+                WORDS[rng.gen_range(0..WORDS.len())],
+                WORDS[rng.gen_range(0..WORDS.len())],
+                WORDS[rng.gen_range(0..WORDS.len())],
+            );
+            id += 1;
+        }
+        line.push_str(";\n");
+        let take = usize::try_from((size - written).min(line.len() as u64))?;
+        out.write_all(&line.as_bytes()[..take])?;
+        written += take as u64;
+        line.clear();
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Overwrites `count` runs of `len` random bytes at random `align`-aligned offsets of `path`.
