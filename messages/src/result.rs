@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 /// The prefix of `log` for a message that never reached rsync.
 pub const ILLEGAL_PREFIX: &str = "illegal message: ";
 
-/// One job's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One job's result. `Default` is an empty failure, to be filled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullResult {
     // --- UBackup's fields ---
     /// The producer's backup period in seconds.

@@ -225,6 +225,13 @@ impl Node {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// SIGTERM, then a clean exit within 20 s.
+    fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(20));
+        assert!(status.success(), "{status}: {}", self.log());
+    }
+
     /// Waits for the process to exit by itself.
     fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
@@ -574,12 +581,7 @@ fn the_reserve_pauses_the_node_until_sighup_lowers_it() {
         let paused: Option<String> = env.conn().hget(hb, "paused").unwrap();
         paused.as_deref() == Some("0")
     });
-    node.signal("TERM");
-    assert!(
-        node.wait(Duration::from_secs(20)).success(),
-        "{}",
-        node.log()
-    );
+    node.stop();
     let hb_left: bool = env.conn().exists(hb).unwrap();
     assert!(!hb_left, "a clean stop removes the heartbeat");
 }
@@ -616,12 +618,7 @@ fn a_redis_restart_mid_run_loses_no_job() {
         assert_eq!(rs.len(), 1, "{id}: {rs:#?}");
         assert!(rs[0].succeeded(), "{id}: {rs:#?}");
     }
-    node.signal("TERM");
-    assert!(
-        node.wait(Duration::from_secs(20)).success(),
-        "{}",
-        node.log()
-    );
+    node.stop();
 }
 
 #[test]
@@ -678,12 +675,7 @@ fn a_dead_nodes_jobs_are_requeued_after_its_lease_and_poison_jobs_dead_lettered(
         let members: Vec<String> = env.conn().smembers("ubackup:nodes").unwrap();
         !members.contains(&"ghost".to_string())
     });
-    node.signal("TERM");
-    assert!(
-        node.wait(Duration::from_secs(20)).success(),
-        "{}",
-        node.log()
-    );
+    node.stop();
 }
 
 #[test]
@@ -865,12 +857,7 @@ fn sigterm_lets_pulls_finish_within_the_grace_then_requeues_them_for_resume() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    node.signal("TERM");
-    assert!(
-        node.wait(Duration::from_secs(20)).success(),
-        "{}",
-        node.log()
-    );
+    node.stop();
     assert!(env.results().is_empty(), "no result for a cancelled pull");
     let held: i64 = env.conn().hlen("ubackup:inflight:n1").unwrap();
     assert_eq!(held, 0, "the job went back to its list");
@@ -958,10 +945,5 @@ fn an_idle_node_polls_gently_and_picks_up_a_new_job_within_about_a_second() {
     let latency = r[0].taken_ms - pushed;
     // About a second; the bound leaves room for a loaded machine.
     assert!(latency < 2500, "taken {latency} ms after it was pushed");
-    node.signal("TERM");
-    assert!(
-        node.wait(Duration::from_secs(20)).success(),
-        "{}",
-        node.log()
-    );
+    node.stop();
 }
