@@ -5,7 +5,7 @@
 #
 #   bash benches/scripts/compress-vs-rsync.sh [WORKDIR]
 #
-# RUNS (default 3) runs per tool and algorithm, interleaved (fetch, rsync, fetch, ...) so that
+# ALGOS (default "zstd lz4 zlibx zlib") picks the algorithms. RUNS (default 3) runs per tool and algorithm, interleaved (fetch, rsync, fetch, ...) so that
 # load on the shared machine hits both alike. fetch fsyncs every file before renaming it into
 # place, so rsync runs with --fsync (the same durability). Reported per algorithm: bytes
 # received by the client (fetch's --json bytes_received; rsync's --stats "Total bytes
@@ -58,9 +58,10 @@ fi
 
 start_daemon "$work" "[dump]\npath = $work/src"
 
-python3 - "$work" "$port" "$fetch" "$runs" <<'PY'
+python3 - "$work" "$port" "$fetch" "$runs" "${ALGOS:-zstd lz4 zlibx zlib}" <<'PY'
 import json, os, re, shutil, statistics, subprocess, sys, time
 work, port, fetch, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+algos = sys.argv[5].split()
 src = f"rsync://127.0.0.1:{port}/dump/dump.sql"
 dest = os.path.join(work, "out", "dest")
 
@@ -85,7 +86,7 @@ def rsync_cmd(algo):
 
 size = os.path.getsize(os.path.join(work, "src", "dump.sql"))
 rows = []
-for algo in ("zstd", "lz4", "zlibx", "zlib"):
+for algo in algos:
     res = {"fetch": [], "rsync": []}
     fbytes = rbytes = None
     for _ in range(runs):
