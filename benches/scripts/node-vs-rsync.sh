@@ -6,7 +6,9 @@
 #   2. 8 files of 256 MiB, 4 workers, vs 4 parallel `rsync -a` processes;
 #   3. the node's peak RSS with 16 workers busy (16 files of 128 MiB, pulled at once).
 #
-#   bash benches/scripts/node-vs-rsync.sh [WORKDIR]      (RUNS=3 by default; medians)
+#   bash benches/scripts/node-vs-rsync.sh [WORKDIR]      (RUNS=3 by default; medians;
+#                                                         SKIP_SMALL=1 leaves out part 1,
+#                                                         SKIP_SERIAL=1 its one-loop case)
 #
 # The node fsyncs every file before renaming it into place; stock rsync does not (UBackup ran
 # it without --fsync), so rsync is also timed with --fsync for the same durability.
@@ -125,10 +127,12 @@ rsync_loops() {
 declare -A T
 for r in $(seq "$RUNS"); do
     echo "run $r/$RUNS"
-    T[node_small]+=" $(node_run small 20000 4)"
-    T[rsync_small_4]+=" $(rsync_loops small 4)"
-    T[rsync_small_4_fsync]+=" $(rsync_loops small 4 --fsync)"
-    T[rsync_small_1]+=" $(rsync_loops small 1)"
+    if [[ -z ${SKIP_SMALL:-} ]]; then
+        T[node_small]+=" $(node_run small 20000 4)"
+        T[rsync_small_4]+=" $(rsync_loops small 4)"
+        T[rsync_small_4_fsync]+=" $(rsync_loops small 4 --fsync)"
+        [[ -n ${SKIP_SERIAL:-} ]] || T[rsync_small_1]+=" $(rsync_loops small 1)"
+    fi
     T[node_big]+=" $(node_run big $((256 << 20)) 4)"
     T[rsync_big_4]+=" $(rsync_loops big 4)"
     T[rsync_big_4_fsync]+=" $(rsync_loops big 4 --fsync)"
@@ -138,6 +142,7 @@ med() { printf '%s\n' ${T[$1]} | median; }
 echo
 echo "== 2,000 jobs of 20 KB (medians of $RUNS)"
 for k in node_small rsync_small_4 rsync_small_4_fsync rsync_small_1; do
+    [[ -n ${T[$k]:-} ]] || continue
     m=$(med $k)
     printf '%-22s %7.2f s  %7.1f jobs/s   runs:%s\n' "$k" "$m" "$(echo "2000 / $m" | bc -l)" "${T[$k]}"
 done
