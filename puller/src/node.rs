@@ -24,6 +24,7 @@ use rsync_proto::client::{BasisPolicy, Source};
 use rsync_proto::limit::BandwidthLimiter;
 use sha2::Digest as _;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::Instrument as _;
 use ubackup_messages::{
     Delivery, HintAlgorithm, HistoryEntry, Job, JobIdentity, PullResult, ILLEGAL_PREFIX,
 };
@@ -654,7 +655,21 @@ impl Node {
             .unwrap_or_else(|| derived_job_id(&delivery.job));
         let span =
             tracing::info_span!("job", id = %job_id, host = %job.host, module = %job.module_path);
-        let _enter = span.enter();
+        // The span follows the future across awaits (an entered guard would not).
+        self.pull_job(t, delivery, job, job_id, started)
+            .instrument(span)
+            .await
+    }
+
+    /// A parsed job: forwards a client failure, or pulls and reports.
+    async fn pull_job(
+        &self,
+        t: Taken,
+        delivery: Delivery,
+        job: Job,
+        job_id: String,
+        started: Instant,
+    ) {
         let dest = match destination(&self.cfg, &job) {
             Ok(d) => d,
             Err(e) => return self.illegal(&t, &delivery, &e).await,
