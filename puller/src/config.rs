@@ -582,7 +582,7 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
             }
         },
         Some((Val::Int(n), _)) if n >= 0 => {
-            Some(Rate::bytes_per_sec((n as u64) * 1024)).filter(|_| n > 0)
+            Some(Rate::bytes_per_sec((n as u64).saturating_mul(1024))).filter(|_| n > 0)
         }
         Some((v, _)) => {
             raw.bad(bw_key, format!("expected a rate, got {}", v.kind()));

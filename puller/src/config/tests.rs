@@ -123,3 +123,12 @@ fn inline_comments_need_whitespace_before_them() {
     assert_eq!(strip_inline_comment("a = b#c"), "a = b#c");
     assert_eq!(strip_inline_comment("a = b ;c"), "a = b ");
 }
+
+#[test]
+fn huge_numbers_are_refused_or_saturated_never_overflowed() {
+    let c = NodeConfig::parse("[node]\nroot = \"/b\"\nbwlimit = 9223372036854775807\n").unwrap();
+    assert_eq!(c.bwlimit, Some(Rate::bytes_per_sec(u64::MAX)));
+    let p = NodeConfig::parse("[node]\nroot = \"/b\"\nreserve_gib = 9223372036854775807\n")
+        .unwrap_err();
+    assert_eq!(p[0].key, "node.reserve_gib");
+}
