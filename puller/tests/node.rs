@@ -256,6 +256,13 @@ impl Drop for Node {
     }
 }
 
+/// Replaces `from` (which must be there) by `to` in the config file `path`.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
 fn by_job(results: &[PullResult]) -> BTreeMap<String, Vec<&PullResult>> {
     let mut m: BTreeMap<String, Vec<&PullResult>> = BTreeMap::new();
     for r in results {
@@ -289,10 +296,7 @@ fn higher_priority_lists_are_drained_first_and_each_list_oldest_first() {
     // One worker: jobs are taken, pulled and reported one after another, so the result list
     // is the take order itself (two workers could take two jobs in the same millisecond).
     let cfg = env.config("n.toml", "n1", "", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("workers = 2", "workers = 1");
-    std::fs::write(&cfg, text).unwrap();
+    edit(&cfg, "workers = 2", "workers = 1");
     let mut node = Node::start(&cfg, true);
     assert!(
         node.wait(Duration::from_secs(60)).success(),
@@ -569,10 +573,7 @@ fn the_reserve_pauses_the_node_until_sighup_lowers_it() {
     );
 
     // Lower the reserve in the same file and reload.
-    let low = std::fs::read_to_string(&high)
-        .unwrap()
-        .replace("reserve_gib = 1000000000", "reserve_gib = 0");
-    std::fs::write(&high, low).unwrap();
+    edit(&high, "reserve_gib = 1000000000", "reserve_gib = 0");
     node.signal("HUP");
     let results = env.wait_results(3, Duration::from_secs(30), &mut node);
     assert!(results.iter().all(|r| r.succeeded()), "{results:#?}");
@@ -838,10 +839,7 @@ fn sigterm_lets_pulls_finish_within_the_grace_then_requeues_them_for_resume() {
     env.push("uuzuback_f", &env.job("slow.sql", SIZE, 1));
     // 2 MiB/s: six seconds for the file, more than the one-second grace.
     let cfg = env.config("n.toml", "n1", "bwlimit = \"2M\"", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("shutdown_grace_secs = 5", "shutdown_grace_secs = 1");
-    std::fs::write(&cfg, text).unwrap();
+    edit(&cfg, "shutdown_grace_secs = 5", "shutdown_grace_secs = 1");
     let mut node = Node::start(&cfg, false);
     let dir = env.dest_dir();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -901,10 +899,7 @@ fn an_idle_node_polls_gently_and_picks_up_a_new_job_within_about_a_second() {
     env.file("late.sql", 10_000, 4);
     let cfg = env.config("n.toml", "n1", "", "");
     // The production default poll (1 s), not the tests' 200 ms.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("idle_poll_ms = 200", "idle_poll_ms = 1000");
-    std::fs::write(&cfg, text).unwrap();
+    edit(&cfg, "idle_poll_ms = 200", "idle_poll_ms = 1000");
     let mut node = Node::start(&cfg, false);
     wait_until(Duration::from_secs(10), "the heartbeat", || {
         env.conn().exists::<_, bool>("ubackup:node:n1").unwrap()
