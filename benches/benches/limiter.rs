@@ -15,14 +15,14 @@
 //! (default 6) seconds. Protocol overhead (a few bytes per 32 KiB) is metered by the limiter
 //! but not counted, so a perfect limiter reads a hair under the cap.
 
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use rsync_proto::client::{pull_with, PullOptions, Sink, Source};
+use rsync_proto::client::{pull_with, PullOptions, Source};
 use rsync_proto::limit::{BandwidthLimiter, Rate};
-use rsync_proto::{Event, FileEntry, FileIndex, FileKind, FileList, FileOutcome};
+use rsync_proto::Event;
+use ubackup_benches::Discard;
 use ubackup_testkit::{require_rsync, write_random_file, DaemonBuilder, Module, RsyncVersion};
 
 const MIB: u64 = 1 << 20;
@@ -34,31 +34,6 @@ const PULLS: [usize; 2] = [1, 4];
 const FILE_MIB: u64 = 512;
 /// Allowed error of the average throughput.
 const TARGET_PERCENT: f64 = 5.0;
-
-/// Takes every regular file and throws the data away.
-struct Discard;
-
-impl Sink for Discard {
-    async fn plan(&mut self, list: &FileList) -> io::Result<Vec<FileIndex>> {
-        Ok(list
-            .iter()
-            .filter(|(_, e)| e.kind() == FileKind::Regular)
-            .map(|(ndx, _)| ndx)
-            .collect())
-    }
-    async fn begin_file(&mut self, _: FileIndex, _: &FileEntry) -> io::Result<()> {
-        Ok(())
-    }
-    async fn write(&mut self, _: FileIndex, _: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-    async fn end_file(&mut self, _: FileIndex, _: FileOutcome) -> io::Result<()> {
-        Ok(())
-    }
-    async fn finish(&mut self, _: &FileList) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// One run: the file bytes counted, per pull, and the time from the first byte to the
 /// cancellation.

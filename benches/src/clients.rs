@@ -232,8 +232,10 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Takes every regular file and throws the data away.
-struct Discard;
+/// Takes every regular file and throws the data away (the daemon-ceiling client, and the
+/// limiter bench).
+#[derive(Debug)]
+pub struct Discard;
 
 impl Sink for Discard {
     async fn plan(&mut self, list: &FileList) -> io::Result<Vec<FileIndex>> {

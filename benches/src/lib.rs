@@ -12,7 +12,7 @@ pub mod clients;
 pub mod fixture;
 pub mod measure;
 
-pub use clients::{Client, Outcome};
+pub use clients::{Client, Discard, Outcome};
 pub use fixture::{Fixture, Scenario, SizeConfig};
 pub use measure::Sample;
 

@@ -225,6 +225,13 @@ impl Node {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Runs `run --until-idle` to a clean exit within 60 s.
+    fn run_until_idle(config: &Path) {
+        let mut node = Node::start(config, true);
+        let status = node.wait(Duration::from_secs(60));
+        assert!(status.success(), "{status}: {}", node.log());
+    }
+
     /// SIGTERM, then a clean exit within 20 s.
     fn stop(&mut self) {
         self.signal("TERM");
@@ -297,12 +304,7 @@ fn higher_priority_lists_are_drained_first_and_each_list_oldest_first() {
     // is the take order itself (two workers could take two jobs in the same millisecond).
     let cfg = env.config("n.toml", "n1", "", "");
     edit(&cfg, "workers = 2", "workers = 1");
-    let mut node = Node::start(&cfg, true);
-    assert!(
-        node.wait(Duration::from_secs(60)).success(),
-        "{}",
-        node.log()
-    );
+    Node::run_until_idle(&cfg);
     let results = env.results();
     assert_eq!(results.len(), 16, "{results:#?}");
     assert!(results.iter().all(|r| r.succeeded()), "{results:#?}");
@@ -383,12 +385,7 @@ fn illegal_messages_are_dead_lettered_and_reported() {
         &legacy(serde_json::json!({"success": false, "filename": null, "log": "execute backup script error"})),
     );
     let cfg = env.config("n.toml", "n1", "", "");
-    let mut node = Node::start(&cfg, true);
-    assert!(
-        node.wait(Duration::from_secs(60)).success(),
-        "{}",
-        node.log()
-    );
+    Node::run_until_idle(&cfg);
 
     let results = env.results();
     assert_eq!(results.len(), 6, "{results:#?}");
@@ -688,19 +685,9 @@ fn the_previous_backup_of_an_instance_is_the_next_ones_basis() {
     std::fs::write(env.src.path().join("day2.sql"), &day2).unwrap();
     env.push("uuzuback_f", &env.job("day1.sql", 4 << 20, 3306));
     let cfg = env.config("n.toml", "n1", "", "");
-    let mut node = Node::start(&cfg, true);
-    assert!(
-        node.wait(Duration::from_secs(60)).success(),
-        "{}",
-        node.log()
-    );
+    Node::run_until_idle(&cfg);
     env.push("uuzuback_f", &env.job("day2.sql", 4 << 20, 3306));
-    let mut node = Node::start(&cfg, true);
-    assert!(
-        node.wait(Duration::from_secs(60)).success(),
-        "{}",
-        node.log()
-    );
+    Node::run_until_idle(&cfg);
     let results = env.results();
     assert_eq!(results.len(), 2);
     let r = &results[1];
@@ -736,12 +723,7 @@ fn size_and_checksum_disagreements_are_failures() {
     good["job_id"] = "job-good".into();
     env.push("uuzuback_f", &good.to_string());
     let cfg = env.config("n.toml", "n1", "", "");
-    let mut node = Node::start(&cfg, true);
-    assert!(
-        node.wait(Duration::from_secs(60)).success(),
-        "{}",
-        node.log()
-    );
+    Node::run_until_idle(&cfg);
     let all = env.results();
     assert_eq!(all.len(), 3, "{all:#?}");
     let find = |id: &str| all.iter().find(|r| r.job_id == id).unwrap();
@@ -811,12 +793,7 @@ fn compressed_pulls_cross_fewer_bytes_and_arrive_intact() {
     env.push("uuzuback_f", &env.job("dump.sql", dump.len() as u64, 1));
     env.push("uuzuback_f", &env.job("dump.sql.gz", 1 << 20, 2));
     let cfg = env.config("n.toml", "n1", "", "compress = \"zstd\"");
-    let mut node = Node::start(&cfg, true);
-    assert!(
-        node.wait(Duration::from_secs(60)).success(),
-        "{}",
-        node.log()
-    );
+    Node::run_until_idle(&cfg);
     let all = env.results();
     let sql = all.iter().find(|r| r.job_id == "job-dump.sql").unwrap();
     assert!(sql.succeeded(), "{sql:#?}");
@@ -877,12 +854,7 @@ fn sigterm_lets_pulls_finish_within_the_grace_then_requeues_them_for_resume() {
 
     // The next run resumes from it.
     let fast = env.config("fast.toml", "n1", "", "");
-    let mut node = Node::start(&fast, true);
-    assert!(
-        node.wait(Duration::from_secs(60)).success(),
-        "{}",
-        node.log()
-    );
+    Node::run_until_idle(&fast);
     let r = env.results();
     assert_eq!(r.len(), 1);
     assert!(r[0].succeeded(), "{r:#?}");
