@@ -155,6 +155,11 @@ pub struct Job {
     pub last_all_filename: Option<String>,
     /// When that full backup was made (0 if none).
     pub last_all_time_ms: i64,
+    /// The backup this incremental was taken against when that is not the full itself: the
+    /// previous incremental of an incremental-on-incremental chain (v1 only).
+    pub prev_filename: Option<String>,
+    /// When that previous backup's run started (0 if none).
+    pub prev_time_ms: i64,
     /// Whether the backup script succeeded.
     pub success: bool,
     /// `ok`, or the producer's error text.
@@ -204,6 +209,8 @@ impl Job {
             create_time_ms: self.create_time_ms,
             last_all_filename: self.last_all_filename.clone(),
             last_all_time_ms: self.last_all_time_ms,
+            prev_filename: self.prev_filename.clone(),
+            prev_time_ms: self.prev_time_ms,
             success: self.success,
             log: self.log.clone(),
         };
@@ -231,8 +238,16 @@ struct JobV1Wire {
     create_time_ms: i64,
     last_all_filename: Option<String>,
     last_all_time_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_filename: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    prev_time_ms: i64,
     success: bool,
     log: String,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 impl From<LegacyJob> for Job {
@@ -260,6 +275,8 @@ impl From<LegacyJob> for Job {
             create_time_ms: j.create_time.saturating_mul(1000),
             last_all_filename: j.last_all_filename,
             last_all_time_ms: j.last_all_time.saturating_mul(1000),
+            prev_filename: None,
+            prev_time_ms: 0,
             success: j.success,
             log: j.log,
         }
@@ -338,6 +355,8 @@ fn parse_v1(obj: &serde_json::Map<String, Value>) -> Result<Job, MessageError> {
     let create_time_ms = f.int("create_time_ms", true);
     let last_all_filename = f.safe_name("last_all_filename", false);
     let last_all_time_ms = f.int("last_all_time_ms", false).unwrap_or(0);
+    let prev_filename = f.safe_name("prev_filename", false);
+    let prev_time_ms = f.int("prev_time_ms", false).unwrap_or(0);
     let log = f.string("log", false).unwrap_or_default();
     if !f.problems.is_empty() {
         return Err(MessageError::Fields(f.problems));
@@ -382,6 +401,8 @@ fn parse_v1(obj: &serde_json::Map<String, Value>) -> Result<Job, MessageError> {
             create_time_ms,
             last_all_filename,
             last_all_time_ms,
+            prev_filename,
+            prev_time_ms,
             success,
             log,
         }),
@@ -472,6 +493,8 @@ mod tests {
             create_time_ms: 1_700_000_000_123,
             last_all_filename: None,
             last_all_time_ms: 0,
+            prev_filename: None,
+            prev_time_ms: 0,
             success: true,
             log: "ok".into(),
         }
@@ -481,6 +504,28 @@ mod tests {
     fn v1_roundtrips() {
         let j = v1();
         assert_eq!(Job::parse(j.to_v1_json().as_bytes()).unwrap(), j);
+    }
+
+    #[test]
+    fn v1_roundtrips_an_incremental_on_incremental_chain() {
+        let j = Job {
+            last_all_filename: Some("full/20231114.xb".into()),
+            last_all_time_ms: 1_699_900_000_000,
+            prev_filename: Some("incr/20231114-01.xb".into()),
+            prev_time_ms: 1_699_903_600_000,
+            ..v1()
+        };
+        let text = j.to_v1_json();
+        assert!(text.contains(r#""prev_filename":"incr/20231114-01.xb""#), "{text}");
+        assert_eq!(Job::parse(text.as_bytes()).unwrap(), j);
+    }
+
+    #[test]
+    fn v1_rejects_a_prev_filename_that_escapes() {
+        let mut j: serde_json::Value = serde_json::from_str(&v1().to_v1_json()).unwrap();
+        j["prev_filename"] = "../../etc/passwd".into();
+        let err = Job::parse(j.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("prev_filename"), "{err}");
     }
 
     #[test]

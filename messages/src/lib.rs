@@ -5,12 +5,14 @@
 //! UBackup's silent "message illegal" drop. File names and module paths are checked to be
 //! relative with no `..`, and hosts to be IP literals, before anything acts on them.
 
+mod event;
 mod fields;
 mod job;
 mod legacy;
 mod requeue;
 mod result;
 
+pub use event::{is_event, parse_event, EventError, EventKind, NodeEvent};
 pub use fields::{FieldProblem, MessageError, MAX_MESSAGE_BYTES};
 pub use job::{ChecksumHint, HintAlgorithm, Job, JobForm, JobIdentity, RSYNC_PORT};
 pub use legacy::LegacyJob;

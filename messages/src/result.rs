@@ -59,6 +59,13 @@ pub struct PullResult {
     pub checksum: Option<String>,
     /// Its algorithm (`xxh128`, `md5`, `sha256`, ...).
     pub checksum_algorithm: Option<String>,
+    /// The previous incremental this one was taken against, when it is not the full (v1 jobs
+    /// from the agent; absent for UBackup clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_filename: Option<String>,
+    /// When that previous backup's run started (ms; 0 if none).
+    #[serde(default)]
+    pub prev_time: i64,
     /// The size the job reported, when it differs from the received size.
     pub expected_size: Option<u64>,
     /// The received size differs from the size the job reported.

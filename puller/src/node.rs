@@ -993,6 +993,8 @@ fn base_result(
             .clone()
             .unwrap_or_else(|| "None".into()),
         last_all_time: job.last_all_time_ms,
+        prev_filename: job.prev_filename.clone(),
+        prev_time: job.prev_time_ms,
         back_type: Some(job.back_type.clone()),
         job_id: job_id.to_string(),
         node_id: cfg.node_id.clone(),
