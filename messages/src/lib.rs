@@ -7,6 +7,8 @@
 
 mod event;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod job;
 mod legacy;
 mod requeue;

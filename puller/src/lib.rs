@@ -2,6 +2,8 @@
 //! the tests) calls. The binary `ubackup-puller` adds the command line.
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pull;
 pub mod queue;
 

@@ -115,37 +115,81 @@ pub fn receiver(data: &[u8]) {
     let _ = conn.handle_eof();
 }
 
-/// Decodes a compressed token stream of `kind`, supplying deterministic
-/// 700-byte basis blocks for block tokens (and, for zlib, into the history).
-/// Stops at the first error; output is bounded per call, so a bomb only
-/// costs time proportional to what it decodes, which is capped here.
-fn decode_tokens(kind: crate::delta::CompressionKind, protocol: ProtocolVersion, data: &[u8]) {
+/// Most file bytes (decompressed data plus copied blocks) that one input of a
+/// `tokens_*` target may produce before the harness stops decoding it.
+///
+/// A few KiB of zstd or a token run can stand for hundreds of MiB. The decoder
+/// itself is bounded per call ([`OUTPUT_CHUNK`](crate::delta::compressed::OUTPUT_CHUNK)),
+/// and a real session is bounded by `Limits::max_file_size`, which unit tests
+/// check with a 64 MiB bomb; the fuzzer only wastes time decompressing it. Four
+/// full output chunks still take every path: a chunk that fills the output
+/// buffer and is resumed, a deflate chunk drained after its input ran out, an
+/// LZ4 block at stock rsync's largest output, and runs that cross the cap.
+pub const TOKENS_OUTPUT_BUDGET: u64 = 4 * crate::delta::compressed::OUTPUT_CHUNK as u64;
+
+/// What [`decode_tokens`] did with one input (for tests of the harness).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TokensRun {
+    /// File bytes produced: decompressed data plus copied blocks.
+    pub(crate) output: u64,
+    /// Items decoded.
+    pub(crate) items: u64,
+    /// Files ended (END_FLAG items).
+    pub(crate) ends: u64,
+    /// Decoding stopped at [`TOKENS_OUTPUT_BUDGET`], not at an error or the input's end.
+    pub(crate) over_budget: bool,
+}
+
+/// Basis block lengths a `tokens_zlib` input may pick: an ordinary block, and
+/// one longer than a stored block (0xffff) so that see_deflate_token's split
+/// into pieces, and protocol 30's repeated first piece, are reached.
+const SHORT_BLOCK: usize = 700;
+const LONG_BLOCK: usize = 0xffff + 4465;
+
+/// Decodes a compressed token stream of `kind`, supplying deterministic basis
+/// blocks of `block_len` bytes for block tokens (and, for zlib, into the
+/// history). Stops at the first error, or once the input has produced
+/// [`TOKENS_OUTPUT_BUDGET`] bytes of file data.
+pub(crate) fn decode_tokens(
+    kind: crate::delta::CompressionKind,
+    protocol: ProtocolVersion,
+    block_len: usize,
+    data: &[u8],
+) -> TokensRun {
     use crate::delta::{CompressedItem, CompressedTokenDecoder};
-    const BLOCK: [u8; 700] = [0x5a; 700];
+    static BLOCK: [u8; LONG_BLOCK] = [0x5a; LONG_BLOCK];
+    let block = BLOCK.get(..block_len).unwrap_or(&BLOCK);
+    let mut run = TokensRun::default();
     let Ok(mut dec) = CompressedTokenDecoder::new(kind, protocol, &Limits::default()) else {
-        return;
+        return run;
     };
     let mut pos = 0;
-    let mut out: u64 = 0;
     while let Ok(Some((item, used))) = dec.decode(data.get(pos..).unwrap_or_default()) {
         pos += used;
+        run.items += 1;
         match item {
             CompressedItem::Data(n) => {
                 assert!(n <= crate::delta::compressed::OUTPUT_CHUNK);
-                out += n as u64;
-                // A 4 KiB input cannot be worth more than this much of a fuzzer's time.
-                if out > 64 << 20 {
-                    return;
-                }
+                assert_eq!(dec.output().len(), n);
+                run.output += n as u64;
             }
             CompressedItem::Block(_) => {
-                if dec.see_block(&BLOCK).is_err() {
-                    return;
+                // A copied block is file output too: a run of 65535 blocks
+                // costs as much as that much data (and, for zlib, as much
+                // inflating into the history).
+                run.output += block.len() as u64;
+                if dec.see_block(block).is_err() {
+                    return run;
                 }
             }
-            CompressedItem::End => {}
+            CompressedItem::End => run.ends += 1,
+        }
+        if run.output >= TOKENS_OUTPUT_BUDGET {
+            run.over_budget = true;
+            return run;
         }
     }
+    run
 }
 
 /// Decodes arbitrary bytes as a zstd token stream.
@@ -153,6 +197,7 @@ pub fn tokens_zstd(data: &[u8]) {
     decode_tokens(
         crate::delta::CompressionKind::Zstd,
         ProtocolVersion::V32,
+        SHORT_BLOCK,
         data,
     );
 }
@@ -162,22 +207,31 @@ pub fn tokens_lz4(data: &[u8]) {
     decode_tokens(
         crate::delta::CompressionKind::Lz4,
         ProtocolVersion::V32,
+        SHORT_BLOCK,
         data,
     );
 }
 
 /// Decodes arbitrary bytes as a zlib token stream (matched blocks fed into
 /// the history); the first byte picks protocol 30 (the repeated-history
-/// bug) or 31.
+/// bug) or 31 (bit 0), and basis blocks of 700 bytes or of more than one
+/// stored block (bit 1).
 pub fn tokens_zlib(data: &[u8]) {
-    let proto = if data.first().is_some_and(|b| b & 1 == 1) {
+    let first = data.first().copied().unwrap_or(0);
+    let proto = if first & 1 == 1 {
         ProtocolVersion::V30
     } else {
         ProtocolVersion::V31
     };
+    let block_len = if first & 2 == 2 {
+        LONG_BLOCK
+    } else {
+        SHORT_BLOCK
+    };
     decode_tokens(
         crate::delta::CompressionKind::Zlib,
         proto,
+        block_len,
         data.get(1..).unwrap_or_default(),
     );
 }
@@ -187,6 +241,7 @@ pub fn tokens_zlibx(data: &[u8]) {
     decode_tokens(
         crate::delta::CompressionKind::Zlibx,
         ProtocolVersion::V32,
+        SHORT_BLOCK,
         data,
     );
 }
@@ -199,11 +254,14 @@ pub fn compressed_tokens(data: &[u8]) {
         Some(0) => tokens_zstd(rest),
         Some(1) => tokens_lz4(rest),
         Some(2) => tokens_zlibx(rest),
-        Some(_) => decode_tokens(
-            crate::delta::CompressionKind::Zlib,
-            ProtocolVersion::V32,
-            rest,
-        ),
+        Some(_) => {
+            decode_tokens(
+                crate::delta::CompressionKind::Zlib,
+                ProtocolVersion::V32,
+                SHORT_BLOCK,
+                rest,
+            );
+        }
         None => {}
     }
 }
@@ -382,3 +440,6 @@ pub fn tokens(data: &[u8]) {
     }
     let _ = conn.handle_eof();
 }
+
+#[cfg(test)]
+mod tests;

@@ -262,4 +262,16 @@ fn compressed_token_seeds() {
             fs::write(seeds_dir(&target).join(name), out).unwrap();
         }
     }
+    // tokens_zlib with bit 1 of the first byte: basis blocks longer than one stored block
+    // (0xffff + 4465 bytes of 0x5a), at protocol 31 (2) and 30 (3). The block is constant, so
+    // protocol 30's repeated first piece leaves the same history and one stream serves both.
+    let long = vec![0x5au8; 0xffff + 4465];
+    for (name, first) in [("long-blocks-p31", 2u8), ("long-blocks-p30", 3u8)] {
+        let mut enc = CompressedTokenEncoder::new(CompressionKind::Zlib, None).unwrap();
+        let mut out = vec![first];
+        enc.block(&text[..300], 0, &long, &mut out).unwrap();
+        enc.block(b"hello", 1, &long, &mut out).unwrap();
+        enc.end(&long[..200], &mut out).unwrap();
+        fs::write(seeds_dir("tokens_zlib").join(name), out).unwrap();
+    }
 }

@@ -10,10 +10,13 @@
 //! - [`compare`]: compare files and trees (bytes, mtime, permission bits, symlink targets).
 //! - [`hostile`]: a hostile daemon that gets through setup and then sends attacker-chosen
 //!   bytes, built on rsync-proto's own encoders.
+//! - [`bounded`]: proptests over fuzz entry points under an address-space cap, with the
+//!   seeds of `fuzz/seeds/` mutated.
 //!
 //! Everything is re-exported at the crate root.
 #![warn(missing_docs)]
 
+pub mod bounded;
 pub mod compare;
 pub mod daemon;
 pub mod data;
