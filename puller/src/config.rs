@@ -400,11 +400,7 @@ impl NodeConfig {
 
     /// Validates configuration text (format detected as in [`NodeConfig::load`]).
     pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
-        let legacy = text
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with('['))
-            .is_some_and(|l| strip_inline_comment(l).trim() == "[global]");
+        let legacy = ubackup_legacy_ini::starts_with_global(text);
         let raw = if legacy {
             flatten_legacy(text)?
         } else {
@@ -458,18 +454,6 @@ fn flatten_toml(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
     Ok(raw)
 }
 
-/// `#` or `;` after whitespace starts a comment, as in UBackup's sample
-/// (`work_thread = 4 #执行rsync拉取的线程数量`).
-fn strip_inline_comment(line: &str) -> &str {
-    let b = line.as_bytes();
-    for i in 1..b.len() {
-        if (b[i] == b'#' || b[i] == b';') && b[i - 1].is_ascii_whitespace() {
-            return &line[..i];
-        }
-    }
-    line
-}
-
 /// Maps UBackup's `[global]` keys (server/uuzuback.conf) onto ours.
 fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
     let mut raw = Raw {
@@ -477,31 +461,15 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
         problems: Vec::new(),
         legacy: true,
     };
-    let mut section: Option<String> = None;
+    let ini = ubackup_legacy_ini::parse(text);
+    for p in &ini.problems {
+        raw.bad(format!("line {}", p.line), p.problem.clone());
+    }
+    // Only [global] is the server's; a repeated key keeps its last value, as ConfigParser did.
     let mut global: BTreeMap<String, String> = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
-            continue;
-        }
-        let t = strip_inline_comment(t).trim();
-        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            section = Some(name.trim().to_string());
-            continue;
-        }
-        let Some((k, v)) = t.split_once(['=', ':']) else {
-            raw.bad(
-                format!("line {}", n + 1),
-                format!("expected key = value, got {t:?}"),
-            );
-            continue;
-        };
-        match section.as_deref() {
-            Some("global") => {
-                global.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-            Some(_) => {} // other sections are not the server's
-            None => raw.bad(format!("line {}", n + 1), "a key before any [section]"),
+    for sec in ini.sections.iter().filter(|s| s.name == "global") {
+        for e in &sec.entries {
+            global.insert(e.key.clone(), e.value.clone());
         }
     }
     let mut put = |ours: &str, legacy: &str, v: Val| {

@@ -1,4 +1,5 @@
 use super::*;
+use ubackup_legacy_ini::strip_inline_comment;
 
 const SAMPLE: &str = include_str!("../../tests/data/uuzuback-server.conf");
 const EXAMPLE: &str = include_str!("../../ubackup-puller.example.toml");

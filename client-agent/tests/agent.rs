@@ -1,0 +1,830 @@
+//! `ubackup-agent`, as a process, with real shell scripts, a real `redis-server` and a real
+//! `rsync --daemon` (3.5.0) on loopback ports picked at run time.
+//!
+//! Every wait has a deadline and every child is killed on drop.
+
+// Test helpers fail the test on any setup error; a panic is the report.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Commands as _;
+use serde_json::Value;
+use ubackup_testkit::{
+    require_rsync, DaemonBuilder, Module, RedisServer, RsyncDaemon, RsyncVersion,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ubackup-agent");
+
+/// A redis-server, an rsync daemon exporting `backup` = `src`, a state dir and a work dir.
+struct Env {
+    redis: RedisServer,
+    daemon: RsyncDaemon,
+    src: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+fn env() -> Option<Env> {
+    require_rsync(RsyncVersion::V3_5_0)?;
+    let redis = RedisServer::start()?;
+    let src = tempfile::tempdir().unwrap();
+    let daemon = DaemonBuilder::new(RsyncVersion::V3_5_0)
+        .module(Module::new("backup", src.path()))
+        .start()
+        .unwrap();
+    Some(Env {
+        redis,
+        daemon,
+        src,
+        work: tempfile::tempdir().unwrap(),
+    })
+}
+
+/// One instance: its back_dir (under the daemon's module), logs and script.
+struct Inst {
+    name: &'static str,
+    back_dir: PathBuf,
+    back_log: PathBuf,
+    last_all_log: Option<PathBuf>,
+    script: PathBuf,
+}
+
+impl Env {
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.work.path().join("state")
+    }
+
+    fn inst(&self, name: &'static str, incremental: bool, script: &str) -> Inst {
+        let back_dir = self.src.path().join(name);
+        std::fs::create_dir_all(&back_dir).unwrap();
+        let script_path = self.work.path().join(format!("{name}.sh"));
+        std::fs::write(&script_path, format!("#!/bin/sh\nset -e\n{script}\n")).unwrap();
+        Inst {
+            name,
+            back_dir,
+            back_log: self.work.path().join(format!("{name}.log")),
+            last_all_log: incremental.then(|| self.work.path().join(format!("{name}.last"))),
+            script: script_path,
+        }
+    }
+
+    /// UBackup's INI with our extensions; `global` and `section` lines are appended.
+    fn ini(&self, insts: &[&Inst], global: &str, section: &str) -> PathBuf {
+        let mut t = format!(
+            "[global]\nserver_id = 111111  #服务器ID\ngame_id = 31\nop_id = 1\ninterval = 3600\n\
+             redis_host = 127.0.0.1 #服务端redis地址\nredis_port = {}\nredis_queue = uuzuback\n\
+             my_ip = 127.0.0.1\nstate_dir = {}\nrsync_port = {}\n{global}\n",
+            self.redis.port(),
+            self.state_dir().display(),
+            self.daemon.port()
+        );
+        for i in insts {
+            t += &format!(
+                "\n[{}]\nback_type = mysql\ninstance = 3306\nrsync_model = backup/{}\nback_dir = {}/\n\
+                 back_log = {}\nscript = sh {}\n{section}\n",
+                i.name,
+                i.name,
+                i.back_dir.display(),
+                i.back_log.display(),
+                i.script.display()
+            );
+            if let Some(l) = &i.last_all_log {
+                t += &format!("last_all_log = {}\n", l.display());
+            }
+        }
+        let p = self.work.path().join("uuzuback.conf");
+        std::fs::write(&p, t).unwrap();
+        p
+    }
+
+    /// Our TOML (v1 messages by default).
+    fn toml(&self, insts: &[&Inst], publish: &str, instance_extra: &str) -> PathBuf {
+        let mut t = format!(
+            "[agent]\nserver_id = \"S1\"\ngame_id = 7\nip = \"127.0.0.1\"\nstate_dir = \"{}\"\n\
+             [redis]\nurl = \"{}\"\nqueue = \"uuzuback\"\n[publish]\nrsync_port = {}\n{publish}\n",
+            self.state_dir().display(),
+            self.redis.url(),
+            self.daemon.port()
+        );
+        for i in insts {
+            t += &format!(
+                "[instances.{}]\nback_type = \"mysql\"\ninstance = 3306\nrsync_model = \"backup/{}\"\n\
+                 back_dir = \"{}\"\nback_log = \"{}\"\nscript = \"sh {}\"\n{instance_extra}\n",
+                i.name,
+                i.name,
+                i.back_dir.display(),
+                i.back_log.display(),
+                i.script.display()
+            );
+            if let Some(l) = &i.last_all_log {
+                t += &format!("last_all_log = \"{}\"\n", l.display());
+            }
+        }
+        let p = self.work.path().join("agent.toml");
+        std::fs::write(&p, t).unwrap();
+        p
+    }
+
+    /// Messages on `list`, oldest first.
+    fn jobs(&self, list: &str) -> Vec<Value> {
+        let raw: Vec<String> = self.conn().lrange(list, 0, -1).unwrap();
+        raw.iter()
+            .rev()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect()
+    }
+
+    fn take_jobs(&self) -> Vec<Value> {
+        let j = self.jobs("uuzuback");
+        let _: () = self.conn().del("uuzuback").unwrap();
+        j
+    }
+}
+
+fn once(config: &Path, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .arg("once")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("UBACKUP_LOG")
+        .output()
+        .unwrap();
+    eprintln!(
+        "once: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A script that writes `file` with `size` bytes and reports it.
+fn ok_script(inst_dir: &Path, log: &Path, file: &str, size: usize) -> String {
+    format!(
+        "head -c {size} /dev/urandom > {d}/{file}\nprintf 'ok\\n{file}\\n' > {log}",
+        d = inst_dir.display(),
+        log = log.display()
+    )
+}
+
+fn one(jobs: &[Value]) -> &Value {
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    &jobs[0]
+}
+
+/// Compat §A.2, "Fields of the client message (all of them, every time)", with the JSON
+/// type `uuzuback_client.py` gives each (it casts server_id, game_id, op_id and instance
+/// with int(); filename and last_all_filename start as None; size and last_all_time as 0).
+const LEGACY_FIELDS: [(&str, &str); 15] = [
+    ("filename", "string|null"),
+    ("last_all_filename", "string|null"),
+    ("last_all_time", "int"),
+    ("size", "int"),
+    ("log", "string"),
+    ("create_time", "int"),
+    ("success", "bool"),
+    ("server_id", "int"),
+    ("game_id", "int"),
+    ("op_id", "int"),
+    ("game_server_ip", "string"),
+    ("back_type", "string"),
+    ("instance", "int"),
+    ("rsync_model", "string"),
+    ("interval", "int"),
+];
+
+fn check_legacy_shape(m: &Value) {
+    let obj = m.as_object().unwrap();
+    let mut got: Vec<&str> = obj.keys().map(String::as_str).collect();
+    let mut want: Vec<&str> = LEGACY_FIELDS.iter().map(|(k, _)| *k).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want, "exactly the client's fields");
+    for (k, ty) in LEGACY_FIELDS {
+        let v = &obj[k];
+        let ok = match ty {
+            "int" => v.is_i64(),
+            "bool" => v.is_boolean(),
+            "string" => v.is_string(),
+            _ => v.is_string() || v.is_null(),
+        };
+        assert!(ok, "{k} should be {ty}, got {v}");
+    }
+    // The nodes (ours and UBackup's server) accept it.
+    ubackup_messages::LegacyJob::parse(m.to_string().as_bytes()).unwrap();
+}
+
+#[test]
+fn full_only_instance_sends_the_legacy_message_field_by_field() {
+    let Some(env) = env() else { return };
+    let i = env.inst("redis6379", false, "");
+    std::fs::write(
+        &i.script,
+        ok_script(&i.back_dir, &i.back_log, "dump-1.rdb", 1000),
+    )
+    .unwrap();
+    let cfg = env.ini(&[&i], "", "");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = once(&cfg, &[]);
+    assert!(out.status.success());
+    let jobs = env.take_jobs();
+    let m = one(&jobs);
+    check_legacy_shape(m);
+    assert_eq!(m["filename"], "dump-1.rdb");
+    assert_eq!(m["size"], 1000);
+    assert_eq!(m["log"], "ok");
+    assert_eq!(m["success"], true);
+    assert_eq!(m["last_all_filename"], Value::Null);
+    assert_eq!(m["last_all_time"], 0);
+    assert_eq!(m["server_id"], 111111);
+    assert_eq!(
+        (m["game_id"].as_i64(), m["op_id"].as_i64()),
+        (Some(31), Some(1))
+    );
+    assert_eq!(m["game_server_ip"], "127.0.0.1");
+    assert_eq!(m["rsync_model"], "backup/redis6379");
+    assert_eq!(m["interval"], 3600);
+    let ct = m["create_time"].as_i64().unwrap();
+    assert!(
+        (before..before + 60).contains(&ct),
+        "create_time {ct} is the run start in seconds"
+    );
+    // The heartbeat names the instance's run.
+    let hb: std::collections::HashMap<String, String> =
+        env.conn().hgetall("ubackup:agent:111111").unwrap();
+    assert_eq!(hb["spool_depth"], "0");
+    assert!(
+        hb["instance:redis6379"].contains("\"outcome\":\"ok\""),
+        "{hb:?}"
+    );
+    let ttl: i64 = env.conn().ttl("ubackup:agent:111111").unwrap();
+    assert!(ttl > 0);
+    // And `status` shows it.
+    let st = Command::new(BIN)
+        .args(["status", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.contains("redis6379: ok") && st.contains("spool: 0"),
+        "{st}"
+    );
+}
+
+#[test]
+fn the_old_crontab_line_works_with_only_the_program_name_changed() {
+    let Some(env) = env() else { return };
+    let i = env.inst("r1", false, "");
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "d.rdb", 10)).unwrap();
+    let cfg = env.ini(&[&i], "", "");
+    // `python uuzuback_client.py -c F -q level1`
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["-q", "level1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(env.jobs("level1").len(), 1);
+    assert!(env.jobs("uuzuback").is_empty());
+}
+
+/// Full, incremental, incremental, full, incremental: the chain fields of each run.
+#[test]
+fn full_and_incrementals_carry_the_chain_on_every_run() {
+    let Some(env) = env() else { return };
+    let i = env.inst("mysql3306", true, "");
+    let (d, log, last) = (
+        i.back_dir.display(),
+        i.back_log.display(),
+        i.last_all_log.clone().unwrap(),
+    );
+    // The run number comes from a counter; runs 1 and 4 are fulls. The full's log is written
+    // without a trailing newline (UBackup glued its time to the name then).
+    std::fs::write(
+        &i.script,
+        format!(
+            "n=$(cat {w}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {w}/n\n\
+             case $n in 1|4) f=full-$n.xb; head -c 100 /dev/urandom > {d}/$f; printf 'ok\\n%s' $f > {last};;\n\
+             *) f=incr-$n.xb; head -c 50 /dev/urandom > {d}/$f;; esac\n\
+             printf 'ok\\n%s\\n' $f > {log}\n\
+             test \"$UBACKUP_INSTANCE\" = mysql3306 && test \"$UBACKUP_BACK_DIR\" = {d} && test -n \"$UBACKUP_RUN_START\"\n",
+            w = env.work.path().display(),
+            last = last.display(),
+        ),
+    )
+    .unwrap();
+    let cfg = env.toml(&[&i], "", "");
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        assert!(once(&cfg, &[]).status.success());
+        runs.push(one(&env.take_jobs()).clone());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for r in &runs {
+        assert_eq!(r["v"], 1);
+        assert_eq!(r["success"], true, "{r}");
+        assert!(r["checksum"].as_str().unwrap().starts_with("xxh128:"));
+        assert_eq!(r["port"], env.daemon.port());
+        ubackup_messages::Job::parse(r.to_string().as_bytes()).unwrap();
+    }
+    let t = |k: usize| runs[k]["create_time_ms"].as_i64().unwrap();
+    let full_time = |k: usize| t(k) / 1000 * 1000; // line 3 is in seconds, as UBackup wrote it
+    let chain: Vec<(Value, i64, Value, i64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["last_all_filename"].clone(),
+                r["last_all_time_ms"].as_i64().unwrap(),
+                r.get("prev_filename").cloned().unwrap_or(Value::Null),
+                r.get("prev_time_ms").and_then(Value::as_i64).unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            (Value::Null, 0, Value::Null, 0),
+            ("full-1.xb".into(), full_time(0), Value::Null, 0),
+            ("full-1.xb".into(), full_time(0), "incr-2.xb".into(), t(1)),
+            (Value::Null, 0, Value::Null, 0),
+            ("full-4.xb".into(), full_time(3), Value::Null, 0),
+        ]
+    );
+    // The full's time sits on a line of its own.
+    let text = std::fs::read_to_string(&last).unwrap();
+    assert_eq!(text, format!("ok\nfull-4.xb\n{}\n", t(3) / 1000));
+}
+
+#[test]
+fn legacy_incremental_names_the_full_as_ubackup_did() {
+    let Some(env) = env() else { return };
+    let i = env.inst("m1", true, "");
+    let last = i.last_all_log.clone().unwrap();
+    std::fs::write(i.back_dir.join("base.xb"), b"full").unwrap();
+    std::fs::write(&last, "ok\nbase.xb\n1480000000\n").unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "inc.xb", 7)).unwrap();
+    let cfg = env.ini(&[&i], "", "");
+    assert!(once(&cfg, &[]).status.success());
+    let jobs = env.take_jobs();
+    let m = one(&jobs);
+    check_legacy_shape(m);
+    assert_eq!(
+        (m["last_all_filename"].as_str(), m["last_all_time"].as_i64()),
+        (Some("base.xb"), Some(1480000000))
+    );
+}
+
+/// Runs one instance whose script is `script` and returns its (failure) message.
+fn failing(env: &Env, name: &'static str, script: &str, section: &str) -> (Value, Output) {
+    let i = env.inst(name, false, script);
+    let cfg = env.ini(&[&i], "", section);
+    let out = once(&cfg, &[]);
+    let jobs = env.take_jobs();
+    let m = one(&jobs).clone();
+    check_legacy_shape(&m);
+    assert_eq!(m["success"], false, "{m}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed backup is exit status 1"
+    );
+    (m, out)
+}
+
+#[test]
+fn wrong_sends_the_scripts_whole_error_text() {
+    let Some(env) = env() else { return };
+    let log = env.work.path().join("w.log");
+    let (m, _) = failing(
+        &env,
+        "w",
+        &format!(
+            "printf 'wrong\\nxtrabackup: disk full on /data\\n' > {}",
+            log.display()
+        ),
+        "",
+    );
+    assert_eq!(m["log"], "xtrabackup: disk full on /data");
+    assert_eq!(m["filename"], Value::Null);
+}
+
+#[test]
+fn non_zero_exit_carries_status_and_stderr_tail() {
+    let Some(env) = env() else { return };
+    let (m, _) = failing(
+        &env,
+        "x",
+        "echo 'mysqldump: Got error 2002' >&2; exit 3",
+        "",
+    );
+    let log = m["log"].as_str().unwrap();
+    assert!(
+        log.starts_with("execute backup script error: exit status 3"),
+        "{log}"
+    );
+    assert!(log.contains("mysqldump: Got error 2002"), "{log}");
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is dead: only its exit status is left.
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => !s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let Some(env) = env() else { return };
+    let pidfile = env.work.path().join("bg.pid");
+    let t = Instant::now();
+    let (m, _) = failing(
+        &env,
+        "slow",
+        &format!("sleep 300 & echo $! > {}\nsleep 300", pidfile.display()),
+        "timeout = 1",
+    );
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let log = m["log"].as_str().unwrap();
+    assert!(
+        log.contains("timed out after 1s, process group killed"),
+        "{log}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(pid),
+        "the script's background child {pid} was left running"
+    );
+}
+
+#[test]
+fn a_log_without_second_line_is_a_clear_failure() {
+    let Some(env) = env() else { return };
+    let log = env.work.path().join("n.log");
+    let (m, _) = failing(
+        &env,
+        "n",
+        &format!("printf 'ok\\n' > {}", log.display()),
+        "",
+    );
+    assert_eq!(
+        m["log"],
+        format!(
+            "back_log {} says ok but has no line 2 (the backup file name)",
+            log.display()
+        )
+    );
+}
+
+#[test]
+fn a_back_log_not_rewritten_is_stale_not_yesterdays_file() {
+    let Some(env) = env() else { return };
+    let i = env.inst("st", false, "");
+    std::fs::write(
+        &i.script,
+        ok_script(&i.back_dir, &i.back_log, "day1.rdb", 10),
+    )
+    .unwrap();
+    let cfg = env.ini(&[&i], "", "");
+    assert!(once(&cfg, &[]).status.success());
+    assert_eq!(one(&env.take_jobs())["filename"], "day1.rdb");
+    // Next run: exits 0 without touching the log.
+    std::fs::write(&i.script, "true\n").unwrap();
+    let out = once(&cfg, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let jobs = env.take_jobs();
+    let m = one(&jobs);
+    assert_eq!(m["success"], false);
+    assert_eq!(m["filename"], Value::Null, "never yesterday's file again");
+    assert!(
+        m["log"]
+            .as_str()
+            .unwrap()
+            .contains("was not rewritten during this run"),
+        "{m}"
+    );
+}
+
+#[test]
+fn names_that_escape_back_dir_are_refused() {
+    let Some(env) = env() else { return };
+    let secret = env.work.path().join("secret.txt");
+    std::fs::write(&secret, b"s").unwrap();
+    for (k, name) in ["../../etc/passwd", "/etc/passwd", "link"]
+        .iter()
+        .enumerate()
+    {
+        let i = env.inst(["e0", "e1", "e2"][k], false, "");
+        let _ = std::os::unix::fs::symlink(&secret, i.back_dir.join("link"));
+        std::fs::write(
+            &i.script,
+            format!("printf 'ok\\n{name}\\n' > {}", i.back_log.display()),
+        )
+        .unwrap();
+        let cfg = env.ini(&[&i], "", "");
+        assert_eq!(once(&cfg, &[]).status.code(), Some(1));
+        let jobs = env.take_jobs();
+        let m = one(&jobs);
+        assert_eq!(m["success"], false);
+        let log = m["log"].as_str().unwrap();
+        assert!(log.contains("leaves back_dir"), "{name}: {log}");
+        assert_eq!(m["filename"], Value::Null, "an escaping name is never sent");
+    }
+}
+
+#[test]
+fn a_missing_backup_file_is_a_clear_failure() {
+    let Some(env) = env() else { return };
+    let log = env.work.path().join("mf.log");
+    let (m, _) = failing(
+        &env,
+        "mf",
+        &format!("printf 'ok\\ngone.rdb\\n' > {}", log.display()),
+        "",
+    );
+    let text = m["log"].as_str().unwrap();
+    assert!(
+        text.contains("names \"gone.rdb\" but") && text.contains("does not exist"),
+        "{text}"
+    );
+}
+
+#[test]
+fn wrong_rsync_model_is_caught_by_the_self_check() {
+    let Some(env) = env() else { return };
+    let i = env.inst("sc", false, "");
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "d.rdb", 10)).unwrap();
+    // The module exists, but the sub-path is another directory.
+    let cfg = env.ini(&[&i], "self_check = on", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("rsync_model = backup/sc", "rsync_model = backup/elsewhere");
+    std::fs::write(&cfg, text).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(1));
+    let jobs = env.take_jobs();
+    let m = one(&jobs);
+    let log = m["log"].as_str().unwrap();
+    assert!(log.starts_with("self-check: rsyncd on port"), "{log}");
+    assert!(log.contains("backup/elsewhere/d.rdb"), "{log}");
+    // An unknown module too.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("backup/elsewhere", "nomodule/sc");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "d2.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(1));
+    let jobs = env.take_jobs();
+    assert!(
+        one(&jobs)["log"]
+            .as_str()
+            .unwrap()
+            .starts_with("self-check"),
+        "{jobs:?}"
+    );
+    // And the right one passes.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("nomodule/sc", "backup/sc");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "d3.rdb", 10)).unwrap();
+    assert!(once(&cfg, &[]).status.success());
+    assert_eq!(one(&env.take_jobs())["success"], true);
+}
+
+#[test]
+fn jobs_spooled_during_a_redis_outage_arrive_once_in_order() {
+    let Some(mut env) = env() else { return };
+    let i = env.inst("sp", false, "");
+    let cfg = env.toml(&[&i], "", "");
+    env.redis.stop();
+    for n in 0..3 {
+        std::fs::write(
+            &i.script,
+            ok_script(&i.back_dir, &i.back_log, &format!("f{n}.rdb"), 10),
+        )
+        .unwrap();
+        let out = once(&cfg, &[]);
+        assert_eq!(out.status.code(), Some(2), "jobs left in the spool: exit 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = Command::new(BIN)
+        .args(["status", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("spool: 3 job(s)"),
+        "{st:?}"
+    );
+    env.redis.restart().unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "f3.rdb", 10)).unwrap();
+    assert!(once(&cfg, &[]).status.success());
+    let names: Vec<String> = env
+        .take_jobs()
+        .iter()
+        .map(|j| j["filename"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["f0.rdb", "f1.rdb", "f2.rdb", "f3.rdb"]);
+}
+
+/// `ubackup-agent run`, killed on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_run(cfg: &Path, log: &Path) -> Daemon {
+    let f = std::fs::File::create(log).unwrap();
+    Daemon(
+        Command::new(BIN)
+            .arg("run")
+            .arg("-c")
+            .arg(cfg)
+            .env("UBACKUP_LOG", "ubackup_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn spooled_jobs_survive_a_killed_agent() {
+    let Some(mut env) = env() else { return };
+    let i = env.inst("k", false, "");
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "k.rdb", 10)).unwrap();
+    let cfg = env.toml(&[&i], "", "");
+    env.redis.stop();
+    let log = env.work.path().join("run.log");
+    let mut d = start_run(&cfg, &log);
+    let spool = env.state_dir().join("spool");
+    wait_until("a spooled job", Duration::from_secs(30), || {
+        std::fs::read_dir(&spool)
+            .map(|r| {
+                r.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".job"))
+            })
+            .unwrap_or(false)
+    });
+    // kill -9: no chance to flush anything.
+    d.0.kill().unwrap();
+    d.0.wait().unwrap();
+    env.redis.restart().unwrap();
+    let _d2 = start_run(&cfg, &log);
+    wait_until("the spooled job in Redis", Duration::from_secs(30), || {
+        !env.jobs("uuzuback").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let jobs = env.take_jobs();
+    // Delivered exactly once; the restarted agent did not run the instance again (its last
+    // run is less than an interval ago).
+    assert_eq!(one(&jobs)["filename"], "k.rdb");
+    assert!(!jobs[0]["job_id"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn check_config_names_every_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("uuzuback.conf");
+    std::fs::write(&p, include_str!("data/readme-sample.conf")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[global] my_ip (line 9): not an IP address: \"127.0.0.0.1\""),
+        "{err}"
+    );
+    std::fs::write(
+        &p,
+        include_str!("data/readme-sample.conf").replace("127.0.0.0.1", "10.0.0.1"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The puller's binary: built next to ours by `cargo test --workspace`; built here otherwise.
+fn puller_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let bin = dir.join("ubackup-puller");
+    if !bin.exists() {
+        let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "ubackup-puller", "--bin", "ubackup-puller"]);
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let st = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "building ubackup-puller");
+    }
+    bin
+}
+
+#[test]
+fn end_to_end_agent_redis_puller_with_the_host_checksum_verified() {
+    let Some(env) = env() else { return };
+    let i = env.inst("e2e", false, "");
+    std::fs::write(
+        &i.script,
+        ok_script(&i.back_dir, &i.back_log, "dump.rdb", 300_000),
+    )
+    .unwrap();
+    let cfg = env.toml(&[&i], "self_check = \"on\"", "");
+    assert!(once(&cfg, &[]).status.success());
+    let job = env.jobs("uuzuback")[0].clone();
+    let root = tempfile::tempdir().unwrap();
+    let node_cfg = env.work.path().join("node.toml");
+    std::fs::write(
+        &node_cfg,
+        format!(
+            "[node]\nid = \"n1\"\nip = \"127.0.0.9\"\nroot = \"{}\"\nworkers = 1\n\
+             [queue]\nredis = \"{}\"\nlists = [\"uuzuback\"]\nheartbeat_secs = 1\nlease_secs = 3\nidle_poll_ms = 200\n\
+             [results]\nlist = \"message\"\n[pull]\nretry = 2\nconnect_timeout_secs = 5\nstall_timeout_secs = 10\n",
+            root.path().display(),
+            env.redis.url()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(puller_binary())
+        .args(["run", "--until-idle", "--config"])
+        .arg(&node_cfg)
+        .env_remove("UBACKUP_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = env.jobs("message");
+    let r = one(&results);
+    assert_eq!(r["succeed"], 1, "{r}");
+    assert_eq!(r["job_id"], job["job_id"]);
+    let host_sum = job["checksum"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("xxh128:")
+        .unwrap()
+        .to_string();
+    assert_eq!(r["checksum_algorithm"], "xxh128");
+    assert_eq!(
+        r["checksum"].as_str(),
+        Some(host_sum.as_str()),
+        "the node verified the host's checksum"
+    );
+    let dest = Path::new(r["file_path"].as_str().unwrap()).join("dump.rdb");
+    assert_eq!(
+        std::fs::read(dest).unwrap(),
+        std::fs::read(i.back_dir.join("dump.rdb")).unwrap()
+    );
+}
