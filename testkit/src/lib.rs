@@ -13,14 +13,19 @@
 //! - [`bounded`]: proptests over fuzz entry points under an address-space cap, with the
 //!   seeds of `fuzz/seeds/` mutated.
 //!
+//! - [`http`]: a small blocking HTTP/1.1 client for our own servers on loopback.
+//! - [`bins`]: the workspace's own binaries, for tests of another package.
+//!
 //! Everything is re-exported at the crate root.
 #![warn(missing_docs)]
 
+pub mod bins;
 pub mod bounded;
 pub mod compare;
 pub mod daemon;
 pub mod data;
 pub mod hostile;
+pub mod http;
 pub mod redis;
 pub mod rsync;
 pub mod tree;

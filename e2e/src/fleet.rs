@@ -1,0 +1,650 @@
+//! Starting, watching and stopping the whole system.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use ubackup_testkit::daemon::{DaemonBuilder, Module, RsyncDaemon};
+use ubackup_testkit::http::Client;
+use ubackup_testkit::redis::RedisServer;
+use ubackup_testkit::rsync::RsyncVersion;
+
+use crate::proc::Daemon;
+use crate::scripts;
+
+/// The user and password of the nodes' read-only restore modules.
+pub const RESTORE_USER: &str = "restore";
+/// The restore modules' name.
+pub const RESTORE_MODULE: &str = "ubackup";
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Where everything lives (configs, scripts, backups, node roots, logs, the catalog).
+    pub dir: PathBuf,
+    /// Where `ubackup-agent`, `ubackup-puller` and `ubackup-indexer` are.
+    pub bin_dir: PathBuf,
+    /// Every instance's backup period.
+    pub interval_secs: u64,
+    /// The overdue rule's grace after the interval.
+    pub grace_secs: u64,
+    /// The dashboard's port (0: picked at run time).
+    pub http_port: u16,
+    /// The admin's password.
+    pub admin_password: String,
+}
+
+/// One backed-up instance on a simulated database host.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The section name in the agent's config.
+    pub section: String,
+    /// `mysql` or `redis`.
+    pub back_type: String,
+    /// The instance number.
+    pub instance: i64,
+    /// Where its script writes backups.
+    pub back_dir: PathBuf,
+    /// Full + incremental (has a `last_all_log`).
+    pub chained: bool,
+}
+
+impl Instance {
+    /// Makes its script fail (`true`) or succeed again (`false`) from its next run on.
+    pub fn set_failing(&self, fail: bool) -> anyhow::Result<()> {
+        let flag = self.back_dir.join("FAIL");
+        if fail {
+            std::fs::write(&flag, b"")?;
+        } else if flag.exists() {
+            std::fs::remove_file(&flag)?;
+        }
+        Ok(())
+    }
+
+    /// The backups its script completed so far (its ledger), in order.
+    pub fn ledger(&self) -> anyhow::Result<Vec<String>> {
+        match std::fs::read_to_string(self.back_dir.join(".ledger")) {
+            Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The backup files its script made so far, oldest first.
+    pub fn files(&self) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.back_dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".xb") || n.ends_with(".rdb"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// A simulated database host: an rsync daemon exporting its backups, scripts, and an agent.
+#[derive(Debug)]
+pub struct Host {
+    /// Its asset id (`server_id`).
+    pub server_id: String,
+    /// Its business (`game_id`).
+    pub game_id: i64,
+    /// Its instances.
+    pub instances: Vec<Instance>,
+    /// The agent's config file.
+    pub config: PathBuf,
+    /// `ubackup-agent run`.
+    pub agent: Daemon,
+    /// The host's rsync daemon (module `backup`).
+    pub rsyncd: RsyncDaemon,
+}
+
+/// A backup node and its restore export.
+#[derive(Debug)]
+pub struct Node {
+    /// `node.id`.
+    pub id: String,
+    /// `node.root`.
+    pub root: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    /// `ubackup-puller run`.
+    pub puller: Daemon,
+    /// The read-only, password-protected module exporting `root` for restores.
+    pub export: RsyncDaemon,
+}
+
+/// Everything, running.
+#[derive(Debug)]
+pub struct Fleet {
+    /// The options it was started with.
+    pub opts: FleetOptions,
+    /// The queue and results Redis.
+    pub redis: RedisServer,
+    /// The database hosts.
+    pub hosts: Vec<Host>,
+    /// The backup nodes.
+    pub nodes: Vec<Node>,
+    /// `ubackup-indexer run`.
+    pub indexer: Daemon,
+    /// The indexer's config file.
+    pub indexer_config: PathBuf,
+    /// Where the indexer's HTTP server listens.
+    pub http: SocketAddr,
+    /// An admin's API token.
+    pub token: String,
+    /// The restore password of the nodes' export modules.
+    pub restore_password: String,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+fn bin(opts: &FleetOptions, name: &str) -> anyhow::Result<PathBuf> {
+    let p = opts.bin_dir.join(name);
+    if !p.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p {name}`",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or fails after `timeout` naming `what`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() >= deadline {
+            match last_err {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Fleet {
+    /// Starts everything: Redis, two database hosts with their agents, two nodes with their
+    /// restore exports, and the indexer with an admin user and token.
+    pub fn start(opts: FleetOptions) -> anyhow::Result<Fleet> {
+        std::fs::create_dir_all(&opts.dir)?;
+        let dir = opts.dir.canonicalize()?;
+        let opts = FleetOptions { dir, ..opts };
+        let redis = RedisServer::start().context("redis-server is not installed")?;
+        let restore_password = format!("r{:x}", rand_u64());
+
+        let mut nodes = Vec::new();
+        for i in 1..=2 {
+            nodes.push(start_node(&opts, &redis, i, &restore_password)?);
+        }
+        let (indexer, indexer_config, http, token) = start_indexer(&opts, &redis, &nodes)?;
+        let mut hosts = Vec::new();
+        for i in 1..=2 {
+            hosts.push(start_host(&opts, &redis, i)?);
+        }
+        Ok(Fleet {
+            opts,
+            redis,
+            hosts,
+            nodes,
+            indexer,
+            indexer_config,
+            http,
+            token,
+            restore_password,
+        })
+    }
+
+    /// An API client with the admin's token.
+    pub fn api(&self) -> Client {
+        Client::new(self.http).bearer(self.token.clone())
+    }
+
+    /// The dashboard's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.http)
+    }
+
+    /// Every process of ours still running; an exited one is an error with its log.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        let mut dead = String::new();
+        for d in self
+            .hosts
+            .iter_mut()
+            .map(|h| &mut h.agent)
+            .chain(self.nodes.iter_mut().map(|n| &mut n.puller))
+            .chain(std::iter::once(&mut self.indexer))
+        {
+            if d.pid().is_some() && !d.is_running() {
+                let _ = writeln!(dead, "--- {} exited:\n{}", d.name(), d.tail());
+            }
+        }
+        if !dead.is_empty() {
+            bail!("{dead}");
+        }
+        Ok(())
+    }
+
+    /// Stops every agent, node and the indexer with SIGTERM, in pipeline order, and requires
+    /// each to exit 0 in time.
+    pub fn shutdown(&mut self) -> anyhow::Result<()> {
+        let grace = Duration::from_secs(30);
+        let mut problems = String::new();
+        let mut stop = |d: &mut Daemon| {
+            if d.pid().is_none() {
+                return;
+            }
+            match d.stop(grace) {
+                Ok(s) if s.success() => {}
+                Ok(s) => {
+                    let _ = writeln!(problems, "{} exited with {s}:\n{}", d.name(), d.tail());
+                }
+                Err(e) => {
+                    let _ = writeln!(problems, "{e:#}");
+                }
+            }
+        };
+        for h in &mut self.hosts {
+            stop(&mut h.agent);
+        }
+        for n in &mut self.nodes {
+            stop(&mut n.puller);
+        }
+        stop(&mut self.indexer);
+        if !problems.is_empty() {
+            bail!("unclean shutdown:\n{problems}");
+        }
+        Ok(())
+    }
+
+    /// The GET of an API path as JSON.
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.api().get_json(path)
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+fn start_node(
+    opts: &FleetOptions,
+    redis: &RedisServer,
+    i: u32,
+    restore_password: &str,
+) -> anyhow::Result<Node> {
+    let id = format!("node-{i}");
+    let base = opts.dir.join(&id);
+    let root = base.join("root");
+    std::fs::create_dir_all(&root)?;
+    let config = base.join("ubackup-puller.toml");
+    write(
+        &config,
+        &format!(
+            r#"# {id}: written by ubackup-e2e
+[node]
+id = "{id}"
+ip = "127.0.0.1"
+root = "{root}"
+workers = 2
+interval_secs = 0
+reserve_gib = 0
+shutdown_grace_secs = 10
+
+[queue]
+redis = "{redis}"
+lists = ["level1", "uuzuback"]
+key_prefix = "ubackup"
+heartbeat_secs = 1
+lease_secs = 10
+idle_poll_ms = 200
+
+[results]
+redis = "{redis}"
+list = "message"
+
+[pull]
+retry = 3
+connect_timeout_secs = 10
+stall_timeout_secs = 30
+
+[log]
+level = "info"
+"#,
+            root = root.display(),
+            redis = redis.url(),
+        ),
+    )?;
+    let export = DaemonBuilder::new(RsyncVersion::V3_5_0)
+        .module(
+            Module::new(RESTORE_MODULE, &root)
+                .comment("ubackup node root, read-only, for restores")
+                .auth(RESTORE_USER, restore_password)
+                .read_only(true),
+        )
+        .start()
+        .with_context(|| format!("{id}: restore export"))?;
+    let puller = Daemon::spawn(
+        &id,
+        &bin(opts, "ubackup-puller")?,
+        &[
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        &base.join("puller.log"),
+    )?;
+    Ok(Node {
+        id,
+        root,
+        config,
+        puller,
+        export,
+    })
+}
+
+fn start_host(opts: &FleetOptions, redis: &RedisServer, i: u32) -> anyhow::Result<Host> {
+    let server_id = format!("S100{i}");
+    let game_id = 30 + i64::from(i);
+    let base = opts.dir.join(format!("host-{i}"));
+    let exported = base.join("backup");
+    let logs = base.join("log");
+    std::fs::create_dir_all(&logs)?;
+    let mysql_port = 3305 + i64::from(i);
+    let redis_port = 6378 + i64::from(i);
+    let instances = vec![
+        Instance {
+            section: format!("mysql{mysql_port}"),
+            back_type: "mysql".into(),
+            instance: mysql_port,
+            back_dir: exported.join(format!("database_{mysql_port}")),
+            chained: true,
+        },
+        Instance {
+            section: format!("redis{redis_port}"),
+            back_type: "redis".into(),
+            instance: redis_port,
+            back_dir: exported.join(format!("redis_{redis_port}")),
+            chained: false,
+        },
+    ];
+    for inst in &instances {
+        std::fs::create_dir_all(&inst.back_dir)?;
+    }
+    let scripts_dir = base.join("scripts");
+    write_script(
+        &scripts_dir.join("mysql_chain.sh"),
+        &scripts::mysql_chain(4),
+    )?;
+    write_script(&scripts_dir.join("redis_full.sh"), &scripts::redis_full())?;
+
+    let rsyncd = DaemonBuilder::new(RsyncVersion::V3_5_0)
+        .module(Module::new("backup", &exported).comment("database backups"))
+        .start()
+        .with_context(|| format!("host-{i}: rsync daemon"))?;
+
+    let mut text = format!(
+        r#"# host-{i}: written by ubackup-e2e
+[agent]
+server_id = "{server_id}"
+game_id = {game_id}
+op_id = 1
+ip = "127.0.0.1"
+interval_secs = {interval}
+jitter_secs = 0
+concurrency = 2
+timeout_secs = 60
+state_dir = "{state}"
+
+[redis]
+url = "{redis}"
+queue = "uuzuback"
+key_prefix = "ubackup"
+heartbeat_ttl_secs = {hb_ttl}
+
+[publish]
+message = "v1"
+checksum = "xxh128"
+rsync_port = {port}
+self_check = "on"
+
+[log]
+level = "info"
+"#,
+        interval = opts.interval_secs,
+        state = base.join("state").display(),
+        redis = redis.url(),
+        hb_ttl = (opts.interval_secs * 2).max(5),
+        port = rsyncd.port(),
+    );
+    for inst in &instances {
+        let back_log = logs.join(format!("{}.log", inst.section));
+        if inst.chained {
+            let full_log = logs.join(format!("{}.full.log", inst.section));
+            let _ = write!(
+                text,
+                r#"
+[instances.{section}]
+back_type = "mysql"
+instance = {instance}
+rsync_model = "backup/{model}"
+back_dir = "{back_dir}"
+back_log = "{back_log}"
+last_all_log = "{full_log}"
+script = "{script} {back_dir} {back_log} {full_log}"
+chain = "incremental"
+"#,
+                section = inst.section,
+                instance = inst.instance,
+                model = inst
+                    .back_dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+                back_dir = inst.back_dir.display(),
+                back_log = back_log.display(),
+                full_log = full_log.display(),
+                script = scripts_dir.join("mysql_chain.sh").display(),
+            );
+        } else {
+            let _ = write!(
+                text,
+                r#"
+[instances.{section}]
+back_type = "redis"
+instance = {instance}
+rsync_model = "backup/{model}"
+back_dir = "{back_dir}"
+back_log = "{back_log}"
+script = "{script} {back_dir} {back_log}"
+"#,
+                section = inst.section,
+                instance = inst.instance,
+                model = inst
+                    .back_dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+                back_dir = inst.back_dir.display(),
+                back_log = back_log.display(),
+                script = scripts_dir.join("redis_full.sh").display(),
+            );
+        }
+    }
+    let config = base.join("ubackup-agent.toml");
+    write(&config, &text)?;
+    let agent = Daemon::spawn(
+        &format!("agent host-{i}"),
+        &bin(opts, "ubackup-agent")?,
+        &["run".into(), "-c".into(), config.display().to_string()],
+        &base.join("agent.log"),
+    )?;
+    Ok(Host {
+        server_id,
+        game_id,
+        instances,
+        config,
+        agent,
+        rsyncd,
+    })
+}
+
+fn start_indexer(
+    opts: &FleetOptions,
+    redis: &RedisServer,
+    nodes: &[Node],
+) -> anyhow::Result<(Daemon, PathBuf, SocketAddr, String)> {
+    let base = opts.dir.join("indexer");
+    std::fs::create_dir_all(&base)?;
+    let port = if opts.http_port == 0 {
+        free_port()?
+    } else {
+        opts.http_port
+    };
+    let http: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+    let node_ids: Vec<String> = nodes.iter().map(|n| format!("{:?}", n.id)).collect();
+    let config = base.join("ubackup-indexer.toml");
+    write(
+        &config,
+        &format!(
+            r#"# written by ubackup-e2e
+[indexer]
+id = "indexer-1"
+
+[catalog]
+url = "sqlite://{catalog}"
+
+[results]
+redis = "{redis}"
+list = "message"
+batch = 200
+
+[registry]
+auto_register = true
+default_interval_secs = {interval}
+
+[[clusters]]
+name = "local"
+redis = "{redis}"
+key_prefix = "ubackup"
+lists = ["level1", "uuzuback"]
+nodes = [{nodes}]
+
+[alerts]
+evaluate_secs = 1
+grace_secs = {grace}
+queue_backlog_secs = 600
+node_timeout_secs = 10
+agent_timeout_secs = {agent_timeout}
+
+[http]
+listen = "{http}"
+
+[log]
+level = "info"
+"#,
+            catalog = base.join("catalog.sqlite").display(),
+            redis = redis.url(),
+            interval = opts.interval_secs,
+            nodes = node_ids.join(", "),
+            grace = opts.grace_secs,
+            agent_timeout = opts.interval_secs * 2 + opts.grace_secs,
+        ),
+    )?;
+    let indexer_bin = bin(opts, "ubackup-indexer")?;
+    let cfg = config.display().to_string();
+    run_checked(&indexer_bin, &["--config", &cfg, "migrate"], None)?;
+    run_checked(
+        &indexer_bin,
+        &["--config", &cfg, "user", "add", "admin", "--role", "admin"],
+        Some(&opts.admin_password),
+    )?;
+    let token = run_checked(
+        &indexer_bin,
+        &["--config", &cfg, "token", "create", "--user", "admin"],
+        None,
+    )?
+    .trim()
+    .to_owned();
+    let indexer = Daemon::spawn(
+        "indexer",
+        &indexer_bin,
+        &["--config".into(), cfg.clone(), "run".into()],
+        &base.join("indexer.log"),
+    )?;
+    wait_for("the indexer's HTTP port", Duration::from_secs(30), || {
+        Ok(std::net::TcpStream::connect(http).ok().map(|_| ()))
+    })?;
+    Ok((indexer, config, http, token))
+}
+
+/// Runs a command to completion, with `stdin` text, and returns its stdout; a failure is an
+/// error with its output.
+pub fn run_checked(program: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", program.display()))?;
+    if let Some(mut w) = child.stdin.take() {
+        if let Some(text) = stdin {
+            w.write_all(text.as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{} {}: {}\n{}{}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
