@@ -206,7 +206,7 @@ impl Fleet {
 
         let mut nodes = Vec::new();
         for i in 1..=2 {
-            nodes.push(start_node(&opts, &redis, i, &restore_password)?);
+            nodes.push(start_node(&opts, &redis, i, &restore_password, None)?);
         }
         let (indexer, indexer_config, http, token) = start_indexer(&opts, &redis, &nodes)?;
         let mut hosts = Vec::new();
@@ -306,11 +306,14 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn start_node(
+/// Starts backup node `node-<i>` on `redis`, exporting its root with `restore_password`.
+/// `rsync_port` is the daemon port for jobs that name none (UBackup-format jobs).
+pub fn start_node(
     opts: &FleetOptions,
     redis: &RedisServer,
     i: u32,
     restore_password: &str,
+    rsync_port: Option<u16>,
 ) -> anyhow::Result<Node> {
     let id = format!("node-{i}");
     let base = opts.dir.join(&id);
@@ -346,12 +349,14 @@ list = "message"
 retry = 3
 connect_timeout_secs = 10
 stall_timeout_secs = 30
+rsync_port = {rsync_port}
 
 [log]
 level = "info"
 "#,
             root = root.display(),
             redis = redis.url(),
+            rsync_port = rsync_port.unwrap_or(873),
         ),
     )?;
     let export = DaemonBuilder::new(RsyncVersion::V3_5_0)
@@ -528,7 +533,9 @@ script = "{script} {back_dir} {back_log}"
     })
 }
 
-fn start_indexer(
+/// Starts the indexer on SQLite with the dashboard, an admin user and a token for it; returns
+/// the process, its config, its HTTP address and the token.
+pub fn start_indexer(
     opts: &FleetOptions,
     redis: &RedisServer,
     nodes: &[Node],
