@@ -11,7 +11,6 @@
 //! [`MAX_LOG_BYTES`] are read, names and texts are bounded, and a name is only accepted
 //! when it resolves, symlinks followed, to a regular file inside `back_dir`.
 
-use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
