@@ -516,7 +516,10 @@ mod tests {
             ..v1()
         };
         let text = j.to_v1_json();
-        assert!(text.contains(r#""prev_filename":"incr/20231114-01.xb""#), "{text}");
+        assert!(
+            text.contains(r#""prev_filename":"incr/20231114-01.xb""#),
+            "{text}"
+        );
         assert_eq!(Job::parse(text.as_bytes()).unwrap(), j);
     }
 
