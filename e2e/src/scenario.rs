@@ -42,11 +42,13 @@ pub fn cataloged(fleet: &Fleet, server_id: &str, inst: &Instance) -> anyhow::Res
     let rows = v["backups"]
         .as_array()
         .context("no backups array in the history answer")?;
-    Ok(rows
-        .iter()
-        .filter(|r| field(r, "succeed").and_then(Value::as_i64) == Some(1))
-        .cloned()
-        .collect())
+    Ok(rows.iter().filter(|r| succeeded(r)).cloned().collect())
+}
+
+/// Whether a backup row is a success (`succeed` is `true` in the v1 API, 1 in UBackup's).
+pub fn succeeded(row: &Value) -> bool {
+    matches!(field(row, "succeed"), Some(Value::Bool(true)))
+        || field(row, "succeed").and_then(Value::as_i64) == Some(1)
 }
 
 /// A field of a backup row, flattened or under `record`.
