@@ -95,7 +95,7 @@ pub struct Context<Q> {
 /// Delivers spooled jobs in order until the spool is empty or a push fails; returns the
 /// depth left. Blocks other spool users while it runs.
 pub async fn drain<Q: Queue>(queue: &Q, spool: &Spool) -> Result<usize, SpoolError> {
-    let lock = spool.lock()?;
+    let lock = spool.lock().await?;
     let seqs = spool.seqs(&lock)?;
     let mut left = seqs.len();
     for seq in seqs {
@@ -125,7 +125,7 @@ pub async fn drain<Q: Queue>(queue: &Q, spool: &Spool) -> Result<usize, SpoolErr
 /// Publishes one job: pushed directly when nothing waits in the spool, otherwise (or when
 /// the push fails) appended to the spool, which is then delivered in order.
 pub async fn publish<Q: Queue>(queue: &Q, spool: &Spool, list: &str, payload: &str) -> Delivery {
-    let lock = match spool.lock() {
+    let lock = match spool.lock().await {
         Ok(l) => l,
         Err(e) => {
             // No spool: a direct push is the only way left.
@@ -208,13 +208,18 @@ pub async fn run_instance<Q: Queue>(
         MessageForm::V1 => message::v1_job(&ctx.cfg, inst, &report).to_v1_json(),
     };
     let delivery = publish(&ctx.queue, &ctx.spool, &ctx.list, &payload).await;
+    let mut chain_changed = false;
     if !matches!(delivery, Delivery::Dropped(_)) {
         match chain {
             ChainStep::Full(r) => {
                 state.full = Some(r);
                 state.prev_incremental = None;
+                chain_changed = true;
             }
-            ChainStep::Incremental(r) => state.prev_incremental = Some(r),
+            ChainStep::Incremental(r) => {
+                state.prev_incremental = Some(r);
+                chain_changed = true;
+            }
             ChainStep::None => {}
         }
     }
@@ -226,7 +231,7 @@ pub async fn run_instance<Q: Queue>(
         filename: report.filename.clone(),
         delivery: delivery.name().into(),
     });
-    if let Err(e) = ctx.store.save(&inst.name, &state) {
+    if let Err(e) = ctx.store.save(&inst.name, &state, chain_changed) {
         tracing::error!(instance = %inst.name, error = %e, "cannot save the chain record");
     }
     drop(lock);

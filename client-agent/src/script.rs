@@ -18,6 +18,9 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// it must not hold the run).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// The shell (`sh -c`, as UBackup's `commands.getstatusoutput` ran the script).
+pub const SHELL: &str = "/bin/sh";
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ScriptSpec {
@@ -119,7 +122,8 @@ fn tail_text(tail: &VecDeque<u8>) -> String {
 /// Runs `spec` to completion or timeout.
 pub async fn run(spec: &ScriptSpec) -> ScriptOutcome {
     let start = Instant::now();
-    let mut cmd = tokio::process::Command::new("sh");
+    // An absolute path: a PATH search costs one failed execve per entry, per run.
+    let mut cmd = tokio::process::Command::new(SHELL);
     cmd.arg("-c")
         .arg(&spec.command)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
