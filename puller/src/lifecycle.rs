@@ -85,8 +85,8 @@ impl Publisher {
         })
     }
 
-    /// LPUSHes the events, in order, in batches.
-    pub async fn publish(&mut self, events: &[NodeEvent]) -> Result<(), LifecycleError> {
+    /// LPUSHes the events, in order, in batches of 500.
+    pub async fn publish(&mut self, events: &[&NodeEvent]) -> Result<(), LifecycleError> {
         for chunk in events.chunks(500) {
             let bodies: Vec<Vec<u8>> = chunk
                 .iter()
@@ -140,7 +140,9 @@ pub fn prune_files(
 ) -> Result<(PruneReport, manifest::Outbox), LifecycleError> {
     let _lock = lifecycle_lock(&cfg.root)?;
     let m = Manifest::new(&cfg.root);
+    let started = Instant::now();
     let st = m.load()?;
+    let loaded = started.elapsed();
     if st.damaged > 0 {
         tracing::warn!(
             damaged = st.damaged,
@@ -148,6 +150,13 @@ pub fn prune_files(
         );
     }
     let plan = retention::decide(st.files.values(), &cfg.retention, now_ms);
+    tracing::info!(
+        entries = st.files.len(),
+        expire = plan.expire.len(),
+        load_ms = loaded.as_millis() as u64,
+        decide_ms = (started.elapsed() - loaded).as_millis() as u64,
+        "prune: manifest read and decided"
+    );
     let mut report = PruneReport {
         kept: plan.kept,
         ..PruneReport::default()
@@ -241,7 +250,7 @@ pub async fn prune(
     }
     report.pending = outbox.len();
     if let (Some(p), false) = (publisher, outbox.is_empty()) {
-        let events: Vec<NodeEvent> = outbox.iter().map(|(_, _, e)| e.clone()).collect();
+        let events: Vec<&NodeEvent> = outbox.iter().map(|(_, _, e)| e).collect();
         match p.publish(&events).await {
             Ok(()) => {
                 let keys: Vec<(PathBuf, i64)> =
@@ -250,7 +259,7 @@ pub async fn prune(
                 tokio::task::spawn_blocking(move || m.record_published(&keys))
                     .await
                     .map_err(|e| LifecycleError::Other(e.to_string()))??;
-                report.published = events.len();
+                report.published = outbox.len();
                 report.pending = 0;
             }
             Err(e) => tracing::warn!(
@@ -259,6 +268,8 @@ pub async fn prune(
             ),
         }
     }
+    // The events are out (or wait in the manifest): free them before compaction reads it.
+    drop(outbox);
     if !report.expired.is_empty() || report.published > 0 {
         let m = Manifest::new(&cfg.root);
         tokio::task::spawn_blocking(move || m.compact())
@@ -421,7 +432,7 @@ pub async fn scrub(
         tracing::error!(path = %e.path.display(), event = kind.name(), "scrub: {reason}");
         let ev = e.event(kind, cfg, now_ms(), reason.clone());
         if let Some(p) = publisher.as_deref_mut() {
-            match p.publish(std::slice::from_ref(&ev)).await {
+            match p.publish(&[&ev]).await {
                 Ok(()) => report.published += 1,
                 Err(err) => tracing::warn!("cannot publish the scrub's finding: {err}"),
             }
