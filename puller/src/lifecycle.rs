@@ -372,7 +372,8 @@ fn check_file(
 }
 
 /// One scrub pass over every file of the manifest, reading at most `rate` bytes per second.
-/// Each confirmed finding is logged and, with a publisher, published at once.
+/// Findings are confirmed against the manifest (every 30 s and at the end of the pass), then
+/// logged and, with a publisher, published.
 pub async fn scrub(
     cfg: &NodeConfig,
     rate: Option<Rate>,
@@ -388,6 +389,8 @@ pub async fn scrub(
     let limiter = BandwidthLimiter::new(rate);
     let rt = tokio::runtime::Handle::current();
     let mut report = ScrubReport::default();
+    let mut found: Vec<(Entry, EventKind, String)> = Vec::new();
+    let mut confirmed = Instant::now();
     for e in st.files.into_values() {
         if *stop.borrow() {
             report.stopped = true;
@@ -400,16 +403,12 @@ pub async fn scrub(
         })
         .await
         .map_err(|e| LifecycleError::Other(e.to_string()))?;
-        let (kind, reason) = match check {
+        match check {
             Check::Ok(n) => {
                 report.checked += 1;
                 report.bytes += n;
-                continue;
             }
-            Check::SizeOnly => {
-                report.size_only += 1;
-                continue;
-            }
+            Check::SizeOnly => report.size_only += 1,
             Check::Stopped => {
                 report.stopped = true;
                 break;
@@ -417,15 +416,40 @@ pub async fn scrub(
             Check::Bad(kind, reason, n) => {
                 report.checked += 1;
                 report.bytes += n;
-                (kind, reason)
+                found.push((e, kind, reason));
             }
-        };
-        // Confirm against the manifest as it is now: the file may have been replaced by a
-        // redelivered pull, or pruned, during the pass.
-        let m2 = m.clone();
-        let now = tokio::task::spawn_blocking(move || m2.load())
-            .await
-            .map_err(|e| LifecycleError::Other(e.to_string()))??;
+        }
+        if !found.is_empty() && confirmed.elapsed() >= CONFIRM_EVERY {
+            confirm(cfg, &m, &mut found, &mut publisher, &mut report).await?;
+            confirmed = Instant::now();
+        }
+    }
+    confirm(cfg, &m, &mut found, &mut publisher, &mut report).await?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// How long findings wait to be confirmed: one manifest read per batch, not per finding (a
+/// failing disk can make thousands).
+const CONFIRM_EVERY: Duration = Duration::from_secs(30);
+
+/// Reports the findings that a fresh read of the manifest confirms: the file may have been
+/// replaced by a redelivered pull, or pruned, after the pass began.
+async fn confirm(
+    cfg: &NodeConfig,
+    m: &Manifest,
+    found: &mut Vec<(Entry, EventKind, String)>,
+    publisher: &mut Option<&mut Publisher>,
+    report: &mut ScrubReport,
+) -> Result<(), LifecycleError> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let m2 = m.clone();
+    let now = tokio::task::spawn_blocking(move || m2.load())
+        .await
+        .map_err(|e| LifecycleError::Other(e.to_string()))??;
+    for (e, kind, reason) in found.drain(..) {
         if now.files.get(&e.path) != Some(&e) {
             continue;
         }
@@ -439,12 +463,11 @@ pub async fn scrub(
         }
         report.findings.push(Finding {
             kind,
-            path: e.path.clone(),
+            path: e.path,
             reason,
         });
     }
-    report.elapsed = started.elapsed();
-    Ok(report)
+    Ok(())
 }
 
 /// The daemon's schedule: a prune every `retention.interval` and a scrub pass every
