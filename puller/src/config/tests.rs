@@ -119,7 +119,7 @@ fn templates_are_checked() {
 
 #[test]
 fn templates_with_a_stray_brace_or_a_parent_component_are_refused() {
-    // Found when stating the server_ini fuzz target's rules: a '}' before a later
+    // Found when stating the node_config fuzz target's rules: a '}' before a later
     // placeholder was not seen (only the text after the last placeholder was checked), and
     // `{root}/..` rendered outside the backup root.
     for t in [
