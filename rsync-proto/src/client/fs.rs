@@ -61,6 +61,8 @@ use crate::flist::{FileEntry, FileIndex, FileKind, FileList};
 const MAX_PENDING_COMMITS: usize = 16;
 /// Write buffer per open file.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Write buffer of a file under [`PREALLOCATE_MIN`].
+const SMALL_WRITE_BUFFER: usize = 128 << 10;
 /// Most directory descriptors kept open for path resolution.
 const MAX_CACHED_DIRS: usize = 512;
 /// Files at least this large get their blocks reserved up front (see [`preallocate`]).
@@ -694,10 +696,15 @@ impl Sink for FsSink {
                 .partial_dirs
                 .get(&parent_path)
                 .is_none_or(|known| known.is_some());
-        // A small file needs no 1 MiB buffer: one write of its announced size.
-        let buffer = usize::try_from(entry.size)
-            .unwrap_or(WRITE_BUFFER)
-            .clamp(8 << 10, WRITE_BUFFER);
+        // A small file needs no 1 MiB buffer: a node pulling 256 files of under 1 MiB at
+        // once held each one whole in memory (148 MiB peak RSS in the burst bench).
+        let buffer = if entry.size >= PREALLOCATE_MIN {
+            WRITE_BUFFER
+        } else {
+            usize::try_from(entry.size)
+                .unwrap_or(SMALL_WRITE_BUFFER)
+                .clamp(8 << 10, SMALL_WRITE_BUFFER)
+        };
         self.open = Some(OpenFile {
             ndx,
             parent,
