@@ -8,6 +8,8 @@
 //! - [`data`]: deterministic (seeded) test data: random files, small trees, mtimes.
 //! - [`redis`]: a real `redis-server` on a loopback port picked at run time, restartable.
 //! - [`compare`]: compare files and trees (bytes, mtime, permission bits, symlink targets).
+//! - [`relay`]: a WAN relay on loopback (one-way delay, rate cap) that counts the turns each
+//!   side waited for the other.
 //! - [`hostile`]: a hostile daemon that gets through setup and then sends attacker-chosen
 //!   bytes, built on rsync-proto's own encoders.
 //! - [`bounded`]: proptests over fuzz entry points under an address-space cap, with the
@@ -22,6 +24,7 @@ pub mod daemon;
 pub mod data;
 pub mod hostile;
 pub mod redis;
+pub mod relay;
 pub mod rsync;
 pub mod tree;
 
@@ -30,5 +33,6 @@ pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
 pub use data::{make_tree, set_mtime, write_random_file};
 pub use hostile::{HostileDaemon, Script, Step, Wire};
 pub use redis::{require_redis, RedisServer};
+pub use relay::{Relay, RelayConfig, RelayStats};
 pub use rsync::{interop_required, require_rsync, rsync_binary, RsyncVersion};
 pub use tree::{check_partials_are_prefixes, in_partial_dir, list_tree, temp_files, PARTIAL_DIR};
