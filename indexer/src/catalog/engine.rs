@@ -435,8 +435,22 @@ impl Catalog for SqlCatalog {
     }
 
     async fn migrate(&self) -> Result<(), CatalogError> {
-        migrator(self.engine).run(&self.pool).await?;
-        Ok(())
+        // PostgreSQL's migrator takes an advisory lock; SQLite's takes none, so two processes
+        // starting on one file (`run` and a `registry import`, say) can race. Each migration
+        // is one transaction, so the loser rolled back cleanly: it retries and then finds the
+        // migration applied. A migration that is really broken fails every time.
+        let mut attempt = 0;
+        loop {
+            match migrator(self.engine).run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.engine == Engine::Sqlite && attempt < 20 => {
+                    attempt += 1;
+                    tracing::debug!("migration raced another process ({e}); retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn ingest(&self, batch: &[Ingest], now_ms: i64) -> Result<IngestOutcome, CatalogError> {
