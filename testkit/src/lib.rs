@@ -7,6 +7,8 @@
 //!   own temp dir, killed on `Drop`.
 //! - [`data`]: deterministic (seeded) test data: random files, small trees, mtimes.
 //! - [`redis`]: a real `redis-server` on a loopback port picked at run time, restartable.
+//! - [`browser`]: a real headless Chromium (chromedriver + chromium, loopback port picked at
+//!   run time, fresh profile, killed on `Drop`) and a thin WebDriver client for page tests.
 //! - [`compare`]: compare files and trees (bytes, mtime, permission bits, symlink targets).
 //! - [`hostile`]: a hostile daemon that gets through setup and then sends attacker-chosen
 //!   bytes, built on rsync-proto's own encoders.
@@ -14,6 +16,7 @@
 //! Everything is re-exported at the crate root.
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod compare;
 pub mod daemon;
 pub mod data;
@@ -22,6 +25,7 @@ pub mod redis;
 pub mod rsync;
 pub mod tree;
 
+pub use browser::{require_chromium, Browser, Element};
 pub use compare::{compare_files, compare_trees};
 pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
 pub use data::{make_tree, set_mtime, write_random_file};
