@@ -373,6 +373,15 @@ impl Browser {
         )
     }
 
+    /// Runs an asynchronous script (its last argument is the callback); the value passed to it.
+    pub fn script_async(&self, js: &str, args: Vec<Value>) -> anyhow::Result<Value> {
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": js, "args": args})),
+        )
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot_png(&self) -> anyhow::Result<Vec<u8>> {
         let v = self.cmd("GET", "/screenshot", None)?;
