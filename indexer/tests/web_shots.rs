@@ -21,7 +21,7 @@ const DAY: i64 = 86_400_000;
 fn record(i: u64, now: i64, n: u64, instances: u64) -> Record {
     let inst = i % instances;
     let t = now - 30 * DAY + ((i as i128 * 30 * DAY as i128) / n as i128) as i64;
-    let ok = i % 53 != 0;
+    let ok = !i.is_multiple_of(53);
     Record {
         job_id: format!("j{i}"),
         server_id: format!("S{:05}", inst),
@@ -42,7 +42,7 @@ fn record(i: u64, now: i64, n: u64, instances: u64) -> Record {
         create_time: t,
         rsync_time: t + 30_000,
         size: ok.then_some(1_000_000 + (i % 7919) as i64 * 10_000),
-        last_all_filename: (i % 24 != 0).then(|| format!("S{inst:05}_full.tar.zst")),
+        last_all_filename: (!i.is_multiple_of(24)).then(|| format!("S{inst:05}_full.tar.zst")),
         last_all_time: t - 3_600_000,
         succeed: ok,
         log: if ok {
