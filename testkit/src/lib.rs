@@ -9,6 +9,8 @@
 //! - [`postgres`]: a real PostgreSQL (initdb + postgres as an unprivileged user) on a loopback
 //!   port picked at run time, killed on `Drop`.
 //! - [`redis`]: a real `redis-server` on a loopback port picked at run time, restartable.
+//! - [`browser`]: a real headless Chromium (chromedriver + chromium, loopback port picked at
+//!   run time, fresh profile, killed on `Drop`) and a thin WebDriver client for page tests.
 //! - [`compare`]: compare files and trees (bytes, mtime, permission bits, symlink targets).
 //! - [`relay`]: a WAN relay on loopback (one-way delay, rate cap) that counts the turns each
 //!   side waited for the other.
@@ -21,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod bounded;
+pub mod browser;
 pub mod compare;
 pub mod daemon;
 pub mod data;
@@ -31,6 +34,7 @@ pub mod relay;
 pub mod rsync;
 pub mod tree;
 
+pub use browser::{require_chromium, Browser, Element};
 pub use compare::{compare_files, compare_trees};
 pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
 pub use data::{make_tree, set_mtime, write_random_file};

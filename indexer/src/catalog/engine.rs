@@ -442,6 +442,38 @@ impl SqlCatalog {
 
 #[async_trait]
 impl Catalog for SqlCatalog {
+    async fn hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourRow>, CatalogError> {
+        super::dashboard::hourly(&self.pool, self.engine, from_ms, to_ms).await
+    }
+
+    async fn stats_by_day(
+        &self,
+        by: StatsBy,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DayGroupRow>, CatalogError> {
+        super::dashboard::by_day(&self.pool, self.engine, by, from_ms, to_ms).await
+    }
+
+    async fn top_instances(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        by_failures: bool,
+        limit: i64,
+    ) -> Result<Vec<InstanceTotals>, CatalogError> {
+        super::dashboard::top_instances(&self.pool, self.engine, from_ms, to_ms, by_failures, limit)
+            .await
+    }
+
+    async fn users(&self) -> Result<Vec<(User, i64)>, CatalogError> {
+        super::dashboard::users(&self.pool).await
+    }
+
+    async fn revoke_tokens(&self, user_id: i64) -> Result<u64, CatalogError> {
+        super::dashboard::revoke_tokens(&self.pool, user_id).await
+    }
+
     fn engine(&self) -> Engine {
         self.engine
     }
