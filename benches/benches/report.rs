@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("{} pulling {}", client.label(), s.name(&fx.sizes)))?;
                 if round == 0 {
                     // Warm-up round: check the result instead of timing it.
-                    if client != Client::Discard {
+                    if !matches!(client, Client::Discard | Client::DiskFloor) {
                         fx.verify(s).with_context(|| {
                             format!(
                                 "{} produced wrong data in {}",
@@ -181,6 +181,53 @@ fn render(
             mib(f.peak_rss),
             mib(r.peak_rss),
             ratio(Some(f.wall), ceiling.map(|c| c.wall)),
+        );
+    }
+    // The disk floor, pairwise: each round's wall time over the same round's `dd
+    // conv=fsync` of the same file, then the median of those ratios (the disk's speed
+    // drifts between rounds on a shared machine; a pair shares the moment).
+    let pairwise = |s: Scenario, a: Client, b: Client| -> String {
+        let (Some(x), Some(y)) = (samples.get(&(s, a)), samples.get(&(s, b))) else {
+            return "–".to_string();
+        };
+        let ratios: Vec<f64> = x
+            .iter()
+            .zip(y)
+            .filter(|(_, d)| d.wall.as_secs_f64() > 0.0)
+            .map(|(a, d)| a.wall.as_secs_f64() / d.wall.as_secs_f64())
+            .collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
+        match median(ratios) {
+            Some(m) => format!("{m:.2} ({lo:.2}-{hi:.2})"),
+            None => "–".to_string(),
+        }
+    };
+    if scenarios.contains(&Scenario::WholeFile)
+        && samples.contains_key(&(Scenario::WholeFile, Client::DiskFloor))
+    {
+        let s = Scenario::WholeFile;
+        let _ = writeln!(
+            out,
+            "\n## Disk floor: `dd conv=fsync` of the same file, same loop\n"
+        );
+        let _ = writeln!(
+            out,
+            "Pairwise: each round's wall over the same round's dd, median (min-max) over rounds.\n"
+        );
+        let _ = writeln!(out, "| scenario | dd wall s (median) | fetch / dd | library / dd | rsync --fsync / dd | rsync / dd | fetch / rsync --fsync (pairwise) |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            s.name(&fx.sizes),
+            m(s, Client::DiskFloor).map_or("–".to_string(), |d| format!("{:.3}", d.wall)),
+            pairwise(s, Client::Fetch, Client::DiskFloor),
+            pairwise(s, Client::Library, Client::DiskFloor),
+            pairwise(s, Client::RsyncFsync, Client::DiskFloor),
+            pairwise(s, Client::Rsync, Client::DiskFloor),
+            pairwise(s, Client::Fetch, Client::RsyncFsync),
         );
     }
     let _ = writeln!(out, "\n## Medians per client\n");

@@ -25,16 +25,20 @@ pub enum Client {
     /// Our library into a sink that throws the data away: no disk, so this is (nearly) the
     /// rate at which the daemon can send at all, the ceiling for every client.
     Discard,
+    /// `dd conv=fsync` of the whole-file scenario's source to the same destination: the
+    /// disk floor, what writing that file durably costs without any network or protocol.
+    DiskFloor,
 }
 
 impl Client {
     /// Every client, in report order.
-    pub const ALL: [Client; 5] = [
+    pub const ALL: [Client; 6] = [
         Client::Library,
         Client::Fetch,
         Client::Rsync,
         Client::RsyncFsync,
         Client::Discard,
+        Client::DiskFloor,
     ];
 
     /// The name in bench ids and tables.
@@ -45,12 +49,16 @@ impl Client {
             Client::Rsync => "stock-rsync",
             Client::RsyncFsync => "stock-rsync-fsync",
             Client::Discard => "daemon-ceiling",
+            Client::DiskFloor => "disk-floor-dd",
         }
     }
 
     /// Whether it runs as child processes (its CPU time is then the children's).
     pub fn is_process(self) -> bool {
-        matches!(self, Client::Fetch | Client::Rsync | Client::RsyncFsync)
+        matches!(
+            self,
+            Client::Fetch | Client::Rsync | Client::RsyncFsync | Client::DiskFloor
+        )
     }
 
     /// Whether this client is measured in `s`. The discard ceiling is shown where the
@@ -58,6 +66,7 @@ impl Client {
     pub fn runs_in(self, s: Scenario) -> bool {
         match self {
             Client::Discard => matches!(s, Scenario::WholeFile | Scenario::SmallFiles),
+            Client::DiskFloor => s == Scenario::WholeFile,
             _ => true,
         }
     }
@@ -72,6 +81,12 @@ impl Client {
                 let per_pull_cap = format!("{}k", fx.sizes.cap_mib * 1024 / fx.pulls(s).max(1));
                 let mut cmd;
                 match self {
+                    Client::DiskFloor => {
+                        cmd = Command::new("dd");
+                        cmd.arg(format!("if={}", fx.whole_file_source().display()))
+                            .arg(format!("of={}", dest.display()))
+                            .args(["bs=1M", "conv=fsync", "status=none"]);
+                    }
                     Client::Fetch => {
                         cmd = Command::new(&fx.fetch);
                         cmd.args(["fetch", "--json"]);

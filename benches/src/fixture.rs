@@ -228,6 +228,14 @@ impl Fixture {
         }
     }
 
+    /// The source file of the whole-file scenario on the daemon's side (what the disk-floor
+    /// client copies).
+    pub fn whole_file_source(&self) -> PathBuf {
+        self.data
+            .join(format!("big-{}", self.sizes.big_mib))
+            .join("big.bin")
+    }
+
     /// The basis the hourly pull names explicitly (the previous hour).
     pub fn hourly_basis(&self) -> PathBuf {
         self.out.path().join("hourly").join("dump-03.rdb")

@@ -149,13 +149,19 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(%addr, "HTTP API listening");
-        let app = crate::http::router(crate::http::AppState {
-            catalog: catalog.clone(),
-            clusters,
-            metrics,
-            clock,
-            anonymous_legacy_reads: cfg.http.anonymous_legacy_reads,
-        });
+        let web = crate::web::WebOptions {
+            secure_cookies: cfg.http.secure_cookies,
+            ..crate::web::WebOptions::default()
+        };
+        let app = crate::http::routes()
+            .merge(crate::web::router(web))
+            .with_state(crate::http::AppState {
+                catalog: catalog.clone(),
+                clusters,
+                metrics,
+                clock,
+                anonymous_legacy_reads: cfg.http.anonymous_legacy_reads,
+            });
         let stop = stop.clone();
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(listener, app, stop).await {

@@ -3,6 +3,8 @@
 //! its oldest job, the dead-letter list, and agent heartbeats (`<prefix>:agent:<server_id>`).
 //! This replaces UBackup's cron reporters (compat §A.7).
 
+pub mod control;
+
 use std::collections::BTreeMap;
 
 use redis::aio::ConnectionManager;

@@ -155,6 +155,8 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// Let UBackup's legacy GET routes answer without a token (the Chrome extension has none).
     pub anonymous_legacy_reads: bool,
+    /// Mark the web session cookie `Secure` (default true; false only for plain-HTTP tests).
+    pub secure_cookies: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -250,6 +252,7 @@ struct RawWebhook {
 struct RawHttp {
     listen: Option<String>,
     anonymous_legacy_reads: Option<bool>,
+    secure_cookies: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -422,6 +425,7 @@ impl Config {
             http: HttpConfig {
                 listen,
                 anonymous_legacy_reads: raw.http.anonymous_legacy_reads.unwrap_or(false),
+                secure_cookies: raw.http.secure_cookies.unwrap_or(true),
             },
             log_level: raw.log.level.unwrap_or_else(|| "info".into()),
         })

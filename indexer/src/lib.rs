@@ -35,6 +35,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod registry;
 pub mod restore;
+pub mod web;
 
 #[doc(hidden)]
 pub mod fuzzing;

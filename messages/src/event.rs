@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::fields::MAX_MESSAGE_BYTES;
+use crate::fields::{is_safe_relative_name, MAX_MESSAGE_BYTES};
 
 /// What happened to a stored file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +88,18 @@ pub enum EventError {
     /// Not JSON of the event shape.
     #[error("not a node event: {0}")]
     Invalid(#[from] serde_json::Error),
+    /// Not a JSON object (serde would read a struct from an array too).
+    #[error("not a node event: not a JSON object")]
+    NotAnObject,
+    /// `filename` is absolute, has `..`, `.` or empty components, or a NUL or line break: a
+    /// catalog joins it under `file_path`.
+    #[error("not a node event: unsafe file name {0:?}")]
+    UnsafeName(String),
+}
+
+/// Whether the first non-blank byte opens an object.
+fn is_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// Whether a message from the results list is an event (it has a top-level `"event"` key)
@@ -98,6 +110,7 @@ pub fn is_event(bytes: &[u8]) -> bool {
         event: Option<serde::de::IgnoredAny>,
     }
     bytes.len() <= MAX_MESSAGE_BYTES
+        && is_object(bytes)
         && serde_json::from_slice::<Probe>(bytes).is_ok_and(|p| p.event.is_some())
 }
 
@@ -106,7 +119,14 @@ pub fn parse_event(bytes: &[u8]) -> Result<NodeEvent, EventError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(EventError::TooLarge(bytes.len()));
     }
-    Ok(serde_json::from_slice(bytes)?)
+    if !is_object(bytes) {
+        return Err(EventError::NotAnObject);
+    }
+    let e: NodeEvent = serde_json::from_slice(bytes)?;
+    if !is_safe_relative_name(&e.filename) {
+        return Err(EventError::UnsafeName(e.filename));
+    }
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -141,6 +161,58 @@ mod tests {
         assert!(!is_event(&result));
         assert!(!is_event(b"not json"));
         assert!(!is_event(b"[1,2]"));
+    }
+
+    #[test]
+    fn an_array_is_neither_an_event_nor_parsed_as_one() {
+        // Found when stating the event fuzz target's rules: serde reads a struct from a JSON
+        // array, so an array of the 13 fields parsed as an event while is_event (a one-field
+        // probe) said it was a result; a consumer that sorts with is_event misfiles it.
+        let e = sample();
+        let array = serde_json::to_vec(&serde_json::json!([
+            e.event,
+            e.node_id,
+            e.back_server_ip,
+            e.server_id,
+            e.back_type,
+            e.instance,
+            e.file_path,
+            e.filename,
+            e.job_id,
+            e.size,
+            e.checksum,
+            e.at_ms,
+            e.reason
+        ]))
+        .unwrap();
+        // What serde alone makes of it:
+        assert_eq!(
+            serde_json::from_slice::<NodeEvent>(&array).unwrap(),
+            sample()
+        );
+        assert!(!is_event(&array));
+        assert!(matches!(parse_event(&array), Err(EventError::NotAnObject)));
+        assert!(!is_event(br#"["expired"]"#));
+        // Blanks before the object are fine.
+        let mut padded = b" \n\t".to_vec();
+        padded.extend_from_slice(&serde_json::to_vec(&sample()).unwrap());
+        assert!(is_event(&padded));
+        assert_eq!(parse_event(&padded).unwrap(), sample());
+    }
+
+    #[test]
+    fn rejects_a_filename_that_leaves_its_directory() {
+        // Found when stating the event fuzz target's rules: parse_event took any filename,
+        // and a catalog joins it under file_path.
+        for name in ["../../etc/passwd", "/etc/passwd", "a/../../b", "", "a\nb"] {
+            let mut e = sample();
+            e.filename = name.into();
+            let text = serde_json::to_vec(&e).unwrap();
+            assert!(
+                matches!(parse_event(&text), Err(EventError::UnsafeName(ref n)) if n == name),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

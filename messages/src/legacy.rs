@@ -66,14 +66,14 @@ impl LegacyJob {
         let instance = f.int("instance", true);
         let rsync_model = f.string("rsync_model", true);
         let interval = f.int("interval", false);
-        if success == Some(true) {
-            match &filename {
-                None => f.bad("filename", "missing on a successful backup"),
-                Some(n) if !is_safe_relative_name(n) => {
-                    f.bad("filename", format!("unsafe file name {n:?}"))
-                }
-                _ => {}
+        // Checked on failed runs too: a failure result carries the name, and whatever reads
+        // the job later must never see one that leaves its directory (as with v1 jobs).
+        match &filename {
+            None if success == Some(true) => f.bad("filename", "missing on a successful backup"),
+            Some(n) if !is_safe_relative_name(n) => {
+                f.bad("filename", format!("unsafe file name {n:?}"))
             }
+            _ => {}
         }
         if let Some(n) = &last_all_filename {
             if !is_safe_relative_name(n) {
@@ -211,6 +211,23 @@ mod tests {
         let j = LegacyJob::parse(text.as_bytes()).unwrap();
         assert!(!j.success);
         assert_eq!(j.log, "execute backup script error");
+    }
+
+    #[test]
+    fn a_failed_run_with_an_unsafe_filename_is_refused() {
+        // Found when stating the job_legacy fuzz target's rules: the name was checked only
+        // when success was true, so a failed run carried "../../etc/passwd" into a parsed job.
+        for name in ["../../etc/passwd", "/etc/passwd", "a/./b", "a//b"] {
+            let text = CLIENT_OK
+                .replace("\"20161001/redis_6379.rdb\"", &format!("{name:?}"))
+                .replace("\"success\": true", "\"success\": false");
+            let Err(MessageError::Fields(p)) = LegacyJob::parse(text.as_bytes()) else {
+                panic!("{name:?} accepted");
+            };
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].field, "filename");
+            assert!(crate::Job::parse(text.as_bytes()).is_err());
+        }
     }
 
     #[test]

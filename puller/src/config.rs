@@ -923,10 +923,14 @@ fn redis_url(raw: &mut Raw, key: &str) -> RedisUrl {
     RedisUrl(s)
 }
 
-/// Checks that every `{placeholder}` is known and braces balance.
+/// Checks that every `{placeholder}` is known, braces balance, and no component is `..`
+/// (a template names its directory outright; `{root}/..` would only hide a way out of it).
 pub fn check_template(t: &str) -> Result<(), String> {
     let mut rest = t;
     while let Some(open) = rest.find('{') {
+        if rest[..open].contains('}') {
+            return Err(format!("unmatched '}}' in {t:?}"));
+        }
         let after = &rest[open + 1..];
         let close = after
             .find('}')
@@ -945,6 +949,9 @@ pub fn check_template(t: &str) -> Result<(), String> {
     }
     if !t.starts_with("{root}") && !t.starts_with('/') {
         return Err("must start with {root} or an absolute path".into());
+    }
+    if t.split('/').any(|c| c == "..") {
+        return Err(format!("'..' in {t:?}: name the directory itself"));
     }
     Ok(())
 }

@@ -144,6 +144,15 @@ async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
         (Some(path), false) => BasisPolicy::File(path.clone()),
         (None, false) => BasisPolicy::SameName,
     };
+    // The temp file of an earlier run that was killed (SIGKILL, a crash, power loss:
+    // no chance to move it aside) becomes this run's resume basis, as the node does.
+    if let Some((dir, leaf)) = stale_temp_place(&source, dest) {
+        match ubackup_puller::pull::salvage_stale_temps_into(&dir, &leaf, &args.partial_dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "kept the data of an interrupted pull for resume"),
+            Err(e) => tracing::warn!("cannot clean up stale temp files: {e}"),
+        }
+    }
     let mut sink = FsSink::new(dest)
         .map_err(|e| Failure::Pull(client::Error::Sink(e)))?
         .ignore_times(args.ignore_times)
@@ -167,6 +176,33 @@ async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
         eprintln!("ubackup-puller: refused symlink {link:?}: its target leaves the destination");
     }
     Ok(Outcome::Pulled(Box::new(result?)))
+}
+
+/// Where a single-file pull of `source` into `dest` writes its temp files: the
+/// directory and the file name, following `FsSink`'s layout rule (an existing
+/// directory or a trailing slash receives `dest/LEAF`, anything else is the
+/// file itself). `None` for directory sources, whose files are found only in
+/// the file list. Another `fetch` writing the same file into the same place at
+/// the same time would lose its temp file to this one: run one at a time per
+/// destination file, as the node does (it keeps a set of files being written).
+fn stale_temp_place(source: &Source, dest: &Path) -> Option<(std::path::PathBuf, String)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if source.path.is_empty() || source.path.ends_with('/') {
+        return None;
+    }
+    let leaf = source.path.rsplit('/').next()?;
+    if leaf.is_empty() || leaf == "." || leaf == ".." {
+        return None;
+    }
+    if dest.as_os_str().as_bytes().ends_with(b"/") || dest.is_dir() {
+        return Some((dest.to_path_buf(), leaf.to_string()));
+    }
+    let name = dest.file_name()?.to_str()?.to_string();
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    Some((parent, name))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -29,6 +29,8 @@ use ubackup_messages::{
     Delivery, HintAlgorithm, HistoryEntry, Job, JobIdentity, PullResult, ILLEGAL_PREFIX,
 };
 
+pub mod control;
+
 use crate::config::NodeConfig;
 use crate::pull::{self, EngineConfig, Outcome, PullJob, RetryPolicy};
 use crate::queue::{QueueError, RedisQueue, Taken};
@@ -71,6 +73,8 @@ pub struct Stats {
     pub lengths: Mutex<Vec<(String, u64)>>,
     /// File bytes per second over the last heartbeat period.
     pub rate: AtomicU64,
+    /// Operator control from the dashboard (pause, drain, workers, cap).
+    pub operator: control::OperatorControl,
 }
 
 impl Stats {
@@ -149,6 +153,11 @@ pub async fn run(cfg: NodeConfig, mut control: Control) -> anyhow::Result<Arc<St
     };
     let stats = Arc::new(Stats::default());
     stats.workers.store(cfg.workers, Ordering::Relaxed);
+    // Operator control changes reach the dispatcher as reloads.
+    control.reload = stats.operator.wire(
+        cfg.clone(),
+        std::mem::replace(&mut control.reload, mpsc::channel(1).1),
+    );
     let limiter = BandwidthLimiter::new(cfg.bwlimit);
     let engine = engine_config(&cfg, &limiter, &stats);
     let (live_tx, live_rx) = watch::channel(Live {
@@ -462,6 +471,9 @@ fn restart_only_changes(old: &NodeConfig, new: &NodeConfig) -> Vec<&'static str>
 impl Node {
     /// Why the node must not take a job now, if it must not.
     fn disk_pause(&self) -> Option<String> {
+        if let Some(why) = self.stats.operator.pause_reason() {
+            return Some(why);
+        }
         if let Ok(mut u) = self.pause_until.lock() {
             match *u {
                 Some(t) if Instant::now() < t => {
@@ -567,6 +579,7 @@ impl Node {
     }
 
     async fn heartbeat(&self, rate: u64) {
+        self.stats.operator.poll(&self.queue).await;
         let (free, total) = match rustix::fs::statvfs(&self.cfg.root) {
             Ok(st) => (
                 st.f_bavail.saturating_mul(st.f_frsize),
@@ -614,6 +627,10 @@ impl Node {
                 fields.push((format!("queue:{name}"), len.to_string()));
             }
         }
+        fields.extend(
+            s.operator
+                .heartbeat_fields(s.busy.load(Ordering::Relaxed) as u64),
+        );
         if let Err(e) = self.queue.heartbeat(&fields).await {
             tracing::warn!("cannot write the heartbeat: {e}");
         }

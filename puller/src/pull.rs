@@ -484,6 +484,11 @@ fn job_report(
 ///
 /// Only call it for a file no live pull of this process is writing.
 pub fn salvage_stale_temps(dir: &Path, leaf: &str) -> io::Result<usize> {
+    salvage_stale_temps_into(dir, leaf, rsync_proto::client::PARTIAL_DIR)
+}
+
+/// [`salvage_stale_temps`] with another partial directory name (`fetch --partial-dir`).
+pub fn salvage_stale_temps_into(dir: &Path, leaf: &str, partial_dir: &str) -> io::Result<usize> {
     let prefix = format!(".{}.", &leaf[..leaf.len().min(200)]);
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -509,7 +514,7 @@ pub fn salvage_stale_temps(dir: &Path, leaf: &str) -> io::Result<usize> {
     let n = found.len();
     found.sort();
     if let Some((len, best)) = found.pop() {
-        let pdir = dir.join(rsync_proto::client::PARTIAL_DIR);
+        let pdir = dir.join(partial_dir);
         let partial = pdir.join(leaf);
         let keep = std::fs::symlink_metadata(&partial).map_or(0, |m| m.len());
         if len > keep {

@@ -339,6 +339,13 @@ impl RedisQueue {
         Ok(())
     }
 
+    /// The operator's control hash of this node (`<prefix>:control:<node>`, written by the
+    /// dashboard; see `node::control`).
+    pub async fn control(&self) -> Result<HashMap<String, String>, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hgetall(self.key("control", &self.node_id)).await?)
+    }
+
     /// Removes the heartbeat (clean shutdown with nothing in flight).
     pub async fn clear_heartbeat(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();

@@ -710,6 +710,79 @@ fn sigterm_mid_file_exits_20_keeps_partial_data_and_resumes() -> anyhow::Result<
 }
 
 #[test]
+fn sigkill_mid_file_leaves_a_temp_file_the_next_fetch_resumes_from() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    write_file(data.path(), "big.bin", 16 << 20, 3, 0o644, 1_600_000_000)?;
+    for v in versions() {
+        let daemon = DaemonBuilder::new(v)
+            .module(Module::new("data", data.path()))
+            .start()?;
+        // The proxy passes 4 MiB and then holds the connection open: the pull sits mid-file.
+        let (port, proxy) = stalling_proxy(daemon.addr(), 4 << 20)?;
+        let dest = tempfile::tempdir()?;
+        let url = format!("rsync://127.0.0.1:{port}/data/big.bin");
+        let mut child = fetch(&[&url, path_arg(dest.path())?])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        // Wait until the temp file holds more than one write buffer (1 MiB), then SIGKILL:
+        // no handler runs, the temp file stays where it is.
+        let started = Instant::now();
+        let temp = loop {
+            let found = fs::read_dir(dest.path())?.filter_map(Result::ok).find(|e| {
+                e.file_name().to_string_lossy().starts_with(".big.bin.")
+                    && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
+            });
+            if let Some(e) = found {
+                break e.path();
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                kill(&mut child);
+                bail!("rsync {}: no data arrived through the proxy", v.label());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        child.kill()?;
+        child.wait()?;
+        drop(proxy);
+        ensure!(
+            temp.exists(),
+            "the temp file went away with the killed process"
+        );
+        ensure!(
+            !dest.path().join("big.bin").exists(),
+            "final name after SIGKILL"
+        );
+        ensure!(
+            partial_of(dest.path(), "big.bin").is_none(),
+            "a SIGKILLed process cannot have moved its data aside"
+        );
+        let kept = fs::metadata(&temp)?.len() as usize;
+        let full = fs::read(data.path().join("big.bin"))?;
+        ensure!(
+            full.starts_with(&fs::read(&temp)?),
+            "temp data is not a prefix"
+        );
+        resume_and_check(
+            &daemon.url("data/big.bin"),
+            dest.path(),
+            &data.path().join("big.bin"),
+            kept,
+        )
+        .with_context(|| format!("rsync {}", v.label()))?;
+        ensure!(!temp.exists(), "the stale temp file is still there");
+        let left = list_tree(dest.path())?;
+        assert_eq!(
+            left,
+            BTreeSet::from(["big.bin".to_string()]),
+            "rsync {}",
+            v.label()
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn compress_flags_negotiate_force_and_skip() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let dump: String = (0..40_000)

@@ -489,14 +489,34 @@ pub struct Connection {
     output_paused: bool,
     /// Grows whenever the session moves forward; see [`Connection::progress`].
     progress: u64,
+    /// The argument list went out (possibly before the daemon's `@RSYNCD: OK`).
+    args_sent: bool,
+    /// The negotiation lists and the filter list went out with the arguments,
+    /// before the daemon's compat flags (see [`Connection::send_setup`]).
+    pipelined: bool,
+    /// We pipelined our lists but the daemon's compat flags say it does not
+    /// negotiate: fine for the error it is about to send, fatal for a file list.
+    negotiation_refused: bool,
 }
 
 impl Connection {
     /// Starts a session. Our greeting is queued for transmission at once,
-    /// as stock rsync does (both sides greet without waiting).
+    /// as stock rsync does (both sides greet without waiting), and so is the
+    /// module line (or `#list`): its form does not depend on the daemon's
+    /// greeting, and the daemon reads it right after ours
+    /// (clientserver.c `start_daemon`), so sending it now saves the round
+    /// trip stock rsync spends waiting for the greeting first.
     pub fn new(config: ConnectionConfig) -> Connection {
         let protocol = config.protocol;
         let keepalive = config.keepalive;
+        let mut out_raw = daemon::encode_greeting(protocol);
+        match &config.target {
+            Target::ListModules => out_raw.extend_from_slice(b"#list\n"),
+            Target::Pull { module, .. } => {
+                out_raw.extend_from_slice(module.as_bytes());
+                out_raw.push(b'\n');
+            }
+        }
         Connection {
             config,
             state: State::Greeting,
@@ -509,7 +529,7 @@ impl Connection {
             demux: None,
             ndx_in: NdxCodec::new(protocol.compact_ndx()),
             ndx_out: NdxCodec::new(protocol.compact_ndx()),
-            out_raw: daemon::encode_greeting(protocol),
+            out_raw,
             out_data: Vec::new(),
             mux_out: false,
             events: VecDeque::new(),
@@ -522,6 +542,9 @@ impl Connection {
             queued_data: 0,
             output_paused: false,
             progress: 0,
+            args_sent: false,
+            pipelined: false,
+            negotiation_refused: false,
         }
     }
 
@@ -902,16 +925,15 @@ impl Connection {
                 self.ndx_in = NdxCodec::new(self.protocol.compact_ndx());
                 self.ndx_out = NdxCodec::new(self.protocol.compact_ndx());
                 self.greeting = Some(g);
-                match &self.config.target {
-                    Target::ListModules => {
-                        self.send_raw(b"#list\n");
-                        self.state = State::Listing;
+                if matches!(self.config.target, Target::ListModules) {
+                    self.state = State::Listing;
+                } else {
+                    // Without credentials no AUTHREQD can be answered, so
+                    // the arguments need not wait for `@RSYNCD: OK`.
+                    if self.config.credentials.is_none() {
+                        self.send_setup();
                     }
-                    Target::Pull { module, .. } => {
-                        let line = format!("{module}\n");
-                        self.send_raw(line.as_bytes());
-                        self.state = State::ModuleReply { sent_auth: false };
-                    }
+                    self.state = State::ModuleReply { sent_auth: false };
                 }
             }
             State::Listing => match ServerLine::parse(&line) {
@@ -947,12 +969,9 @@ impl Connection {
             },
             State::ModuleReply { sent_auth } => match ServerLine::parse(&line) {
                 ServerLine::Ok => {
-                    let paths = match &self.config.target {
-                        Target::Pull { paths, .. } => paths.clone(),
-                        Target::ListModules => Vec::new(),
-                    };
-                    let args = self.config.args.encode(self.protocol, &paths);
-                    self.send_raw(&args);
+                    if !self.args_sent {
+                        self.send_setup();
+                    }
                     self.state = if self.protocol.has_compat_flags() {
                         State::CompatFlags
                     } else {
@@ -965,7 +984,13 @@ impl Connection {
                         return Err(ProtocolError::UnexpectedLine { line }.into());
                     }
                     *sent_auth = true;
+                    if self.args_sent {
+                        // We had no credentials and sent the arguments already.
+                        return Err(ProtocolError::PasswordRequired.into());
+                    }
                     self.answer_challenge(&challenge)?;
+                    // The daemon reads the arguments right after our answer.
+                    self.send_setup();
                 }
                 ServerLine::Exit => return Err(SessionError::DaemonExit),
                 ServerLine::Error(message) => {
@@ -979,6 +1004,65 @@ impl Connection {
             _ => return Err(ProtocolError::Misuse("line in a binary state").into()),
         }
         Ok(true)
+    }
+
+    /// Queues the argument list and, when the daemon's answers cannot change
+    /// them, what the daemon reads after it: our checksum and compression
+    /// lists and the (empty) filter list. The daemon reads each of these with
+    /// exact-length reads from the socket before it buffers any input
+    /// (clientserver.c `rsync_module` → compat.c `setup_protocol`
+    /// `negotiate_the_strings` → main.c `start_server` `recv_filter_list`), so
+    /// bytes sent early wait in the socket for it. Stock rsync waits for
+    /// `@RSYNCD: OK`, then for the compat flags, then for the seed: three
+    /// round trips this saves.
+    ///
+    /// The lists are sent early only when the outcome is known: the greeting
+    /// carried a digest list (3.2+ daemons, which set CF_VARINT_FLIST_FLAGS
+    /// for our `v` and so negotiate), or the protocol is below 30 (no lists
+    /// at all). A 3.0/3.1 daemon (no digest list) decides by its own
+    /// version, so for it we wait for the compat flags as stock rsync does.
+    fn send_setup(&mut self) {
+        let paths = match &self.config.target {
+            Target::Pull { paths, .. } => paths.clone(),
+            Target::ListModules => Vec::new(),
+        };
+        let args = self.config.args.encode(self.protocol, &paths);
+        self.send_raw(&args);
+        self.args_sent = true;
+        let has_digests = self.greeting.as_ref().is_some_and(|g| g.digests.is_some());
+        if self.protocol.has_compat_flags() && !has_digests {
+            return;
+        }
+        if self.protocol.has_compat_flags() {
+            let lists = self.negotiation_lists(true);
+            self.send_raw(&lists);
+        }
+        let filter = 0i32.to_le_bytes();
+        if self.protocol.client_output_multiplexed() {
+            encode_frame(MessageCode::DATA, &filter, &mut self.out_raw);
+        } else {
+            self.send_raw(&filter);
+        }
+        self.pipelined = true;
+    }
+
+    /// Our checksum and compression lists (compat.c `negotiate_the_strings`),
+    /// each only when not forced, when the daemon negotiates.
+    fn negotiation_lists(&self, negotiate: bool) -> Vec<u8> {
+        let mut lists = Vec::new();
+        if negotiate && self.config.args.checksum_choice.is_none() {
+            wire::put_vstring(&mut lists, ChecksumKind::advertised_list().as_bytes());
+        }
+        if negotiate
+            && self
+                .config
+                .args
+                .compress
+                .is_some_and(|c| c.choice.is_none())
+        {
+            wire::put_vstring(&mut lists, CompressionKind::advertised_list().as_bytes());
+        }
+        lists
     }
 
     fn motd_line(&mut self, t: String) -> Result<(), ProtocolError> {
@@ -1064,14 +1148,17 @@ impl Connection {
                         .args
                         .compress
                         .is_some_and(|c| c.choice.is_none());
-                let mut lists = Vec::new();
-                if checksum_list {
-                    wire::put_vstring(&mut lists, ChecksumKind::advertised_list().as_bytes());
+                if self.pipelined {
+                    // Our lists went out because the greeting promised a negotiating
+                    // daemon. One that does not negotiate after all is a daemon that
+                    // refused our arguments (it sends default flags, the seed and its
+                    // error: keep reading for its words), or a broken one: refused
+                    // as soon as it sends a file list.
+                    self.negotiation_refused = !negotiate;
+                } else {
+                    let lists = self.negotiation_lists(negotiate);
+                    self.send_raw(&lists);
                 }
-                if compress_list {
-                    wire::put_vstring(&mut lists, CompressionKind::advertised_list().as_bytes());
-                }
-                self.send_raw(&lists);
                 if checksum_list {
                     self.state = State::ChecksumList {
                         compat: flags,
@@ -1135,8 +1222,11 @@ impl Connection {
                     self.config.limits.max_frame,
                 ));
                 self.mux_out = self.protocol.client_output_multiplexed();
-                // The (empty) filter list (exclude.c send_filter_list).
-                self.send(&0i32.to_le_bytes());
+                // The (empty) filter list (exclude.c send_filter_list),
+                // unless it went out with the arguments.
+                if !self.pipelined {
+                    self.send(&0i32.to_le_bytes());
+                }
                 let safe = cf & compat::SAFE_FLIST != 0 || self.protocol.always_safe_flist();
                 let opts = self.flist_options(cf, safe);
                 self.state = State::FileList {
@@ -1401,6 +1491,13 @@ impl Connection {
     fn step_stream(&mut self) -> Result<bool, SessionError> {
         let id_opts = self.flist_options(self.info.map_or(0, |i| i.compat_flags), true);
         let avail = &self.stream[self.stream_pos..];
+        if self.negotiation_refused && !avail.is_empty() {
+            return Err(ProtocolError::Unsupported {
+                version: self.protocol,
+                feature: "a file list without string negotiation, after announcing a digest list",
+            }
+            .into());
+        }
         match &mut self.state {
             State::FileList {
                 decoder,

@@ -9,7 +9,11 @@
 //! - [`postgres`]: a real PostgreSQL (initdb + postgres as an unprivileged user) on a loopback
 //!   port picked at run time, killed on `Drop`.
 //! - [`redis`]: a real `redis-server` on a loopback port picked at run time, restartable.
+//! - [`browser`]: a real headless Chromium (chromedriver + chromium, loopback port picked at
+//!   run time, fresh profile, killed on `Drop`) and a thin WebDriver client for page tests.
 //! - [`compare`]: compare files and trees (bytes, mtime, permission bits, symlink targets).
+//! - [`relay`]: a WAN relay on loopback (one-way delay, rate cap) that counts the turns each
+//!   side waited for the other.
 //! - [`hostile`]: a hostile daemon that gets through setup and then sends attacker-chosen
 //!   bytes, built on rsync-proto's own encoders.
 //! - [`bounded`]: proptests over fuzz entry points under an address-space cap, with the
@@ -23,6 +27,7 @@
 
 pub mod bins;
 pub mod bounded;
+pub mod browser;
 pub mod compare;
 pub mod daemon;
 pub mod data;
@@ -30,14 +35,17 @@ pub mod hostile;
 pub mod http;
 pub mod postgres;
 pub mod redis;
+pub mod relay;
 pub mod rsync;
 pub mod tree;
 
+pub use browser::{require_chromium, Browser, Element};
 pub use compare::{compare_files, compare_trees};
 pub use daemon::{DaemonBuilder, Module, RsyncDaemon};
 pub use data::{make_tree, set_mtime, write_random_file};
 pub use hostile::{HostileDaemon, Script, Step, Wire};
 pub use postgres::{require_postgres, Postgres};
 pub use redis::{require_redis, RedisServer};
+pub use relay::{Relay, RelayConfig, RelayStats};
 pub use rsync::{interop_required, require_rsync, rsync_binary, RsyncVersion};
 pub use tree::{check_partials_are_prefixes, in_partial_dir, list_tree, temp_files, PARTIAL_DIR};

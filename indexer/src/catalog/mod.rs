@@ -7,12 +7,14 @@
 //! `docs/design/indexer.md` for why one implementation with twin statements rather than one
 //! crate per engine).
 
+pub mod dashboard;
 mod engine;
 pub mod sql;
 mod types;
 
 use async_trait::async_trait;
 
+pub use dashboard::{DayGroupRow, HourRow, InstanceTotals};
 pub use engine::{Engine, SqlCatalog};
 pub use types::*;
 
@@ -168,6 +170,29 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     ) -> Result<(), CatalogError>;
     /// The newest audit entries.
     async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, CatalogError>;
+
+    // --- dashboard aggregates (web pages; see `dashboard`) ---
+    /// Results per hour over `from_ms..to_ms`.
+    async fn hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourRow>, CatalogError>;
+    /// Results per UTC day × `by` over `from_ms..to_ms`.
+    async fn stats_by_day(
+        &self,
+        by: StatsBy,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DayGroupRow>, CatalogError>;
+    /// The `limit` instances failing most (`by_failures`) or pulling slowest.
+    async fn top_instances(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        by_failures: bool,
+        limit: i64,
+    ) -> Result<Vec<InstanceTotals>, CatalogError>;
+    /// Every user with its number of API tokens, by name.
+    async fn users(&self) -> Result<Vec<(User, i64)>, CatalogError>;
+    /// Removes every API token of a user; how many.
+    async fn revoke_tokens(&self, user_id: i64) -> Result<u64, CatalogError>;
 }
 
 /// Opens the catalog that `url` names (`sqlite://PATH` or `postgres://...`).

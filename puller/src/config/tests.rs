@@ -119,6 +119,29 @@ fn templates_are_checked() {
 }
 
 #[test]
+fn templates_with_a_stray_brace_or_a_parent_component_are_refused() {
+    // Found when stating the node_config fuzz target's rules: a '}' before a later
+    // placeholder was not seen (only the text after the last placeholder was checked), and
+    // `{root}/..` rendered outside the backup root.
+    for t in [
+        "{root}/}/{ip_d}",
+        "{root}/a}b/{back_type}/{ip_d}",
+        "{root}/../{ip_d}",
+        "{root}/{back_type}/..",
+        "/data/../etc/{ip_d}",
+    ] {
+        assert!(check_template(t).is_err(), "{t:?} accepted");
+        let text = format!("[node]\nroot = \"/b\"\n[pull]\ndestination = \"{t}\"\n");
+        assert!(
+            NodeConfig::parse(&text).is_err(),
+            "{t:?} accepted in a file"
+        );
+    }
+    // Dots inside a component are a name, not a way out.
+    assert!(check_template("{root}/..a/b../{ip_d}").is_ok());
+}
+
+#[test]
 fn inline_comments_need_whitespace_before_them() {
     assert_eq!(strip_inline_comment("a = b #c"), "a = b ");
     assert_eq!(strip_inline_comment("a = b#c"), "a = b#c");

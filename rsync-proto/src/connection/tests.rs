@@ -979,9 +979,12 @@ fn auth_without_digest_list_uses_md5() {
         run.err(),
         SessionError::Protocol(ProtocolError::UnexpectedEof { .. })
     ));
+    // The arguments follow the answer at once (no wait for OK); without a digest list in
+    // the greeting, nothing after them.
     assert_eq!(
-        run.sent,
-        b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\nbackup kv1TcoebpVEkjxnCrP4lZw\n"
+        String::from_utf8_lossy(&run.sent),
+        "@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\nbackup kv1TcoebpVEkjxnCrP4lZw\n\
+         --server\0--sender\0-logtpre.LsfxCIvu\0.\0mod/sub/\0\0"
     );
 }
 
@@ -1000,7 +1003,13 @@ fn auth_with_digest_list_uses_sha512() {
     let run = drive(cfg, input.as_bytes());
     let want = "@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\nbackup \
         ajyjDkP2EGnjZ5ws8dYzJ7xbGl/NYmVqJGFme/7kuJxysvYTT7zG9teWp1+Kcsj2vPP/iRcPCUTlrT+LhcGkKw\n";
-    assert_eq!(String::from_utf8_lossy(&run.sent), want);
+    let sent = String::from_utf8_lossy(&run.sent);
+    assert!(sent.starts_with(want), "{sent:?}");
+    // Then, without waiting for OK: the arguments, our checksum list and the filter list.
+    assert!(
+        sent[want.len()..].starts_with("--server\0--sender\0"),
+        "{sent:?}"
+    );
 }
 
 #[test]
@@ -1016,9 +1025,108 @@ fn auth_at_protocol_29_uses_old_md4() {
         cfg,
         b"@RSYNCD: 29\n@RSYNCD: AUTHREQD Q2hhbGxlbmdlVGV4dDEyMw\n",
     );
+    // At 29: newline-separated arguments, then the raw (empty) filter list.
     assert_eq!(
         String::from_utf8_lossy(&run.sent),
-        "@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\nbackup IrLXMfiO+u7Z4bEAaB4YsQ\n"
+        "@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\nbackup IrLXMfiO+u7Z4bEAaB4YsQ\n\
+         --server\n--sender\n-logtpr\n.\nmod/sub/\n\n\0\0\0\0"
+    );
+}
+
+// ----- what goes out before the daemon answers (round trips) -----
+
+/// Everything the client has queued after being fed `input`.
+fn sent_after(cfg: ConnectionConfig, input: &[u8]) -> Vec<u8> {
+    let now = Instant::now();
+    let mut conn = Connection::new(cfg);
+    let mut sent = Vec::new();
+    conn.handle_input(input).expect("input");
+    while let Some(b) = conn.poll_transmit(now) {
+        sent.extend_from_slice(&b);
+    }
+    sent
+}
+
+#[test]
+fn module_line_goes_out_with_the_greeting() {
+    assert_eq!(
+        sent_after(config(), b""),
+        b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\n"
+    );
+    assert_eq!(
+        sent_after(ConnectionConfig::new(Target::ListModules), b""),
+        b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n#list\n"
+    );
+}
+
+#[test]
+fn arguments_lists_and_filters_go_out_when_a_negotiating_greeting_arrives() {
+    // No OK, no compat flags yet: a 3.2+ greeting (digest list) is enough to know the
+    // daemon negotiates, so nothing the client sends waits for a reply.
+    let sent = sent_after(config(), flavor(32).greeting.as_bytes());
+    let mut want = b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\n".to_vec();
+    want.extend_from_slice(b"--server\0--sender\0-logtpre.LsfxCIvu\0.\0mod/sub/\0\0");
+    put_vstring(&mut want, ChecksumKind::advertised_list().as_bytes());
+    encode_frame(MessageCode::DATA, &0i32.to_le_bytes(), &mut want);
+    assert_eq!(
+        String::from_utf8_lossy(&sent),
+        String::from_utf8_lossy(&want)
+    );
+}
+
+#[test]
+fn daemon_without_digest_list_gets_its_lists_after_the_compat_flags() {
+    // 3.0/3.1 (and 3.2.0-3.2.3) send no digest list: whether they negotiate is known only
+    // from their compat flags, so only the arguments go early.
+    let sent = sent_after(config(), flavor(31).greeting.as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&sent),
+        "@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\n\
+         --server\0--sender\0-logtpre.LsfxCIvu\0.\0mod/sub/\0\0"
+    );
+}
+
+#[test]
+fn a_daemon_refusing_our_arguments_is_heard_despite_the_pipelined_lists() {
+    // A daemon that rejects the arguments does not parse `-e.`, so its compat flags lack
+    // CF_VARINT_FLIST_FLAGS; it sends the seed and its error, then exits.
+    let mut input = b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n@RSYNCD: OK\n".to_vec();
+    put_varint(&mut input, compat::SAFE_FLIST as i32);
+    input.extend_from_slice(&SEED.to_le_bytes());
+    encode_frame(MessageCode::ERROR, b"refuse --recursive\n", &mut input);
+    let run = drive(config(), &input);
+    assert!(
+        !matches!(
+            run.err(),
+            SessionError::Protocol(ProtocolError::Unsupported { .. })
+        ),
+        "{:?}",
+        run.err()
+    );
+    assert!(
+        run.events.iter().any(
+            |e| matches!(e, Event::Message { kind, text } if kind.is_error() && text.contains("refuse"))
+        ),
+        "{:?}",
+        run.events
+    );
+}
+
+#[test]
+fn a_daemon_that_announced_digests_but_does_not_negotiate_is_refused() {
+    let mut input = b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n@RSYNCD: OK\n".to_vec();
+    put_varint(&mut input, compat::SAFE_FLIST as i32);
+    input.extend_from_slice(&SEED.to_le_bytes());
+    // A file list follows: the daemon read our lists as something else.
+    encode_frame(MessageCode::DATA, &[0x04, 0x01, b'a'], &mut input);
+    let run = drive(config(), &input);
+    assert!(
+        matches!(
+            run.err(),
+            SessionError::Protocol(ProtocolError::Unsupported { .. })
+        ),
+        "{:?}",
+        run.err()
     );
 }
 

@@ -1,0 +1,435 @@
+//! Alerts: the list (filter by state, rule and business; the user's focus businesses first),
+//! ack and silence with a comment, the per-alert view with the instance's latest 480 backups in
+//! UBackup's modal columns plus checksum and chain, and the JSON feed the page polls to raise
+//! Web Notifications for new alerts in focus businesses.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use serde::Deserialize;
+
+use super::errors::PageError;
+use super::html::{csrf_field, esc, layout, thead, time, url};
+use super::instances::backups_table;
+use super::session::{PageOperator, PageViewer, Session};
+use crate::catalog::{Alert, AlertFilter, InstanceKey, Page, Role};
+use crate::http::AppState;
+
+/// Newest alerts read for a list.
+const LIST_LIMIT: i64 = 5000;
+
+/// Backups shown in the per-alert view (UBackup's 480).
+pub const HISTORY_ROWS: i64 = 480;
+
+/// The state filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFilter {
+    /// Open, not acknowledged, not silenced.
+    #[default]
+    Open,
+    /// Open and acknowledged.
+    Acked,
+    /// Open and silenced.
+    Silenced,
+    /// Resolved.
+    Resolved,
+    /// Everything.
+    All,
+}
+
+impl StateFilter {
+    fn name(self) -> &'static str {
+        match self {
+            StateFilter::Open => "open",
+            StateFilter::Acked => "acked",
+            StateFilter::Silenced => "silenced",
+            StateFilter::Resolved => "resolved",
+            StateFilter::All => "all",
+        }
+    }
+}
+
+/// The state of one alert at `now`.
+pub fn state_of(a: &Alert, now: i64) -> StateFilter {
+    if a.resolved_ms.is_some() {
+        StateFilter::Resolved
+    } else if a.silenced_until_ms.is_some_and(|t| t > now) {
+        StateFilter::Silenced
+    } else if a.acked_ms.is_some() {
+        StateFilter::Acked
+    } else {
+        StateFilter::Open
+    }
+}
+
+/// The user's focus businesses (UBackup's JSON list; numbers or numeric strings).
+pub fn focus_of(s: &Session) -> HashSet<i64> {
+    serde_json::from_str::<Vec<serde_json::Value>>(&s.user.focus_business)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+        .collect()
+}
+
+/// List query.
+#[derive(Debug, Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    state: StateFilter,
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    business: String,
+    #[serde(default)]
+    done: String,
+}
+
+async fn select(
+    s: &AppState,
+    state: StateFilter,
+    rule: &str,
+    business: Option<i64>,
+) -> Result<Vec<Alert>, PageError> {
+    let f = AlertFilter {
+        open: !matches!(state, StateFilter::Resolved | StateFilter::All),
+        rule: (!rule.is_empty()).then(|| rule.to_string()),
+        business,
+        limit: Some(LIST_LIMIT),
+    };
+    let now = s.clock.now_ms();
+    let mut v = s.catalog.alerts(&f).await?;
+    if state != StateFilter::All {
+        v.retain(|a| state_of(a, now) == state);
+    }
+    Ok(v)
+}
+
+/// `GET /alerts`.
+pub async fn list(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Query(q): Query<ListQuery>,
+) -> Result<Html<String>, PageError> {
+    let business: Option<i64> = match q.business.trim() {
+        "" => None,
+        b => Some(
+            b.parse()
+                .map_err(|_| PageError::BadRequest(format!("business {b:?} is not a number")))?,
+        ),
+    };
+    let mut alerts = select(&s, q.state, q.rule.trim(), business).await?;
+    let focus = focus_of(&me);
+    // Focus businesses first, then newest first.
+    alerts.sort_by_key(|a| {
+        (
+            !a.game_id.is_some_and(|g| focus.contains(&g)),
+            std::cmp::Reverse(a.opened_ms),
+        )
+    });
+    let rules: BTreeSet<String> = s
+        .catalog
+        .open_alerts()
+        .await?
+        .into_iter()
+        .map(|a| a.rule)
+        .chain(crate::alerts::RULES.iter().map(|r| r.to_string()))
+        .collect();
+    let businesses = s.catalog.businesses().await?;
+    let now = s.clock.now_ms();
+    let can_write = me.user.role >= Role::Operator;
+
+    let mut o = String::with_capacity(256 * alerts.len() + 4096);
+    if !q.done.is_empty() {
+        let _ = write!(
+            o,
+            "<p class=\"notice\" role=\"status\">{}</p>",
+            esc(&q.done)
+        );
+    }
+    o.push_str(
+        "<form method=\"get\" class=\"filters\" role=\"search\" aria-label=\"Filter alerts\">",
+    );
+    o.push_str("<div><label for=\"f-state\">State</label><select id=\"f-state\" name=\"state\">");
+    for st in [
+        StateFilter::Open,
+        StateFilter::Acked,
+        StateFilter::Silenced,
+        StateFilter::Resolved,
+        StateFilter::All,
+    ] {
+        let sel = if st == q.state { " selected" } else { "" };
+        let _ = write!(o, "<option{sel}>{}</option>", st.name());
+    }
+    o.push_str("</select></div><div><label for=\"f-rule\">Rule</label><select id=\"f-rule\" name=\"rule\"><option value=\"\">any</option>");
+    for r in &rules {
+        let sel = if *r == q.rule { " selected" } else { "" };
+        let _ = write!(o, "<option{sel}>{}</option>", esc(r));
+    }
+    o.push_str("</select></div><div><label for=\"f-biz\">Business</label><select id=\"f-biz\" name=\"business\"><option value=\"\">any</option>");
+    for b in &businesses {
+        let sel = if Some(b.business_id) == business {
+            " selected"
+        } else {
+            ""
+        };
+        let star = if focus.contains(&b.business_id) {
+            " ★"
+        } else {
+            ""
+        };
+        let _ = write!(
+            o,
+            "<option value=\"{}\"{sel}>{} ({}){star}</option>",
+            b.business_id,
+            esc(&b.name),
+            b.business_id
+        );
+    }
+    o.push_str("</select></div><button type=\"submit\">Filter</button>");
+    o.push_str("<p id=\"notify\" class=\"muted\"><span></span> <button type=\"button\" class=\"secondary\" id=\"notify-enable\">Enable notifications</button></p></form>");
+    let _ = write!(
+        o,
+        "<p class=\"muted\"><b id=\"alert-count\">{}</b> {} alert(s); ★ = one of your focus businesses. Times in <span id=\"tz\">your zone</span>.</p>",
+        alerts.len(),
+        q.state.name()
+    );
+    o.push_str("<div class=\"scroll\"><table id=\"alerts\">");
+    o.push_str(&thead(&[
+        "", "Rule", "Subject", "Business", "Host", "Message", "Opened", "Updated", "State",
+        "Actions",
+    ]));
+    o.push_str("<tbody>");
+    for a in &alerts {
+        let st = state_of(a, now);
+        let star = if a.game_id.is_some_and(|g| focus.contains(&g)) {
+            "★"
+        } else {
+            ""
+        };
+        let _ = write!(
+            o,
+            "<tr data-alert=\"{id}\"><td>{star}</td><td>{rule}</td><td><a href=\"/alerts/{id}\">{subj}</a></td><td class=\"num\">{biz}</td><td>{host}</td><td class=\"wrap\">{msg}</td><td>{opened}</td><td>{upd}</td><td><span class=\"pill {cls}\">{st}</span>{by}</td><td>",
+            id = a.id,
+            rule = esc(&a.rule),
+            subj = esc(&a.subject),
+            biz = a.game_id.map(|g| g.to_string()).unwrap_or_default(),
+            host = esc(a.game_server_ip.as_deref().unwrap_or("")),
+            msg = esc(&a.message),
+            opened = time(a.opened_ms),
+            upd = time(a.updated_ms),
+            cls = if st == StateFilter::Open { "bad" } else { "muted" },
+            st = st.name(),
+            by = a.acked_by.as_ref().map(|u| format!(" <span class=\"muted\">by {}</span>", esc(u))).unwrap_or_default(),
+        );
+        if can_write && st != StateFilter::Resolved {
+            o.push_str(&action_forms(&me, a.id, st));
+        }
+        o.push_str("</td></tr>");
+    }
+    o.push_str("</tbody></table></div>");
+    Ok(Html(layout("Alerts", "/alerts", Some(&me), &o)))
+}
+
+fn action_forms(me: &Session, id: i64, st: StateFilter) -> String {
+    let mut o = String::new();
+    if st == StateFilter::Open {
+        let _ = write!(
+            o,
+            "<form method=\"post\" action=\"/alerts/{id}/ack\" class=\"inline\">{c}\
+             <label class=\"sr\" for=\"ack-c-{id}\">Comment</label>\
+             <input id=\"ack-c-{id}\" name=\"comment\" placeholder=\"comment\" size=\"12\" maxlength=\"500\">\
+             <button type=\"submit\" name=\"ack\">Ack</button></form> ",
+            c = csrf_field(me)
+        );
+    }
+    let _ = write!(
+        o,
+        "<form method=\"post\" action=\"/alerts/{id}/silence\" class=\"inline\">{c}\
+         <label for=\"sil-h-{id}\" class=\"sr\">Hours</label>\
+         <select id=\"sil-h-{id}\" name=\"hours\"><option>1</option><option>4</option><option selected>24</option><option>168</option></select>\
+         <label class=\"sr\" for=\"sil-c-{id}\">Comment</label>\
+         <input id=\"sil-c-{id}\" name=\"comment\" placeholder=\"comment\" size=\"10\" maxlength=\"500\">\
+         <button type=\"submit\" class=\"secondary\">Silence</button></form>",
+        c = csrf_field(me)
+    );
+    o
+}
+
+async fn find(s: &AppState, id: i64) -> Result<Alert, PageError> {
+    if let Some(a) = s
+        .catalog
+        .open_alerts()
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+    {
+        return Ok(a);
+    }
+    let all = s
+        .catalog
+        .alerts(&AlertFilter {
+            limit: Some(100_000),
+            ..AlertFilter::default()
+        })
+        .await?;
+    all.into_iter()
+        .find(|a| a.id == id)
+        .ok_or(PageError::NotFound)
+}
+
+/// `GET /alerts/{id}`: the alert and its instance's latest 480 backups.
+pub async fn detail(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Path(id): Path<i64>,
+) -> Result<Html<String>, PageError> {
+    let a = find(&s, id).await?;
+    let now = s.clock.now_ms();
+    let st = state_of(&a, now);
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<div class=\"card\"><p><b>{rule}</b> on <code>{subj}</code> — <span class=\"pill {cls}\">{st}</span></p>\
+         <p class=\"wrap\">{msg}</p><p class=\"muted\">Opened {opened}, updated {upd}{acked}{sil}{res}</p>",
+        rule = esc(&a.rule),
+        subj = esc(&a.subject),
+        cls = if st == StateFilter::Open { "bad" } else { "muted" },
+        st = st.name(),
+        msg = esc(&a.message),
+        opened = time(a.opened_ms),
+        upd = time(a.updated_ms),
+        acked = a.acked_ms.map(|t| format!(", acknowledged by {} at {}", esc(a.acked_by.as_deref().unwrap_or("?")), time(t))).unwrap_or_default(),
+        sil = a.silenced_until_ms.filter(|t| *t > now).map(|t| format!(", silenced until {}", time(t))).unwrap_or_default(),
+        res = a.resolved_ms.map(|t| format!(", resolved {}", time(t))).unwrap_or_default(),
+    );
+    if me.user.role >= Role::Operator && st != StateFilter::Resolved {
+        o.push_str(&action_forms(&me, a.id, st));
+    }
+    o.push_str("</div>");
+    if let (Some(server), Some(ty), Some(inst)) = (&a.server_id, &a.back_type, a.instance) {
+        let key = InstanceKey::new(server, ty, inst);
+        let rows = s
+            .catalog
+            .history(
+                &key,
+                Page {
+                    offset: 0,
+                    limit: HISTORY_ROWS,
+                },
+            )
+            .await?;
+        let _ = write!(
+            o,
+            "<h2>Latest {} backups of <a href=\"/instances/{}/{}/{}\">{}</a></h2>",
+            rows.len(),
+            url(&key.server_id),
+            url(&key.type_key),
+            key.instance,
+            esc(&key.subject())
+        );
+        o.push_str(&backups_table(&key, &rows));
+    }
+    Ok(Html(layout(
+        &format!("Alert {}", a.id),
+        "/alerts",
+        Some(&me),
+        &o,
+    )))
+}
+
+/// Ack and silence forms.
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    hours: Option<i64>,
+}
+
+/// `POST /alerts/{id}/ack`.
+pub async fn ack(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> Result<Response, PageError> {
+    let now = s.clock.now_ms();
+    if !s.catalog.ack_alert(id, &me.user.name, now).await? {
+        return Err(PageError::NotFound);
+    }
+    let comment: String = f.comment.chars().take(500).collect();
+    s.catalog
+        .audit(
+            now,
+            &me.user.name,
+            "alert.ack",
+            &serde_json::json!({"id": id, "comment": comment}).to_string(),
+        )
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/alerts?done={}",
+        url(&format!("Alert {id} acknowledged."))
+    ))
+    .into_response())
+}
+
+/// `POST /alerts/{id}/silence`.
+pub async fn silence(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> Result<Response, PageError> {
+    let hours = f.hours.unwrap_or(24);
+    if !(1..=24 * 90).contains(&hours) {
+        return Err(PageError::BadRequest(
+            "silence for 1 hour to 90 days".into(),
+        ));
+    }
+    let now = s.clock.now_ms();
+    let until = now + hours * 3_600_000;
+    if !s.catalog.silence_alert(id, until).await? {
+        return Err(PageError::NotFound);
+    }
+    let comment: String = f.comment.chars().take(500).collect();
+    s.catalog
+        .audit(
+            now,
+            &me.user.name,
+            "alert.silence",
+            &serde_json::json!({"id": id, "until_ms": until, "comment": comment}).to_string(),
+        )
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/alerts?done={}",
+        url(&format!("Alert {id} silenced for {hours} h."))
+    ))
+    .into_response())
+}
+
+/// `GET /alerts/feed`: open, unacknowledged alerts with a focus flag (the page's poller).
+pub async fn feed(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+) -> Result<Json<serde_json::Value>, PageError> {
+    let now = s.clock.now_ms();
+    let focus = focus_of(&me);
+    let v: Vec<serde_json::Value> = s
+        .catalog
+        .open_alerts()
+        .await?
+        .into_iter()
+        .filter(|a| state_of(a, now) == StateFilter::Open)
+        .map(|a| {
+            serde_json::json!({
+                "id": a.id, "rule": a.rule, "subject": a.subject, "message": a.message,
+                "focus": a.game_id.is_some_and(|g| focus.contains(&g)),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "alerts": v })))
+}

@@ -1,0 +1,73 @@
+// ubackup dashboard: local times, copy buttons, confirmations, and alert notifications.
+(function () {
+  "use strict";
+  var fmt = new Intl.DateTimeFormat(undefined, {year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false});
+  function localTimes(root) {
+    (root || document).querySelectorAll("time[data-ms]").forEach(function (t) {
+      var ms = Number(t.getAttribute("data-ms"));
+      if (!ms) return;
+      var d = new Date(ms);
+      t.textContent = fmt.format(d);
+      t.setAttribute("datetime", d.toISOString());
+    });
+    var tz = document.getElementById("tz");
+    if (tz) tz.textContent = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+  }
+  function copyButtons() {
+    document.querySelectorAll("button[data-copy]").forEach(function (b) {
+      b.addEventListener("click", function () {
+        var el = document.getElementById(b.getAttribute("data-copy"));
+        if (!el) return;
+        var text = el.textContent;
+        var done = function () { b.textContent = "Copied"; setTimeout(function () { b.textContent = "Copy"; }, 1500); };
+        if (navigator.clipboard) navigator.clipboard.writeText(text).then(done, function () {});
+        else { var r = document.createRange(); r.selectNodeContents(el); var s = getSelection(); s.removeAllRanges(); s.addRange(r); }
+      });
+    });
+  }
+  function confirms() {
+    document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+      f.addEventListener("submit", function (e) {
+        if (!window.confirm(f.getAttribute("data-confirm"))) e.preventDefault();
+      });
+    });
+  }
+  function selectAll() {
+    var all = document.getElementById("select-all");
+    if (!all) return;
+    all.addEventListener("change", function () {
+      document.querySelectorAll("input[name=key]").forEach(function (c) { c.checked = all.checked; });
+    });
+  }
+  // Alerts page: poll the feed; a new open alert in a focus business raises a notification.
+  function notifications() {
+    var box = document.getElementById("notify");
+    if (!box) return;
+    var btn = document.getElementById("notify-enable");
+    if (!("Notification" in window)) { box.textContent = "This browser has no notifications."; return; }
+    function state() { box.querySelector("span").textContent = "Notifications: " + Notification.permission; }
+    state();
+    if (btn) btn.addEventListener("click", function () { Notification.requestPermission().then(state); });
+    var seen = null;
+    function poll() {
+      fetch("/alerts/feed", {credentials: "same-origin"}).then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (j) {
+          if (!j) return;
+          var ids = {};
+          j.alerts.forEach(function (a) { ids[a.id] = true; });
+          if (seen !== null && Notification.permission === "granted") {
+            j.alerts.forEach(function (a) {
+              if (!seen[a.id] && a.focus) new Notification("ubackup: " + a.rule, {body: a.subject + "\n" + a.message, tag: "ubk-" + a.id});
+            });
+          }
+          seen = ids;
+        }).catch(function () {});
+    }
+    poll();
+    setInterval(poll, 30000);
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    localTimes(); copyButtons(); confirms(); selectAll(); notifications();
+  });
+})();

@@ -1,0 +1,764 @@
+//! Instances (search, paging, add/edit, batch add in UBackup's line format, batch delete,
+//! history, the chain of any backup and its restore command), businesses and backup types.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::errors::PageError;
+use super::html::{bytes, csrf_field, duration, esc, layout, thead, time, url};
+use super::session::{PageOperator, PageViewer, Session};
+use crate::catalog::{Backup, BackupType, Business, Instance, InstanceKey, Page, Role};
+use crate::http::AppState;
+
+/// Rows per page of the instance list.
+pub const PAGE_ROWS: usize = 50;
+
+/// Search query.
+#[derive(Debug, Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    field: String,
+    #[serde(default)]
+    page: usize,
+    #[serde(default)]
+    done: String,
+}
+
+fn matches(i: &Instance, field: &str, q: &str, biz: &HashMap<i64, String>) -> bool {
+    if q.is_empty() {
+        return true;
+    }
+    let bname = i
+        .business_id
+        .and_then(|b| biz.get(&b))
+        .map(|s| s.to_lowercase())
+        .unwrap_or_default();
+    let bid = i.business_id.map(|b| b.to_string()).unwrap_or_default();
+    let ql = q.to_lowercase();
+    match field {
+        "server_id" => i.key.server_id.to_lowercase().contains(&ql),
+        "name" => i.name.to_lowercase().contains(&ql),
+        "instance" => i.key.instance.to_string() == q,
+        "type" => i.key.type_key == ql,
+        "business" => bid == q || bname.contains(&ql),
+        _ => {
+            i.key.server_id.to_lowercase().contains(&ql)
+                || i.name.to_lowercase().contains(&ql)
+                || i.key.instance.to_string() == q
+                || i.key.type_key == ql
+                || bid == q
+                || bname.contains(&ql)
+        }
+    }
+}
+
+/// `GET /instances`.
+pub async fn list(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Query(q): Query<ListQuery>,
+) -> Result<Html<String>, PageError> {
+    let biz: HashMap<i64, String> = s
+        .catalog
+        .businesses()
+        .await?
+        .into_iter()
+        .map(|b| (b.business_id, b.name))
+        .collect();
+    let all = s.catalog.instances().await?;
+    let query = q.q.trim();
+    let hits: Vec<&Instance> = all
+        .iter()
+        .filter(|i| matches(i, &q.field, query, &biz))
+        .collect();
+    let pages = hits.len().div_ceil(PAGE_ROWS).max(1);
+    let pg = q.page.min(pages - 1);
+    let can_write = me.user.role >= Role::Operator;
+    let mut o = String::with_capacity(PAGE_ROWS * 600 + 4096);
+    if !q.done.is_empty() {
+        let _ = write!(
+            o,
+            "<p class=\"notice\" role=\"status\" id=\"done\">{}</p>",
+            esc(&q.done)
+        );
+    }
+    o.push_str(
+        "<form method=\"get\" class=\"filters\" role=\"search\" aria-label=\"Search instances\">",
+    );
+    let _ = write!(
+        o,
+        "<div><label for=\"q\">Search</label><input id=\"q\" name=\"q\" type=\"search\" value=\"{}\" placeholder=\"server id, name, instance…\"></div>",
+        esc(query)
+    );
+    o.push_str("<div><label for=\"field\">In</label><select id=\"field\" name=\"field\">");
+    for (v, l) in [
+        ("", "any field"),
+        ("server_id", "server id"),
+        ("name", "name"),
+        ("instance", "instance"),
+        ("type", "type"),
+        ("business", "business"),
+    ] {
+        let sel = if v == q.field { " selected" } else { "" };
+        let _ = write!(o, "<option value=\"{v}\"{sel}>{l}</option>");
+    }
+    o.push_str("</select></div><button type=\"submit\">Search</button></form>");
+    let _ = write!(
+        o,
+        "<p class=\"muted\"><b id=\"hits\">{}</b> of {} instances; page {} of {pages}.</p>",
+        hits.len(),
+        all.len(),
+        pg + 1
+    );
+    if can_write {
+        let _ = write!(
+            o,
+            "<form method=\"post\" action=\"/instances/delete\" id=\"delete-form\" data-confirm=\"Delete the selected instances from the registry?\">{}",
+            csrf_field(&me)
+        );
+    }
+    o.push_str("<div class=\"scroll\"><table id=\"instances\">");
+    let head: &[&str] = if can_write {
+        &[
+            "<input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\">",
+            "Server id",
+            "Type",
+            "Instance",
+            "Name",
+            "Business",
+            "Period",
+            "Enabled",
+            "Registered",
+        ]
+    } else {
+        &[
+            "Server id",
+            "Type",
+            "Instance",
+            "Name",
+            "Business",
+            "Period",
+            "Enabled",
+            "Registered",
+        ]
+    };
+    o.push_str(&thead(head));
+    o.push_str("<tbody>");
+    for i in hits.iter().skip(pg * PAGE_ROWS).take(PAGE_ROWS) {
+        let k = &i.key;
+        let kv = format!("{}\t{}\t{}", k.server_id, k.type_key, k.instance);
+        o.push_str("<tr>");
+        if can_write {
+            let _ = write!(
+                o,
+                "<td><input type=\"checkbox\" name=\"key\" value=\"{}\" aria-label=\"Select {}\"></td>",
+                esc(&kv),
+                esc(&k.subject())
+            );
+        }
+        let _ = write!(
+            o,
+            "<td><a href=\"/instances/{}/{}/{}\">{}</a></td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+            url(&k.server_id),
+            url(&k.type_key),
+            k.instance,
+            esc(&k.server_id),
+            esc(&k.type_key),
+            k.instance,
+            esc(&i.name),
+            i.business_id
+                .map(|b| format!("{} {}", b, esc(biz.get(&b).map(String::as_str).unwrap_or(""))))
+                .unwrap_or_default(),
+            i.interval_secs.map(|s| format!("{s} s")).unwrap_or_default(),
+            if i.enabled { "yes" } else { "<span class=\"warn\">no</span>" },
+            time(i.created_ms),
+        );
+    }
+    o.push_str("</tbody></table></div>");
+    if can_write {
+        o.push_str("<p><button type=\"submit\" class=\"danger\" id=\"delete-selected\">Delete selected</button></p></form>");
+    }
+    let link = |p: usize| {
+        format!(
+            "/instances?q={}&field={}&page={p}",
+            url(query),
+            url(&q.field)
+        )
+    };
+    o.push_str("<nav class=\"pager\" aria-label=\"Pages\">");
+    if pg > 0 {
+        let _ = write!(
+            o,
+            "<a href=\"{}\" rel=\"prev\">← Previous</a>",
+            esc(&link(pg - 1))
+        );
+    }
+    if pg + 1 < pages {
+        let _ = write!(
+            o,
+            "<a href=\"{}\" rel=\"next\">Next →</a>",
+            esc(&link(pg + 1))
+        );
+    }
+    o.push_str("</nav>");
+    if can_write {
+        let _ = write!(
+            o,
+            "<div class=\"grid2\"><form method=\"post\" action=\"/instances\" class=\"card\" id=\"add-form\"><h2>Add or edit one instance</h2>{c}\
+             <div class=\"field\"><label for=\"a-server\">Server id</label><input id=\"a-server\" name=\"server_id\" required maxlength=\"255\"></div>\
+             <div class=\"field\"><label for=\"a-type\">Type</label><input id=\"a-type\" name=\"type\" required list=\"types\" maxlength=\"64\"></div>\
+             <div class=\"field\"><label for=\"a-inst\">Instance</label><input id=\"a-inst\" name=\"instance\" type=\"number\" required></div>\
+             <div class=\"field\"><label for=\"a-name\">Name</label><input id=\"a-name\" name=\"name\" maxlength=\"255\"></div>\
+             <div class=\"field\"><label for=\"a-biz\">Business id</label><input id=\"a-biz\" name=\"business_id\" type=\"number\"></div>\
+             <div class=\"field\"><label for=\"a-int\">Period (s)</label><input id=\"a-int\" name=\"interval_secs\" type=\"number\" min=\"60\"></div>\
+             <div class=\"field\"><label><input type=\"checkbox\" name=\"enabled\" value=\"on\" checked> Enabled</label></div>\
+             <p><button type=\"submit\">Save</button></p></form>\
+             <form method=\"post\" action=\"/instances/batch\" class=\"card\" id=\"batch-form\"><h2>Batch add</h2>{c}\
+             <label for=\"lines\">One instance per line: <code>name server_id type_id instance business_id</code> (UBackup's format; spaces or tabs)</label>\
+             <textarea id=\"lines\" name=\"lines\" rows=\"8\" required placeholder=\"game-db-1 S100234 1 3306 101\"></textarea>\
+             <p><button type=\"submit\" id=\"batch-submit\">Add all</button></p></form></div>",
+            c = csrf_field(&me)
+        );
+    }
+    Ok(Html(layout("Instances", "/instances", Some(&me), &o)))
+}
+
+/// One instance from the add/edit form.
+#[derive(Debug, Deserialize)]
+pub struct SaveForm {
+    server_id: String,
+    #[serde(rename = "type")]
+    back_type: String,
+    instance: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    business_id: String,
+    #[serde(default)]
+    interval_secs: String,
+    #[serde(default)]
+    enabled: Option<String>,
+}
+
+fn opt_int(s: &str, what: &str) -> Result<Option<i64>, PageError> {
+    match s.trim() {
+        "" => Ok(None),
+        v => v
+            .parse()
+            .map(Some)
+            .map_err(|_| PageError::BadRequest(format!("{what} {v:?} is not a number"))),
+    }
+}
+
+fn done(path: &str, msg: &str) -> Response {
+    Redirect::to(&format!("{path}?done={}", url(msg))).into_response()
+}
+
+async fn audit(
+    s: &AppState,
+    me: &Session,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<(), PageError> {
+    s.catalog
+        .audit(s.clock.now_ms(), &me.user.name, action, &detail.to_string())
+        .await?;
+    Ok(())
+}
+
+/// `POST /instances`: add or edit one.
+pub async fn save(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    Form(f): Form<SaveForm>,
+) -> Result<Response, PageError> {
+    let server = f.server_id.trim();
+    let ty = f.back_type.trim();
+    if server.is_empty() || server.len() > 255 || server.chars().any(char::is_control) {
+        return Err(PageError::BadRequest(
+            "server id: 1 to 255 printable characters".into(),
+        ));
+    }
+    if ty.is_empty() || ty.len() > 64 || ty.chars().any(char::is_control) {
+        return Err(PageError::BadRequest(
+            "type: 1 to 64 printable characters".into(),
+        ));
+    }
+    let instance = opt_int(&f.instance, "instance")?
+        .ok_or_else(|| PageError::BadRequest("instance is required".into()))?;
+    let row = Instance {
+        key: InstanceKey::new(server, ty, instance),
+        name: f.name.trim().chars().take(255).collect(),
+        business_id: opt_int(&f.business_id, "business id")?,
+        interval_secs: opt_int(&f.interval_secs, "period")?,
+        enabled: f.enabled.is_some(),
+        created_ms: 0,
+    };
+    s.catalog
+        .upsert_instances(std::slice::from_ref(&row), s.clock.now_ms())
+        .await?;
+    audit(
+        &s,
+        &me,
+        "instance.put",
+        serde_json::to_value(&row).unwrap_or_default(),
+    )
+    .await?;
+    Ok(done("/instances", &format!("Saved {}.", row.key.subject())))
+}
+
+/// Batch add.
+#[derive(Debug, Deserialize)]
+pub struct BatchForm {
+    lines: String,
+}
+
+/// `POST /instances/batch`: UBackup's `name server_id type_id instance business_id` lines.
+pub async fn batch_add(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    Form(f): Form<BatchForm>,
+) -> Result<Response, PageError> {
+    let imp = crate::registry::parse_batch_lines(&f.lines)
+        .map_err(|e| PageError::BadRequest(e.to_string()))?;
+    let n = imp.instances.len();
+    let applied = crate::registry::apply(s.catalog.as_ref(), imp, s.clock.now_ms())
+        .await
+        .map_err(|e| match e {
+            crate::registry::ApplyError::Catalog(c) => PageError::Catalog(c),
+            other => PageError::BadRequest(other.to_string()),
+        })?;
+    audit(
+        &s,
+        &me,
+        "instance.batch_add",
+        serde_json::json!({"lines": n, "instances": applied.instances}),
+    )
+    .await?;
+    Ok(done(
+        "/instances",
+        &format!("Added or updated {} instances.", applied.instances),
+    ))
+}
+
+/// `POST /instances/delete`: every checked `key` (server_id TAB type TAB instance).
+pub async fn batch_delete(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(&body).map_err(|e| PageError::BadRequest(e.to_string()))?;
+    let mut removed = Vec::new();
+    for (k, v) in pairs.iter().filter(|(k, _)| k == "key").take(10_000) {
+        let _ = k;
+        let mut it = v.split('\t');
+        let (Some(server), Some(ty), Some(inst)) = (it.next(), it.next(), it.next()) else {
+            return Err(PageError::BadRequest(format!("bad key {v:?}")));
+        };
+        let inst: i64 = inst
+            .parse()
+            .map_err(|_| PageError::BadRequest(format!("bad instance in {v:?}")))?;
+        let key = InstanceKey::new(server, ty, inst);
+        if s.catalog.delete_instance(&key).await? {
+            removed.push(key.subject());
+        }
+    }
+    audit(
+        &s,
+        &me,
+        "instance.batch_delete",
+        serde_json::json!({"removed": removed}),
+    )
+    .await?;
+    Ok(done(
+        "/instances",
+        &format!("Deleted {} instances.", removed.len()),
+    ))
+}
+
+/// History paging.
+#[derive(Debug, Deserialize, Default)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    page: i64,
+    /// Show the chain of this backup id.
+    chain: Option<i64>,
+}
+
+/// Rows per history page.
+pub const HISTORY_PAGE: i64 = 100;
+
+/// RFC 3339 UTC seconds of epoch ms (for the restore command).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// The agent command that restores `key` as of `at_ms` into a directory.
+pub fn restore_command(key: &InstanceKey, at_ms: i64) -> String {
+    let q = |s: &str| {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c))
+        {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    format!(
+        "ubackup-agent restore --server-id {} --type {} --instance {} --at {} --to /restore/{}-{}",
+        q(&key.server_id),
+        q(&key.type_key),
+        key.instance,
+        rfc3339(at_ms),
+        q(&key.server_id),
+        key.instance
+    )
+}
+
+/// The backups table: UBackup's modal columns, plus checksum and chain.
+pub fn backups_table(key: &InstanceKey, rows: &[Backup]) -> String {
+    let mut o = String::with_capacity(rows.len() * 700 + 1024);
+    o.push_str("<div class=\"scroll\"><table class=\"backups\">");
+    o.push_str(&thead(&[
+        "Status",
+        "Storage IP",
+        "Client IP",
+        "Backup time",
+        "Rsync time",
+        "Name",
+        "Size",
+        "Full time",
+        "Full name",
+        "Log",
+        "Checksum",
+        "Chain",
+    ]));
+    o.push_str("<tbody>");
+    for b in rows {
+        let r = &b.record;
+        let status = if !r.succeed {
+            "<span class=\"bad\">failed</span>"
+        } else if b.corrupt_at.is_some() {
+            "<span class=\"bad\">corrupt</span>"
+        } else if b.expired_at.is_some() {
+            "<span class=\"muted\">expired</span>"
+        } else {
+            "<span class=\"ok\">ok</span>"
+        };
+        let _ = write!(
+            o,
+            "<tr><td>{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"wrap\">{}</td><td class=\"mono\" title=\"{}\">{}</td><td><a href=\"/instances/{}/{}/{}?chain={}\">chain</a></td></tr>",
+            esc(&r.back_server_ip),
+            esc(r.game_server_ip.as_deref().unwrap_or("")),
+            time(r.create_time),
+            if r.rsync_time > 0 { time(r.rsync_time) } else { duration(r.duration_ms as f64) },
+            esc(r.filename.as_deref().unwrap_or("")),
+            r.size.map(bytes).unwrap_or_default(),
+            time(r.last_all_time),
+            esc(r.last_all_filename.as_deref().unwrap_or("")),
+            esc(&r.log.chars().take(300).collect::<String>()),
+            esc(r.checksum.as_deref().unwrap_or("")),
+            esc(&r.checksum.as_deref().unwrap_or("").chars().take(16).collect::<String>()),
+            url(&key.server_id),
+            url(&key.type_key),
+            key.instance,
+            b.id
+        );
+    }
+    o.push_str("</tbody></table></div>");
+    o
+}
+
+/// `GET /instances/{server_id}/{type}/{instance}`: history, and the chain of one backup.
+pub async fn history(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Path((server, ty, inst)): Path<(String, String, i64)>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Html<String>, PageError> {
+    let key = InstanceKey::new(&server, &ty, inst);
+    let pg = q.page.clamp(0, 10_000);
+    let rows = s
+        .catalog
+        .history(
+            &key,
+            Page {
+                offset: pg * HISTORY_PAGE,
+                limit: HISTORY_PAGE,
+            },
+        )
+        .await?;
+    let mut o = String::new();
+    if let Some(id) = q.chain {
+        let b = s.catalog.backup(id).await?.ok_or(PageError::NotFound)?;
+        if b.record.key() != key {
+            return Err(PageError::NotFound);
+        }
+        let plan = crate::restore::plan(s.catalog.as_ref(), &key, b.record.create_time).await?;
+        let _ = write!(
+            o,
+            "<section class=\"card\" id=\"chain\"><h2>Chain of backup {id} ({})</h2>",
+            esc(b.record.filename.as_deref().unwrap_or(""))
+        );
+        o.push_str("<div class=\"scroll\"><table>");
+        o.push_str(&thead(&[
+            "#", "Kind", "File", "Node", "Path", "Size", "Checksum", "Created",
+        ]));
+        o.push_str("<tbody>");
+        for (n, st) in plan.steps.iter().enumerate() {
+            let _ = write!(
+                o,
+                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"mono\">{}</td><td>{} {}</td><td class=\"mono\">{}</td><td class=\"num\">{}</td><td class=\"mono\">{}</td><td>{}</td></tr>",
+                n + 1,
+                st.kind,
+                esc(st.filename.as_deref().unwrap_or("")),
+                esc(&st.node_id),
+                esc(&st.back_server_ip),
+                esc(st.file_path.as_deref().unwrap_or("")),
+                st.size.map(bytes).unwrap_or_default(),
+                esc(st.checksum.as_deref().unwrap_or("")),
+                time(st.create_time)
+            );
+        }
+        o.push_str("</tbody></table></div>");
+        for h in &plan.holes {
+            let _ = write!(
+                o,
+                "<p class=\"bad\">Hole: {} is {}</p>",
+                esc(&h.filename),
+                esc(&h.reason)
+            );
+        }
+        let _ = write!(
+            o,
+            "<p>{}</p><div class=\"copy\"><code id=\"restore-cmd\">{}</code><button type=\"button\" data-copy=\"restore-cmd\">Copy</button></div></section>",
+            if plan.complete {
+                "<span class=\"ok\">Complete: restorable.</span>"
+            } else {
+                "<span class=\"bad\">Incomplete: this backup cannot be restored as is.</span>"
+            },
+            esc(&restore_command(&key, b.record.create_time))
+        );
+    }
+    let _ = write!(o, "<h2>History, newest first (page {})</h2>", pg + 1);
+    o.push_str(&backups_table(&key, &rows));
+    let base = format!(
+        "/instances/{}/{}/{}",
+        url(&key.server_id),
+        url(&key.type_key),
+        key.instance
+    );
+    o.push_str("<nav class=\"pager\" aria-label=\"Pages\">");
+    if pg > 0 {
+        let _ = write!(
+            o,
+            "<a href=\"{base}?page={}\" rel=\"prev\">← Newer</a>",
+            pg - 1
+        );
+    }
+    if rows.len() as i64 == HISTORY_PAGE {
+        let _ = write!(
+            o,
+            "<a href=\"{base}?page={}\" rel=\"next\">Older →</a>",
+            pg + 1
+        );
+    }
+    o.push_str("</nav>");
+    Ok(Html(layout(&key.subject(), "/instances", Some(&me), &o)))
+}
+
+/// `GET /businesses`.
+pub async fn businesses(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Query(q): Query<ListQuery>,
+) -> Result<Html<String>, PageError> {
+    let rows = s.catalog.businesses().await?;
+    let mut count: HashMap<i64, usize> = HashMap::new();
+    for i in s.catalog.instances().await? {
+        if let Some(b) = i.business_id {
+            *count.entry(b).or_default() += 1;
+        }
+    }
+    let mut o = String::new();
+    if !q.done.is_empty() {
+        let _ = write!(
+            o,
+            "<p class=\"notice\" role=\"status\">{}</p>",
+            esc(&q.done)
+        );
+    }
+    o.push_str("<div class=\"scroll\"><table>");
+    o.push_str(&thead(&["Business id", "Name", "Instances"]));
+    o.push_str("<tbody>");
+    for b in &rows {
+        let _ = write!(
+            o,
+            "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\"><a href=\"/instances?field=business&q={}\">{}</a></td></tr>",
+            b.business_id,
+            esc(&b.name),
+            b.business_id,
+            count.get(&b.business_id).copied().unwrap_or(0)
+        );
+    }
+    o.push_str("</tbody></table></div>");
+    if me.user.role >= Role::Operator {
+        let _ = write!(
+            o,
+            "<form method=\"post\" action=\"/businesses\" class=\"card filters\"><h2>Add or rename</h2>{}\
+             <div><label for=\"b-id\">Business id</label><input id=\"b-id\" name=\"id\" type=\"number\" required></div>\
+             <div><label for=\"b-name\">Name</label><input id=\"b-name\" name=\"name\" required maxlength=\"255\"></div>\
+             <button type=\"submit\">Save</button></form>",
+            csrf_field(&me)
+        );
+    }
+    Ok(Html(layout("Businesses", "/businesses", Some(&me), &o)))
+}
+
+/// `GET /types`.
+pub async fn types(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Query(q): Query<ListQuery>,
+) -> Result<Html<String>, PageError> {
+    let rows = s.catalog.backup_types().await?;
+    let mut o = String::new();
+    if !q.done.is_empty() {
+        let _ = write!(
+            o,
+            "<p class=\"notice\" role=\"status\">{}</p>",
+            esc(&q.done)
+        );
+    }
+    o.push_str("<p class=\"muted\">Batch-add lines name a type by its id.</p><div class=\"scroll\"><table>");
+    o.push_str(&thead(&["Type id", "Name"]));
+    o.push_str("<tbody>");
+    for t in &rows {
+        let _ = write!(
+            o,
+            "<tr><td class=\"num\">{}</td><td>{}</td></tr>",
+            t.id,
+            esc(&t.name)
+        );
+    }
+    o.push_str("</tbody></table></div>");
+    if me.user.role >= Role::Operator {
+        let _ = write!(
+            o,
+            "<form method=\"post\" action=\"/types\" class=\"card filters\"><h2>Add</h2>{}\
+             <div><label for=\"t-id\">Type id</label><input id=\"t-id\" name=\"id\" type=\"number\" required></div>\
+             <div><label for=\"t-name\">Name</label><input id=\"t-name\" name=\"name\" required maxlength=\"64\"></div>\
+             <button type=\"submit\">Save</button></form>",
+            csrf_field(&me)
+        );
+    }
+    Ok(Html(layout("Backup types", "/types", Some(&me), &o)))
+}
+
+/// Business and type forms.
+#[derive(Debug, Deserialize)]
+pub struct IdName {
+    id: i64,
+    name: String,
+}
+
+fn name_ok(n: &str, max: usize) -> Result<String, PageError> {
+    let n = n.trim();
+    if n.is_empty() || n.len() > max || n.chars().any(char::is_control) {
+        return Err(PageError::BadRequest(format!(
+            "name: 1 to {max} printable characters"
+        )));
+    }
+    Ok(n.to_string())
+}
+
+/// `POST /businesses`.
+pub async fn save_business(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    Form(f): Form<IdName>,
+) -> Result<Response, PageError> {
+    let b = Business {
+        business_id: f.id,
+        name: name_ok(&f.name, 255)?,
+    };
+    s.catalog
+        .upsert_businesses(std::slice::from_ref(&b))
+        .await?;
+    audit(
+        &s,
+        &me,
+        "business.put",
+        serde_json::to_value(&b).unwrap_or_default(),
+    )
+    .await?;
+    Ok(done(
+        "/businesses",
+        &format!("Saved business {}.", b.business_id),
+    ))
+}
+
+/// `POST /types`.
+pub async fn save_type(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    Form(f): Form<IdName>,
+) -> Result<Response, PageError> {
+    let t = BackupType {
+        id: f.id,
+        name: name_ok(&f.name, 64)?,
+    };
+    s.catalog
+        .upsert_backup_types(std::slice::from_ref(&t))
+        .await?;
+    audit(
+        &s,
+        &me,
+        "backup_type.put",
+        serde_json::to_value(&t).unwrap_or_default(),
+    )
+    .await?;
+    Ok(done("/types", &format!("Saved type {}.", t.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_and_quotes_the_restore_command() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_764_489_600_000), "2025-11-30T08:00:00Z");
+        let k = InstanceKey::new("S1 x", "MySQL", 3306);
+        assert_eq!(
+            restore_command(&k, 0),
+            "ubackup-agent restore --server-id 'S1 x' --type mysql --instance 3306 --at 1970-01-01T00:00:00Z --to /restore/'S1 x'-3306"
+        );
+    }
+}

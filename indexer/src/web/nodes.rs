@@ -1,0 +1,328 @@
+//! Clusters and nodes: capacity and use (warning above 80 %), the backlog of every queue,
+//! each node's heartbeat (paused and why, throughput, busy workers), and node control
+//! (pause, resume, drain, workers, bandwidth cap) through the cluster's Redis.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::errors::PageError;
+use super::html::{bytes, csrf_field, esc, layout, thead, time, url};
+use super::session::{PageOperator, PageViewer};
+use crate::catalog::Role;
+use crate::cluster::control::ControlChange;
+use crate::http::AppState;
+
+/// Use above this share of capacity is flagged.
+pub const WARN_USE: f64 = 0.80;
+
+/// Page query.
+#[derive(Debug, Deserialize, Default)]
+pub struct PageQuery {
+    #[serde(default)]
+    done: String,
+}
+
+fn use_bar(used: u64, total: u64) -> String {
+    if total == 0 {
+        return "<span class=\"muted\">unknown</span>".into();
+    }
+    let share = used as f64 / total as f64;
+    let hot = share > WARN_USE;
+    format!(
+        "<div class=\"bar\" role=\"img\" aria-label=\"{pct:.0} % used\"><i style=\"width:{pct:.0}%\"{cls}></i></div>\
+         <span class=\"{tcls}\">{pct:.0} % of {tot}{warn}</span>",
+        pct = share * 100.0,
+        cls = if hot { " class=\"hot\"" } else { "" },
+        tcls = if hot { "bad" } else { "muted" },
+        tot = bytes(total as i64),
+        warn = if hot { " — above 80 %" } else { "" }
+    )
+}
+
+/// `GET /nodes`.
+pub async fn page(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, PageError> {
+    let clusters = s.clusters.status().await;
+    let now = s.clock.now_ms();
+    let can_write = me.user.role >= Role::Operator;
+    let mut o = String::new();
+    if !q.done.is_empty() {
+        let _ = write!(
+            o,
+            "<p class=\"notice\" role=\"status\" id=\"done\">{}</p>",
+            esc(&q.done)
+        );
+    }
+    if clusters.is_empty() {
+        o.push_str("<p class=\"muted\">No cluster is configured (<code>[[clusters]]</code>).</p>");
+    }
+    for c in &clusters {
+        let _ = write!(
+            o,
+            "<section class=\"cluster\" data-cluster=\"{}\"><h2>Cluster {}</h2>",
+            esc(&c.name),
+            esc(&c.name)
+        );
+        if !c.reachable {
+            let _ = write!(
+                o,
+                "<p class=\"bad\" role=\"alert\">Redis unreachable: {}</p></section>",
+                esc(c.error.as_deref().unwrap_or(""))
+            );
+            continue;
+        }
+        let alive = c.nodes.iter().filter(|n| n.alive).count();
+        let _ = write!(
+            o,
+            "<div class=\"kpis\"><div class=\"kpi\"><span>Nodes alive</span><b>{alive} / {}</b></div>\
+             <div class=\"kpi\"><span>Capacity used</span>{}</div>\
+             <div class=\"kpi{}\"><span>Dead letters</span><b>{}</b></div>\
+             <div class=\"kpi\"><span>Agents seen</span><b>{}</b></div></div>",
+            c.nodes.len(),
+            use_bar(c.used_bytes, c.total_bytes),
+            if c.dead_letters > 0 { " bad" } else { "" },
+            c.dead_letters,
+            c.agents.len()
+        );
+        o.push_str("<h3>Queues</h3><div class=\"scroll\"><table class=\"queues\">");
+        o.push_str(&thead(&["List", "Backlog", "Oldest job", "Age"]));
+        o.push_str("<tbody>");
+        for qs in &c.queues {
+            let age = qs.oldest_ms.map(|t| ((now - t) / 1000).max(0));
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num{}\">{}</td></tr>",
+                esc(&qs.list),
+                qs.length,
+                qs.oldest_ms.map(time).unwrap_or_default(),
+                if age.is_some_and(|a| a > 3600) { " bad" } else { "" },
+                age.map(|a| format!("{} min", a / 60)).unwrap_or_default()
+            );
+        }
+        o.push_str("</tbody></table></div>");
+        let ids: Vec<String> = c.nodes.iter().map(|n| n.node_id.clone()).collect();
+        let controls = s
+            .clusters
+            .read_controls(&c.name, &ids)
+            .await
+            .unwrap_or_default();
+        o.push_str("<h3>Nodes</h3><div class=\"scroll\"><table class=\"nodes\">");
+        o.push_str(&thead(&[
+            "Node",
+            "Address",
+            "Heartbeat",
+            "Disk",
+            "State",
+            "Busy / workers",
+            "Throughput",
+            "Done",
+            "Failed",
+            "Control",
+        ]));
+        o.push_str("<tbody>");
+        for n in &c.nodes {
+            let used = n.total_bytes.saturating_sub(n.free_bytes);
+            let ctl = controls.get(&n.node_id);
+            let state = if !n.alive {
+                "<span class=\"bad\">down</span>".to_string()
+            } else if n.paused {
+                format!(
+                    "<span class=\"warn\">paused</span> <span class=\"muted\">{}</span>",
+                    esc(&n.paused_reason)
+                )
+            } else {
+                "<span class=\"ok\">taking jobs</span>".to_string()
+            };
+            let ctl_text = match ctl {
+                Some(c) if !c.desired.is_empty() => {
+                    let d = &c.desired;
+                    let mut parts = Vec::new();
+                    if d.get("paused").map(String::as_str) == Some("1") {
+                        parts.push("pause".to_string());
+                    }
+                    if d.get("drain").map(String::as_str) == Some("1") {
+                        parts.push("drain".to_string());
+                    }
+                    if let Some(w) = d.get("workers") {
+                        parts.push(format!("workers {}", esc(w)));
+                    }
+                    if let Some(b) = d.get("bwlimit") {
+                        let b: i64 = b.parse().unwrap_or(0);
+                        parts.push(if b == 0 {
+                            "no cap".into()
+                        } else {
+                            format!("cap {}/s", bytes(b))
+                        });
+                    }
+                    format!(
+                        "{} <span class=\"{}\">{}</span>",
+                        if parts.is_empty() {
+                            "as configured".into()
+                        } else {
+                            parts.join(", ")
+                        },
+                        if c.in_effect() { "ok" } else { "warn" },
+                        if c.in_effect() { "applied" } else { "pending" }
+                    )
+                }
+                _ => "<span class=\"muted\">as configured</span>".into(),
+            };
+            let _ = write!(
+                o,
+                "<tr data-node=\"{id}\"><td>{id}</td><td>{ip}<br><span class=\"muted\">{host}</span></td><td>{hb}</td><td>{disk}</td><td class=\"state\">{state}</td>\
+                 <td class=\"num busy\">{busy} / {workers}</td><td class=\"num rate\">{rate}/s</td><td class=\"num done\">{done}</td><td class=\"num failed\">{failed}</td><td class=\"control\">{ctl_text}</td></tr>",
+                id = esc(&n.node_id),
+                ip = esc(&n.ip),
+                host = esc(&n.host),
+                hb = time(n.updated_ms),
+                disk = use_bar(used, n.total_bytes),
+                busy = n.busy_workers,
+                workers = n.workers,
+                rate = bytes(n.bytes_per_second as i64),
+                done = n.done,
+                failed = n.failed,
+            );
+        }
+        o.push_str("</tbody></table></div>");
+        if can_write && !c.nodes.is_empty() {
+            let _ = write!(
+                o,
+                "<form method=\"post\" action=\"/nodes/control\" class=\"card filters\" aria-label=\"Node control in {cn}\">{csrf}\
+                 <input type=\"hidden\" name=\"cluster\" value=\"{cn}\">\
+                 <div><label for=\"nc-node-{cid}\">Node</label><select id=\"nc-node-{cid}\" name=\"node\">{opts}</select></div>\
+                 <div><label for=\"nc-act-{cid}\">Action</label><select id=\"nc-act-{cid}\" name=\"action\">\
+                 <option value=\"pause\">Pause</option><option value=\"resume\">Resume</option><option value=\"drain\">Drain</option>\
+                 <option value=\"tune\">Set workers / cap only</option></select></div>\
+                 <div><label for=\"nc-w-{cid}\">Workers</label><input id=\"nc-w-{cid}\" name=\"workers\" type=\"number\" min=\"0\" max=\"256\" placeholder=\"as is\"></div>\
+                 <div><label for=\"nc-bw-{cid}\">Bandwidth cap (MiB/s, 0 = none)</label><input id=\"nc-bw-{cid}\" name=\"bwlimit_mib\" type=\"number\" min=\"0\" step=\"any\" placeholder=\"as is\"></div>\
+                 <div><label for=\"nc-r-{cid}\">Reason</label><input id=\"nc-r-{cid}\" name=\"reason\" maxlength=\"200\" placeholder=\"why (audited)\"></div>\
+                 <button type=\"submit\" id=\"nc-apply-{cid}\">Apply</button></form>\
+                 <p class=\"muted\">A node applies a change at its next heartbeat and reports it back; \"pending\" turns \"applied\" then.</p>",
+                csrf = csrf_field(&me),
+                cn = esc(&c.name),
+                cid = esc(&url(&c.name)),
+                opts = c
+                    .nodes
+                    .iter()
+                    .map(|n| format!("<option>{}</option>", esc(&n.node_id)))
+                    .collect::<String>(),
+            );
+        }
+        o.push_str("</section>");
+    }
+    Ok(Html(layout("Clusters and nodes", "/nodes", Some(&me), &o)))
+}
+
+/// The control form.
+#[derive(Debug, Deserialize)]
+pub struct ControlForm {
+    cluster: String,
+    node: String,
+    action: String,
+    #[serde(default)]
+    workers: String,
+    #[serde(default)]
+    bwlimit_mib: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /nodes/control`.
+pub async fn control(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    Form(f): Form<ControlForm>,
+) -> Result<Response, PageError> {
+    if f.node.is_empty() || f.node.len() > 255 || f.node.chars().any(char::is_control) {
+        return Err(PageError::BadRequest("bad node id".into()));
+    }
+    let reason: String = f.reason.trim().chars().take(200).collect();
+    let mut ch = ControlChange::default();
+    match f.action.as_str() {
+        "pause" => {
+            ch.paused = Some(true);
+            ch.drain = Some(false);
+            ch.reason = Some(if reason.is_empty() {
+                format!("paused by {}", me.user.name)
+            } else {
+                reason.clone()
+            });
+        }
+        "resume" => {
+            ch.paused = Some(false);
+            ch.drain = Some(false);
+            ch.reason = Some(String::new());
+        }
+        "drain" => {
+            ch.drain = Some(true);
+            ch.paused = Some(false);
+            ch.reason = Some(if reason.is_empty() {
+                format!("drained by {}", me.user.name)
+            } else {
+                reason.clone()
+            });
+        }
+        "tune" => {}
+        other => return Err(PageError::BadRequest(format!("unknown action {other:?}"))),
+    }
+    match f.workers.trim() {
+        "" => {}
+        w => {
+            let n: u32 = w
+                .parse()
+                .map_err(|_| PageError::BadRequest("workers: a whole number".into()))?;
+            if n > 256 {
+                return Err(PageError::BadRequest("workers: at most 256".into()));
+            }
+            ch.workers = Some(Some(n));
+        }
+    }
+    match f.bwlimit_mib.trim() {
+        "" => {}
+        b => {
+            let mib: f64 = b
+                .parse()
+                .map_err(|_| PageError::BadRequest("bandwidth: a number of MiB/s".into()))?;
+            if !(0.0..=1_000_000.0).contains(&mib) {
+                return Err(PageError::BadRequest(
+                    "bandwidth: 0 to 1,000,000 MiB/s".into(),
+                ));
+            }
+            ch.bwlimit = Some(Some((mib * 1_048_576.0) as u64));
+        }
+    }
+    let now = s.clock.now_ms();
+    let after = s
+        .clusters
+        .write_control(&f.cluster, &f.node, &ch, &me.user.name, now)
+        .await
+        .map_err(|e| PageError::BadRequest(e.to_string()))?;
+    s.catalog
+        .audit(
+            now,
+            &me.user.name,
+            "node.control",
+            &serde_json::json!({
+                "cluster": f.cluster, "node": f.node, "action": f.action,
+                "workers": f.workers, "bwlimit_mib": f.bwlimit_mib, "reason": reason,
+                "control": after,
+            })
+            .to_string(),
+        )
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/nodes?done={}",
+        url(&format!(
+            "{} on {}: sent; the node applies it at its next heartbeat.",
+            f.action, f.node
+        ))
+    ))
+    .into_response())
+}

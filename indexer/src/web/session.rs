@@ -1,0 +1,254 @@
+//! Sessions, the login rate limit, and the extractors that pages take.
+//!
+//! A session is 32 random bytes (hex in the cookie); the server keeps only its SHA-256, the
+//! user's name, its CSRF token and when it was last used. The user row (role included) is read
+//! from the catalog on every request, so a role change or removal takes effect at once.
+//! Sessions live in the indexer's memory: a restart logs everyone out, which is the safe side.
+//!
+//! Pages take [`PageViewer`], [`PageOperator`] or [`PageAdmin`]; without a session they
+//! redirect to the login page, with too low a role they answer 403. The server decides; hiding
+//! a button is only a courtesy.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::Extension;
+
+use super::errors::PageError;
+use super::{cookies, WebOptions, WebState};
+use crate::catalog::{Role, User};
+use crate::http::AppState;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    user: String,
+    csrf: String,
+    last_ms: i64,
+}
+
+/// Sessions and failed-login counters.
+#[derive(Debug)]
+pub struct Sessions {
+    idle_ms: i64,
+    attempts: u32,
+    window_ms: i64,
+    by_hash: Mutex<HashMap<String, Entry>>,
+    failures: Mutex<HashMap<String, Vec<i64>>>,
+}
+
+/// A logged-in request: the user as the catalog has it now, and the session's CSRF token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The user.
+    pub user: User,
+    /// The token every form of this session carries.
+    pub csrf: String,
+}
+
+fn random_hex() -> String {
+    use rand::RngCore as _;
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    crate::auth::hex(&b)
+}
+
+/// Wall-clock milliseconds: sessions and login limits run on real time, not on the
+/// catalog's (movable) clock.
+pub fn wall_ms() -> i64 {
+    use crate::clock::Clock as _;
+    crate::clock::SystemClock.now_ms()
+}
+
+fn hash(id: &str) -> String {
+    crate::auth::token_hash(id)
+}
+
+impl Sessions {
+    /// Empty.
+    pub fn new(o: &WebOptions) -> Sessions {
+        Sessions {
+            idle_ms: o.session_idle_ms,
+            attempts: o.login_attempts,
+            window_ms: o.login_window_ms,
+            by_hash: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts a session for `user`: its id (for the cookie).
+    pub fn create(&self, user: &str, now_ms: i64) -> String {
+        let id = random_hex();
+        if let Ok(mut m) = self.by_hash.lock() {
+            // Drop idle ones while here; bounded by the number of live sessions.
+            let idle = self.idle_ms;
+            m.retain(|_, e| now_ms - e.last_ms < idle);
+            m.insert(
+                hash(&id),
+                Entry {
+                    user: user.to_string(),
+                    csrf: random_hex(),
+                    last_ms: now_ms,
+                },
+            );
+        }
+        id
+    }
+
+    /// The session's (user name, CSRF token), refreshing its idle timer.
+    pub fn get(&self, id: &str, now_ms: i64) -> Option<(String, String)> {
+        let mut m = self.by_hash.lock().ok()?;
+        let h = hash(id);
+        let e = m.get_mut(&h)?;
+        if now_ms - e.last_ms >= self.idle_ms {
+            m.remove(&h);
+            return None;
+        }
+        e.last_ms = now_ms;
+        Some((e.user.clone(), e.csrf.clone()))
+    }
+
+    /// Ends one session.
+    pub fn remove(&self, id: &str) {
+        if let Ok(mut m) = self.by_hash.lock() {
+            m.remove(&hash(id));
+        }
+    }
+
+    /// Ends every session of `user`; how many.
+    pub fn remove_user(&self, user: &str) -> usize {
+        let Ok(mut m) = self.by_hash.lock() else {
+            return 0;
+        };
+        let before = m.len();
+        m.retain(|_, e| e.user != user);
+        before - m.len()
+    }
+
+    /// Whether `key` (a client address or a user name) may try to log in now.
+    pub fn login_allowed(&self, key: &str, now_ms: i64) -> bool {
+        let Ok(mut f) = self.failures.lock() else {
+            return false;
+        };
+        let w = self.window_ms;
+        match f.get_mut(key) {
+            Some(v) => {
+                v.retain(|t| now_ms - t < w);
+                (v.len() as u32) < self.attempts
+            }
+            None => true,
+        }
+    }
+
+    /// Records a failed login for `key`.
+    pub fn login_failed(&self, key: &str, now_ms: i64) {
+        if let Ok(mut f) = self.failures.lock() {
+            if f.len() > 100_000 {
+                let w = self.window_ms;
+                f.retain(|_, v| v.iter().any(|t| now_ms - t < w));
+            }
+            let v = f.entry(key.to_string()).or_default();
+            v.push(now_ms);
+            if v.len() > 64 {
+                v.remove(0);
+            }
+        }
+    }
+}
+
+async fn session_of(parts: &mut Parts, state: &AppState) -> Result<Session, PageError> {
+    let Extension(web) = Extension::<WebState>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| PageError::Internal("web state missing".into()))?;
+    let id = cookies::session_id(&parts.headers).ok_or(PageError::Login)?;
+    let (name, csrf) = web.sessions.get(&id, wall_ms()).ok_or(PageError::Login)?;
+    let user = state.catalog.user(&name).await?.ok_or(PageError::Login)?;
+    Ok(Session { user, csrf })
+}
+
+macro_rules! page_role {
+    ($name:ident, $role:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Session);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = PageError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                let s = session_of(parts, state).await?;
+                if s.user.role < $role {
+                    return Err(PageError::Forbidden($role.name()));
+                }
+                Ok($name(s))
+            }
+        }
+    };
+}
+
+page_role!(
+    PageViewer,
+    Role::Viewer,
+    "A logged-in user (reads every page)."
+);
+page_role!(
+    PageOperator,
+    Role::Operator,
+    "A logged-in operator or admin (alerts, registry, node control)."
+);
+page_role!(
+    PageAdmin,
+    Role::Admin,
+    "A logged-in admin (users and tokens)."
+);
+
+/// The client's address, when the server was started with connect info.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_and_logins_are_limited() {
+        let o = WebOptions {
+            session_idle_ms: 1000,
+            login_attempts: 2,
+            login_window_ms: 500,
+            ..WebOptions::default()
+        };
+        let s = Sessions::new(&o);
+        let id = s.create("ann", 0);
+        assert_eq!(s.get(&id, 900).map(|x| x.0).as_deref(), Some("ann"));
+        assert!(s.get(&id, 1899).is_some(), "use refreshes the idle timer");
+        assert!(s.get(&id, 2899).is_none());
+        let a = s.create("ann", 0);
+        let b = s.create("ann", 0);
+        let c = s.create("bob", 0);
+        assert_eq!(s.remove_user("ann"), 2);
+        assert!(s.get(&a, 1).is_none() && s.get(&b, 1).is_none() && s.get(&c, 1).is_some());
+        assert!(s.login_allowed("ip", 0));
+        s.login_failed("ip", 0);
+        s.login_failed("ip", 10);
+        assert!(!s.login_allowed("ip", 20));
+        assert!(s.login_allowed("ip", 600));
+    }
+}

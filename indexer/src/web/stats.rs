@@ -1,0 +1,268 @@
+//! Statistics (the Kibana replacement): counts, bytes, failures and durations by UTC day ×
+//! business, type or node over a chosen range, as a chart and a table, with CSV export.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+
+use super::chart::{bars, Point};
+use super::errors::PageError;
+use super::html::{bytes, duration, esc, layout, thead, url};
+use super::session::PageViewer;
+use crate::catalog::StatsBy;
+use crate::http::AppState;
+
+const DAY: i64 = 86_400_000;
+/// Longest range (days).
+pub const MAX_DAYS: i64 = 400;
+
+/// Query.
+#[derive(Debug, Deserialize, Default)]
+pub struct StatsQuery {
+    /// First day, `YYYY-MM-DD` (UTC).
+    #[serde(default)]
+    from: String,
+    /// Last day, inclusive.
+    #[serde(default)]
+    to: String,
+    /// business, type, node or day.
+    #[serde(default)]
+    by: String,
+    /// `csv` for the export.
+    #[serde(default)]
+    format: String,
+}
+
+/// Days since the epoch of `YYYY-MM-DD`.
+pub fn parse_day(s: &str) -> Option<i64> {
+    let mut it = s.trim().splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+fn day_str(days: i64) -> String {
+    super::instances::rfc3339(days * DAY)[..10].to_string()
+}
+
+fn csv_field(s: &str) -> String {
+    // Quote always; a leading formula character is neutralised for spreadsheets.
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `GET /stats`.
+pub async fn page(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Query(q): Query<StatsQuery>,
+) -> Result<Response, PageError> {
+    let today = s.clock.now_ms().div_euclid(DAY);
+    let to = if q.to.is_empty() {
+        today
+    } else {
+        parse_day(&q.to).ok_or_else(|| PageError::BadRequest("to: YYYY-MM-DD".into()))?
+    };
+    let from = if q.from.is_empty() {
+        to - 29
+    } else {
+        parse_day(&q.from).ok_or_else(|| PageError::BadRequest("from: YYYY-MM-DD".into()))?
+    };
+    if from > to || to - from >= MAX_DAYS {
+        return Err(PageError::BadRequest(format!(
+            "the range must be 1 to {MAX_DAYS} days, from before to"
+        )));
+    }
+    let by = match q.by.as_str() {
+        "" | "business" => StatsBy::Business,
+        "type" => StatsBy::Type,
+        "node" => StatsBy::Node,
+        "day" => StatsBy::Day,
+        other => {
+            return Err(PageError::BadRequest(format!(
+                "by: business, type, node or day, not {other:?}"
+            )))
+        }
+    };
+    let by_name = match by {
+        StatsBy::Business => "business",
+        StatsBy::Type => "type",
+        StatsBy::Node => "node",
+        StatsBy::Day => "day",
+    };
+    let rows = s
+        .catalog
+        .stats_by_day(by, from * DAY, (to + 1) * DAY)
+        .await?;
+    if q.format == "csv" {
+        let mut o =
+            String::from("day,group,count,bytes,failures,duration_avg_ms,duration_max_ms\n");
+        for r in &rows {
+            let _ = writeln!(
+                o,
+                "{},{},{},{},{},{:.0},{}",
+                r.day,
+                csv_field(&r.group),
+                r.count,
+                r.bytes,
+                r.failures,
+                r.duration_avg_ms,
+                r.duration_max_ms
+            );
+        }
+        let name = format!(
+            "attachment; filename=\"ubackup-stats-{}-{}-{by_name}.csv\"",
+            day_str(from),
+            day_str(to)
+        );
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::CONTENT_DISPOSITION, name),
+            ],
+            o,
+        )
+            .into_response());
+    }
+    // Totals per day for the chart; totals per group for the summary.
+    let mut per_day: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+    let mut per_group: BTreeMap<&str, (i64, i64, i64, f64, i64)> = BTreeMap::new();
+    for r in &rows {
+        let d = per_day.entry(&r.day).or_default();
+        d.0 += r.count;
+        d.1 += r.bytes;
+        d.2 += r.failures;
+        let g = per_group.entry(&r.group).or_default();
+        g.0 += r.count;
+        g.1 += r.bytes;
+        g.2 += r.failures;
+        g.3 += r.duration_avg_ms * r.count as f64;
+        g.4 = g.4.max(r.duration_max_ms);
+    }
+    let mut pts = Vec::new();
+    for day in from..=to {
+        let ds = day_str(day);
+        let v = per_day.get(ds.as_str()).copied().unwrap_or_default();
+        pts.push(Point {
+            label: ds[5..].to_string(),
+            title: ds,
+            count: v.0,
+            failures: v.2,
+            bytes: v.1,
+        });
+    }
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<form method=\"get\" class=\"filters\" aria-label=\"Range\">\
+         <div><label for=\"from\">From (UTC day)</label><input id=\"from\" name=\"from\" type=\"date\" value=\"{}\"></div>\
+         <div><label for=\"to\">To</label><input id=\"to\" name=\"to\" type=\"date\" value=\"{}\"></div>\
+         <div><label for=\"by\">Group by</label><select id=\"by\" name=\"by\">{}</select></div>\
+         <button type=\"submit\">Show</button> <a href=\"/stats?from={}&amp;to={}&amp;by={by_name}&amp;format=csv\" id=\"csv\">Export CSV</a></form>",
+        day_str(from),
+        day_str(to),
+        ["business", "type", "node", "day"]
+            .iter()
+            .map(|b| format!("<option{}>{b}</option>", if *b == by_name { " selected" } else { "" }))
+            .collect::<String>(),
+        url(&day_str(from)),
+        url(&day_str(to)),
+    );
+    o.push_str(&bars(
+        &pts,
+        "Results and bytes per day",
+        (pts.len() / 10).max(1),
+    ));
+    if by != StatsBy::Day {
+        let _ = write!(
+            o,
+            "<h2>Per {by_name}</h2><div class=\"scroll\"><table id=\"groups\">"
+        );
+        o.push_str(&thead(&[
+            by_name,
+            "Results",
+            "Bytes",
+            "Failed",
+            "Failure rate",
+            "Mean pull",
+            "Longest",
+        ]));
+        o.push_str("<tbody>");
+        for (g, v) in &per_group {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{:.2} %</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(g),
+                v.0,
+                bytes(v.1),
+                if v.2 > 0 { " bad" } else { "" },
+                v.2,
+                if v.0 > 0 { 100.0 * v.2 as f64 / v.0 as f64 } else { 0.0 },
+                duration(if v.0 > 0 { v.3 / v.0 as f64 } else { 0.0 }),
+                duration(v.4 as f64)
+            );
+        }
+        o.push_str("</tbody></table></div>");
+    }
+    let _ = write!(o, "<details><summary>Day × {by_name} ({} rows)</summary><div class=\"scroll\"><table id=\"days\">", rows.len());
+    o.push_str(&thead(&[
+        "Day",
+        by_name,
+        "Results",
+        "Bytes",
+        "Failed",
+        "Mean pull",
+        "Longest",
+    ]));
+    o.push_str("<tbody>");
+    for r in rows.iter().take(5000) {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&r.day),
+            esc(&r.group),
+            r.count,
+            bytes(r.bytes),
+            r.failures,
+            duration(r.duration_avg_ms),
+            duration(r.duration_max_ms as f64)
+        );
+    }
+    o.push_str("</tbody></table></div></details>");
+    Ok(Html(layout("Statistics", "/stats", Some(&me), &o)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_round_trip_and_csv_is_safe() {
+        assert_eq!(parse_day("1970-01-01"), Some(0));
+        let d = parse_day("2026-11-30").unwrap_or(0);
+        assert_eq!(day_str(d), "2026-11-30");
+        assert_eq!(parse_day("2026-13-01"), None);
+        assert_eq!(parse_day("x"), None);
+        assert_eq!(csv_field("=cmd()"), "\"'=cmd()\"");
+        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+    }
+}

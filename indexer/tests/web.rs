@@ -1,0 +1,632 @@
+//! The dashboard in a real headless Chromium (testkit::Browser: chromedriver + chromium on
+//! loopback), against a real indexer (`app::run` with a SQLite catalog), a real
+//! `redis-server`, and real `ubackup-puller run` processes for the pipeline and node tests.
+//!
+//! Every wait has a deadline; a failing step saves a screenshot under
+//! `target/browser-failures/` and prints where.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::Commands as _;
+use serde_json::json;
+use ubackup_indexer::catalog::{Catalog, Role, SqlCatalog};
+use ubackup_testkit::{Browser, RedisServer};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running indexer with its catalog, Redis and users `admin`, `op` and `viewer`.
+struct Site {
+    rt: tokio::runtime::Runtime,
+    base: String,
+    catalog: Arc<SqlCatalog>,
+    redis: RedisServer,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    dir: tempfile::TempDir,
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Site {
+    fn start() -> Option<Site> {
+        ubackup_testkit::require_chromium()?;
+        let redis = RedisServer::start()?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let db = dir.path().join("catalog.db");
+        let text = format!(
+            r#"[indexer]
+id = "web-test"
+[catalog]
+url = "sqlite://{db}"
+[results]
+redis = "{redis}"
+list = "message"
+[registry]
+auto_register = true
+[[clusters]]
+name = "main"
+redis = "{redis}"
+key_prefix = "ubackup"
+lists = ["level1", "uuzuback_f"]
+[alerts]
+evaluate_secs = 1
+[http]
+listen = "127.0.0.1:{port}"
+secure_cookies = false
+"#,
+            db = db.display(),
+            redis = redis.url(),
+        );
+        let cfg = ubackup_indexer::config::Config::parse(&text).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let catalog = rt.block_on(async {
+            let c = ubackup_indexer::app::open_catalog(&cfg).await.unwrap();
+            for (name, role) in [
+                ("admin", Role::Admin),
+                ("op", Role::Operator),
+                ("viewer", Role::Viewer),
+            ] {
+                let h = ubackup_indexer::auth::hash_password(PASSWORD).unwrap();
+                let id = c.put_user(name, role, &h, 0).await.unwrap();
+                c.set_focus(id, "[7]").await.unwrap();
+            }
+            c
+        });
+        let task = rt.spawn(ubackup_indexer::app::run(cfg, rx));
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "indexer did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Site {
+            rt,
+            base,
+            catalog,
+            redis,
+            stop,
+            task: Some(task),
+            dir,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn login(&self, b: &Browser, user: &str, password: &str) {
+        b.check("login", |b| {
+            b.goto(&self.url("/login"))?;
+            b.type_into(&b.find("#name")?, user)?;
+            b.type_into(&b.find("#password")?, password)?;
+            b.click(&b.find("#login")?)?;
+            // The answer is the overview (a session) or the form again with an error.
+            b.wait_for(".who, #login-error", WAIT)?;
+            Ok(())
+        });
+    }
+
+    /// Runs `js` (which may return a promise) in the page and returns its value.
+    fn fetch_status(&self, b: &Browser, js: &str) -> i64 {
+        let v = b
+            .script_async(
+                &format!("var done = arguments[arguments.length - 1]; ({js}).then(function (r) {{ done(r.status); }}, function (e) {{ done(-1); }});"),
+                vec![],
+            )
+            .unwrap_or_default();
+        v.as_i64().unwrap_or(-2)
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), t).await });
+        }
+        let _ = &self.dir;
+    }
+}
+
+fn wait_until(b: &Browser, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        if Instant::now() > deadline {
+            let shot = b.save_screenshot(what);
+            panic!("timed out: {what}; screenshot {shot:?}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The puller binary, built next to this test (`cargo test --workspace` builds it; a lone
+/// `-p ubackup-indexer` run builds it here).
+fn puller_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let bin = dir.join("ubackup-puller");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile = if dir.ends_with("release") {
+            vec!["--release"]
+        } else {
+            vec![]
+        };
+        let st = Command::new(cargo)
+            .args(["build", "-p", "ubackup-puller", "--bin", "ubackup-puller"])
+            .args(profile)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot build ubackup-puller");
+    }
+    bin
+}
+
+/// A `ubackup-puller run` process, killed on drop.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node(site: &Site, id: &str) -> Node {
+    let root = site.dir.path().join(format!("root-{id}"));
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = site.dir.path().join(format!("{id}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[node]
+id = "{id}"
+ip = "127.0.0.9"
+root = "{root}"
+workers = 3
+shutdown_grace_secs = 2
+
+[queue]
+redis = "{redis}"
+lists = ["level1", "uuzuback_f"]
+heartbeat_secs = 1
+lease_secs = 5
+idle_poll_ms = 200
+
+[results]
+list = "message"
+
+[pull]
+retry = 1
+connect_timeout_secs = 2
+rsync_port = 9
+
+[log]
+level = "info"
+"#,
+            root = root.display(),
+            redis = site.redis.url(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(site.dir.path().join(format!("{id}.log"))).unwrap();
+    let child = Command::new(puller_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Node(child)
+}
+
+/// UBackup's client message for a failed backup script (the node forwards it as a failure).
+fn failed_job(server: &str, instance: i64) -> String {
+    json!({
+        "filename": "", "last_all_filename": null, "last_all_time": 0, "size": 0,
+        "log": "mysqldump: Got error: 2013: Lost connection", "create_time": 1_764_000_000i64,
+        "success": false, "server_id": server, "game_id": 7, "op_id": 0,
+        "game_server_ip": "10.9.8.7", "back_type": "mysql", "instance": instance,
+        "rsync_model": "backup", "interval": 3600
+    })
+    .to_string()
+}
+
+#[test]
+fn login_works_and_a_wrong_password_is_refused() {
+    let Some(site) = Site::start() else { return };
+    let Some(b) = Browser::start("web-login", 1280, 900) else {
+        return;
+    };
+    site.login(&b, "op", "wrong password!");
+    b.check("refused", |b| {
+        let e = b.find("#login-error")?;
+        anyhow::ensure!(b.text(&e)?.contains("Wrong user name or password"));
+        anyhow::ensure!(b.url()?.ends_with("/login"));
+        // No page is reachable without a session.
+        b.goto(&site.url("/alerts"))?;
+        anyhow::ensure!(b.url()?.ends_with("/login"), "redirected to the login page");
+        Ok(())
+    });
+    site.login(&b, "op", PASSWORD);
+    b.check("logged in", |b| {
+        let who = b.text(&b.find(".who span")?)?;
+        anyhow::ensure!(who.contains("op (operator)"), "{who}");
+        anyhow::ensure!(b.find("#k-alerts").is_ok(), "overview shown");
+        Ok(())
+    });
+    // Log out: the old session no longer opens a page.
+    b.check("logout", |b| {
+        b.click(&b.find(".who button")?)?;
+        b.goto(&site.url("/instances"))?;
+        anyhow::ensure!(b.url()?.ends_with("/login"));
+        Ok(())
+    });
+    // Rate limit: after 5 failures the right password is refused for a while too.
+    for _ in 0..5 {
+        site.login(&b, "viewer", "nope nope nope");
+    }
+    site.login(&b, "viewer", PASSWORD);
+    b.check("rate limited", |b| {
+        anyhow::ensure!(b
+            .text(&b.find("#login-error")?)?
+            .contains("too many failed logins"));
+        Ok(())
+    });
+}
+
+#[test]
+fn a_failure_from_the_real_pipeline_shows_and_ack_removes_it() {
+    let Some(site) = Site::start() else { return };
+    let Some(b) = Browser::start("web-alert", 1280, 900) else {
+        return;
+    };
+    let _node = start_node(&site, "node-a");
+    let _: i64 = site
+        .conn()
+        .lpush("uuzuback_f", failed_job("S900", 3306))
+        .unwrap();
+    site.login(&b, "op", PASSWORD);
+    wait_until(&b, "alert row for S900", || {
+        b.goto(&site.url("/alerts")).is_ok()
+            && b.body_text()
+                .map(|t| t.contains("S900:mysql:3306"))
+                .unwrap_or(false)
+    });
+    b.check("alert content", |b| {
+        let t = b.body_text()?;
+        anyhow::ensure!(t.contains("script_error"), "the client's failure rule");
+        // The per-alert view: the failed backup with UBackup's modal columns.
+        let link = b.find("#alerts tbody tr[data-alert] a")?;
+        b.click(&link)?;
+        let t = b.body_text()?;
+        anyhow::ensure!(t.contains("Lost connection"), "the log in the history: {t}");
+        anyhow::ensure!(
+            t.contains("Storage IP") && t.contains("Full name") && t.contains("Checksum")
+        );
+        Ok(())
+    });
+    b.check("ack", |b| {
+        b.type_into(&b.find("input[name=comment]")?, "looking at it")?;
+        b.click(&b.find("button[name=ack]")?)?;
+        b.wait_for(".notice", WAIT)?;
+        let t = b.body_text()?;
+        anyhow::ensure!(t.contains("acknowledged"), "{t}");
+        anyhow::ensure!(!t.contains("S900:mysql:3306"), "gone from the open list");
+        b.goto(&site.url("/alerts?state=acked"))?;
+        anyhow::ensure!(
+            b.body_text()?.contains("S900:mysql:3306"),
+            "listed as acked"
+        );
+        Ok(())
+    });
+    let audit = site.rt.block_on(site.catalog.audit_log(50)).unwrap();
+    assert!(audit
+        .iter()
+        .any(|a| a.action == "alert.ack" && a.detail.contains("looking at it")));
+}
+
+#[test]
+fn batch_add_registers_instances() {
+    let Some(site) = Site::start() else { return };
+    let Some(b) = Browser::start("web-batch", 1280, 900) else {
+        return;
+    };
+    site.rt
+        .block_on(
+            site.catalog
+                .upsert_backup_types(&[ubackup_indexer::catalog::BackupType {
+                    id: 1,
+                    name: "MySQL".into(),
+                }]),
+        )
+        .unwrap();
+    site.login(&b, "op", PASSWORD);
+    b.check("batch add", |b| {
+        b.goto(&site.url("/instances"))?;
+        // Typed tabs would move the focus, as in a real browser: paste-like, through the DOM.
+        b.type_into(&b.find("#lines")?, "db-a S100 1 3306 7")?;
+        b.script(
+            "var t = document.getElementById('lines'); t.value += '\\ndb-b\\tS101\\t1\\t3307\\t7\\n';",
+            vec![],
+        )?;
+        b.click(&b.find("#batch-submit")?)?;
+        anyhow::ensure!(b.text(&b.wait_for("#done", WAIT)?)?.contains("Added or updated 2 instances"));
+        b.type_into(&b.find("#q")?, "S101")?;
+        b.click(&b.find("form[role=search] button")?)?;
+        b.wait_for("#q[value=S101]", WAIT)?;
+        anyhow::ensure!(b.text(&b.find("#hits")?)? == "1");
+        anyhow::ensure!(b.body_text()?.contains("db-b"));
+        Ok(())
+    });
+    let all = site.rt.block_on(site.catalog.instances()).unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().any(|i| i.key.server_id == "S100"
+        && i.key.type_key == "mysql"
+        && i.key.instance == 3306
+        && i.business_id == Some(7)));
+    // A bad line is refused with its line number, and nothing is added.
+    b.check("bad line", |b| {
+        b.goto(&site.url("/instances"))?;
+        b.type_into(&b.find("#lines")?, "ok S200 1 1 7\nbroken line\n")?;
+        b.click(&b.find("#batch-submit")?)?;
+        b.wait_for(".error", WAIT)?;
+        anyhow::ensure!(b.body_text()?.contains("line 2"), "{}", b.body_text()?);
+        Ok(())
+    });
+    assert_eq!(site.rt.block_on(site.catalog.instances()).unwrap().len(), 2);
+    // Batch delete.
+    b.check("batch delete", |b| {
+        b.goto(&site.url("/instances"))?;
+        b.click(&b.find("#select-all")?)?;
+        b.script("window.confirm = function () { return true; }", vec![])?;
+        b.click(&b.find("#delete-selected")?)?;
+        anyhow::ensure!(b
+            .text(&b.wait_for("#done", WAIT)?)?
+            .contains("Deleted 2 instances"));
+        Ok(())
+    });
+    assert!(site
+        .rt
+        .block_on(site.catalog.instances())
+        .unwrap()
+        .is_empty());
+}
+
+fn heartbeat(site: &Site, node: &str) -> std::collections::HashMap<String, String> {
+    site.conn().hgetall(format!("ubackup:node:{node}")).unwrap()
+}
+
+#[test]
+fn the_node_page_shows_a_real_heartbeat_and_pausing_stops_taking_jobs() {
+    let Some(site) = Site::start() else { return };
+    let Some(b) = Browser::start("web-node", 1280, 900) else {
+        return;
+    };
+    let _node = start_node(&site, "node-p");
+    site.login(&b, "op", PASSWORD);
+    wait_until(&b, "node heartbeat", || {
+        heartbeat(&site, "node-p").contains_key("workers")
+    });
+    b.check("node row", |b| {
+        b.goto(&site.url("/nodes"))?;
+        let row = b.find("tr[data-node=node-p]")?;
+        let t = b.text(&row)?;
+        let hb = heartbeat(&site, "node-p");
+        let busy = b.text(&b.find("tr[data-node=node-p] .busy")?)?;
+        anyhow::ensure!(
+            busy == format!("{} / {}", hb["busy_workers"], hb["workers"]),
+            "{busy} vs {hb:?}"
+        );
+        anyhow::ensure!(t.contains("127.0.0.9") && t.contains("taking jobs"), "{t}");
+        Ok(())
+    });
+    // Pause from the page.
+    b.check("pause", |b| {
+        let f = b.find("form[action='/nodes/control'] select[name=node]")?;
+        let _ = f;
+        b.type_into(&b.find("input[name=reason]")?, "disk swap")?;
+        b.script(
+            "document.querySelector(\"select[name=action]\").value = 'pause';",
+            vec![],
+        )?;
+        b.click(&b.find("form[action='/nodes/control'] button[type=submit]")?)?;
+        anyhow::ensure!(b
+            .text(&b.wait_for("#done", WAIT)?)?
+            .contains("pause on node-p"));
+        Ok(())
+    });
+    wait_until(&b, "pause applied", || {
+        heartbeat(&site, "node-p").get("paused").map(String::as_str) == Some("1")
+    });
+    let hb = heartbeat(&site, "node-p");
+    assert!(hb["paused_reason"].contains("disk swap"), "{hb:?}");
+    b.check("paused shown", |b| {
+        b.goto(&site.url("/nodes"))?;
+        let st = b.text(&b.find("tr[data-node=node-p] .state")?)?;
+        anyhow::ensure!(st.contains("paused") && st.contains("disk swap"), "{st}");
+        anyhow::ensure!(b
+            .text(&b.find("tr[data-node=node-p] .control")?)?
+            .contains("applied"));
+        Ok(())
+    });
+    // A job pushed now stays queued for several heartbeats.
+    let _: i64 = site.conn().lpush("level1", failed_job("S1", 1)).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let queued: i64 = site.conn().llen("level1").unwrap();
+    assert_eq!(queued, 1, "a paused node takes no job");
+    // Resume, with 5 workers and a cap: taken, and the heartbeat reports what it applied.
+    b.check("resume", |b| {
+        b.goto(&site.url("/nodes"))?;
+        b.script(
+            "document.querySelector(\"select[name=action]\").value = 'resume';",
+            vec![],
+        )?;
+        b.type_into(&b.find("input[name=workers]")?, "5")?;
+        b.type_into(&b.find("input[name=bwlimit_mib]")?, "8")?;
+        b.click(&b.find("form[action='/nodes/control'] button[type=submit]")?)?;
+        Ok(())
+    });
+    wait_until(&b, "job taken after resume", || {
+        site.conn().llen::<_, i64>("level1").unwrap() == 0
+    });
+    wait_until(&b, "workers applied", || {
+        heartbeat(&site, "node-p")
+            .get("workers")
+            .map(String::as_str)
+            == Some("5")
+    });
+    let hb = heartbeat(&site, "node-p");
+    assert!(hb["control_applied"].contains("bwlimit=8388608"), "{hb:?}");
+    let audit = site.rt.block_on(site.catalog.audit_log(50)).unwrap();
+    assert_eq!(
+        audit.iter().filter(|a| a.action == "node.control").count(),
+        2
+    );
+}
+
+#[test]
+fn a_viewer_cannot_change_anything_and_csrf_is_enforced() {
+    let Some(site) = Site::start() else { return };
+    let Some(b) = Browser::start("web-roles", 1280, 900) else {
+        return;
+    };
+    // A failed backup in the catalog; the alert engine opens `script_error` for it.
+    let failed = ubackup_indexer::catalog::Record {
+        job_id: "j-S5".into(),
+        server_id: "S5".into(),
+        back_type: "mysql".into(),
+        instance: 1,
+        game_id: Some(7),
+        back_server_ip: "10.0.0.5".into(),
+        node_id: "node-1".into(),
+        create_time: 1_764_000_000_000,
+        succeed: false,
+        log: "mysqldump failed".into(),
+        ..Default::default()
+    };
+    site.rt
+        .block_on(site.catalog.ingest(
+            &[ubackup_indexer::catalog::Ingest::Result(Box::new(failed))],
+            1_764_000_000_000,
+        ))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let alert = loop {
+        let open = site.rt.block_on(site.catalog.open_alerts()).unwrap();
+        if let Some(a) = open.into_iter().find(|a| a.subject == "S5:mysql:1") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no alert opened for S5");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    site.login(&b, "viewer", PASSWORD);
+    b.check("viewer sees no write forms", |b| {
+        b.goto(&site.url("/alerts"))?;
+        anyhow::ensure!(b.body_text()?.contains("S5:mysql:1"));
+        anyhow::ensure!(b.find_all("button[name=ack]")?.is_empty());
+        b.goto(&site.url("/instances"))?;
+        anyhow::ensure!(b.find("#batch-form").is_err());
+        b.goto(&site.url("/users"))?;
+        anyhow::ensure!(b.body_text()?.contains("this needs the admin role"));
+        Ok(())
+    });
+    // Crafted POSTs with the viewer's own valid session and CSRF token: refused by role.
+    b.goto(&site.url("/alerts")).unwrap();
+    let csrf = b
+        .script(
+            "return document.querySelector('input[name=csrf]').value",
+            vec![],
+        )
+        .unwrap();
+    let csrf = csrf.as_str().unwrap().to_string();
+    for (path, body) in [
+        (
+            format!("/alerts/{}/ack", alert.id),
+            format!("csrf={csrf}&comment=x"),
+        ),
+        (
+            "/instances/batch".to_string(),
+            format!("csrf={csrf}&lines=a+S1+1+1+7"),
+        ),
+        (
+            "/nodes/control".to_string(),
+            format!("csrf={csrf}&cluster=main&node=n&action=pause"),
+        ),
+        (
+            "/users".to_string(),
+            format!("csrf={csrf}&name=evil&role=admin&password=123456789012"),
+        ),
+    ] {
+        let st = site.fetch_status(
+            &b,
+            &format!("fetch({path:?}, {{method: 'POST', headers: {{'Content-Type': 'application/x-www-form-urlencoded'}}, body: {body:?}}})"),
+        );
+        assert_eq!(st, 403, "viewer POST {path}");
+    }
+    assert!(site
+        .rt
+        .block_on(site.catalog.instances())
+        .unwrap()
+        .is_empty());
+    assert!(site
+        .rt
+        .block_on(site.catalog.user("evil"))
+        .unwrap()
+        .is_none());
+    let still = site.rt.block_on(site.catalog.open_alerts()).unwrap();
+    assert!(still.iter().all(|a| a.acked_by.is_none()));
+
+    // CSRF: an operator's POST without the token, or with a wrong one, is refused.
+    b.goto(&site.url("/login")).unwrap();
+    site.login(&b, "op", PASSWORD);
+    b.goto(&site.url("/alerts")).unwrap();
+    for body in ["comment=x".to_string(), "csrf=0000&comment=x".to_string()] {
+        let st = site.fetch_status(
+            &b,
+            &format!("fetch('/alerts/{}/ack', {{method: 'POST', headers: {{'Content-Type': 'application/x-www-form-urlencoded'}}, body: {body:?}}})", alert.id),
+        );
+        assert_eq!(st, 403, "CSRF {body}");
+    }
+    let still = site.rt.block_on(site.catalog.open_alerts()).unwrap();
+    assert!(
+        still.iter().all(|a| a.acked_by.is_none()),
+        "nothing was acknowledged"
+    );
+    // The same form submitted through the page works.
+    b.check("ack through the page", |b| {
+        b.click(&b.find("button[name=ack]")?)?;
+        b.wait_for(".notice", WAIT)?;
+        anyhow::ensure!(b.body_text()?.contains("acknowledged"));
+        Ok(())
+    });
+}
