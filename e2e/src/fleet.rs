@@ -35,6 +35,10 @@ pub struct FleetOptions {
     pub http_port: u16,
     /// The admin's password.
     pub admin_password: String,
+    /// The list nodes publish results on and the indexer reads (UBackup's `message`).
+    pub results_list: String,
+    /// The indexer's `forward_list` (migration from UBackup), if any.
+    pub forward_list: Option<String>,
 }
 
 /// One backed-up instance on a simulated database host.
@@ -171,24 +175,19 @@ fn bin(opts: &FleetOptions, name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or fails after `timeout` naming `what`.
+/// An error from `f` (a process that died, a refused request) ends the wait at once.
 pub fn wait_for<T>(
     what: &str,
     timeout: Duration,
     mut f: impl FnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
-    let mut last_err = None;
     loop {
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
+        if let Some(v) = f().with_context(|| format!("while waiting for {what}"))? {
+            return Ok(v);
         }
         if Instant::now() >= deadline {
-            match last_err {
-                Some(e) => bail!("timed out after {timeout:?} waiting for {what}: {e:#}"),
-                None => bail!("timed out after {timeout:?} waiting for {what}"),
-            }
+            bail!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -343,7 +342,7 @@ idle_poll_ms = 200
 
 [results]
 redis = "{redis}"
-list = "message"
+list = "{results_list}"
 
 [pull]
 retry = 3
@@ -357,6 +356,7 @@ level = "info"
             root = root.display(),
             redis = redis.url(),
             rsync_port = rsync_port.unwrap_or(873),
+            results_list = opts.results_list,
         ),
     )?;
     let export = DaemonBuilder::new(RsyncVersion::V3_5_0)
@@ -458,7 +458,7 @@ level = "info"
         interval = opts.interval_secs,
         state = base.join("state").display(),
         redis = redis.url(),
-        hb_ttl = (opts.interval_secs * 2).max(5),
+        hb_ttl = (opts.interval_secs * 2).max(10),
         port = rsyncd.port(),
     );
     for inst in &instances {
@@ -562,9 +562,9 @@ url = "sqlite://{catalog}"
 
 [results]
 redis = "{redis}"
-list = "message"
+list = "{results_list}"
 batch = 200
-
+{forward}
 [registry]
 auto_register = true
 default_interval_secs = {interval}
@@ -595,6 +595,12 @@ level = "info"
             nodes = node_ids.join(", "),
             grace = opts.grace_secs,
             agent_timeout = opts.interval_secs * 2 + opts.grace_secs,
+            results_list = opts.results_list,
+            forward = opts
+                .forward_list
+                .as_ref()
+                .map(|l| format!("forward_list = {l:?}\n"))
+                .unwrap_or_default(),
         ),
     )?;
     let indexer_bin = bin(opts, "ubackup-indexer")?;

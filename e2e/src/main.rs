@@ -54,6 +54,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         grace_secs: args.interval,
         http_port: args.port,
         admin_password: password.clone(),
+        results_list: "message".into(),
+        forward_list: None,
     };
     println!("starting in {}", dir.display());
     let mut fleet = Fleet::start(opts)?;

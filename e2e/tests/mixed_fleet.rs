@@ -40,6 +40,10 @@ fn old_client_messages_and_new_agents_legacy_messages_reach_the_new_catalog() {
         grace_secs: 3000,
         http_port: 0,
         admin_password: "mixed-admin".into(),
+        // Migration step 1 (docs/migration.md): nodes publish on `ubackup_results`; the
+        // indexer consumes it and forwards a copy of each result to `message` for to_es.py.
+        results_list: "ubackup_results".into(),
+        forward_list: Some("message".into()),
     };
 
     // The database host: UBackup's rsyncd module `backup` with two instances' backups.
@@ -168,6 +172,22 @@ fn old_client_messages_and_new_agents_legacy_messages_reach_the_new_catalog() {
     assert_eq!(list.len(), 1, "{legacy}");
     assert_eq!(list[0]["filename"], "dump.rdb");
     assert_eq!(list[0]["succeed"], 1);
+
+    // to_es.py's `message` list got a byte-for-byte copy of each result, exactly once, and
+    // nothing is left on the indexer's own lists.
+    let forwarded: Vec<String> = conn.lrange("message", 0, -1).expect("lrange");
+    assert_eq!(forwarded.len(), 2, "{forwarded:?}");
+    let ids: Vec<String> = forwarded
+        .iter()
+        .map(|m| {
+            let v: Value = serde_json::from_str(m).expect("forwarded JSON");
+            v["filename"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert!(ids.contains(&"dump.rdb".to_owned()), "{ids:?}");
+    assert!(ids.contains(&"full-1.xb".to_owned()), "{ids:?}");
+    let left: i64 = conn.llen("ubackup_results").expect("llen");
+    assert_eq!(left, 0);
 
     // The pulled file is the host's, byte for byte.
     let landed = walk(&node.root)

@@ -27,6 +27,8 @@ fn options(dir: &std::path::Path) -> Option<FleetOptions> {
         grace_secs: 2,
         http_port: 0,
         admin_password: "e2e-admin-password".into(),
+        results_list: "message".into(),
+        forward_list: None,
     })
 }
 

@@ -78,6 +78,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
                     &cfg.id,
                 )
                 .await
+                .map(|i| i.forwarding_to(r.forward_list.clone()))
                 {
                     Ok(mut intake) => {
                         pipeline.run(&mut intake, stop.clone()).await;

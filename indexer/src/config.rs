@@ -75,6 +75,10 @@ pub struct ResultsConfig {
     pub processing_list: String,
     /// Where invalid results go, with their reason.
     pub dead_letter: String,
+    /// During a migration: a list that gets a byte-for-byte copy of every message this indexer
+    /// consumed (LPUSHed, oldest first, in the same Redis script that drops it from the
+    /// processing list), for UBackup's `to_es.py`, which reads `message` and cannot share it.
+    pub forward_list: Option<String>,
     /// Results per catalog transaction.
     pub batch: usize,
     /// Largest result accepted (bytes).
@@ -204,6 +208,7 @@ struct RawResults {
     list: Option<String>,
     processing_list: Option<String>,
     dead_letter: Option<String>,
+    forward_list: Option<String>,
     batch: Option<usize>,
     max_message_bytes: Option<usize>,
 }
@@ -407,6 +412,7 @@ impl Config {
                     .results
                     .dead_letter
                     .unwrap_or_else(|| "ubackup:indexer:dead".into()),
+                forward_list: raw.results.forward_list.filter(|l| !l.is_empty()),
                 batch,
                 max_message_bytes,
             },

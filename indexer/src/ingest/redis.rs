@@ -27,6 +27,8 @@ pub struct RedisIntake {
     dead: String,
     indexer: String,
     take: redis::Script,
+    forward: Option<String>,
+    done_forwarding: redis::Script,
 }
 
 impl std::fmt::Debug for RedisIntake {
@@ -69,9 +71,31 @@ impl RedisIntake {
             dead: dead.into(),
             indexer: indexer.into(),
             take: redis::Script::new(TAKE),
+            forward: None,
+            done_forwarding: redis::Script::new(DONE_FORWARDING),
         })
     }
+
+    /// Copies every consumed message to `list` (see `ResultsConfig::forward_list`).
+    pub fn forwarding_to(mut self, list: Option<String>) -> RedisIntake {
+        self.forward = list;
+        self
+    }
 }
+
+/// KEYS[1] processing, KEYS[2] forward list, ARGV[1] n: LPUSH the n oldest in-flight messages
+/// onto the forward list, oldest first (so a consumer reading from the right gets them in
+/// order), then drop them from the processing list — in one step, so a message is forwarded
+/// exactly once however the indexer stops.
+const DONE_FORWARDING: &str = r"
+local n = tonumber(ARGV[1])
+local items = redis.call('LRANGE', KEYS[1], -n, -1)
+for i = #items, 1, -1 do
+  redis.call('LPUSH', KEYS[2], items[i])
+end
+redis.call('LTRIM', KEYS[1], 0, -n - 1)
+return #items
+";
 
 #[async_trait]
 impl Intake for RedisIntake {
@@ -119,6 +143,17 @@ impl Intake for RedisIntake {
         }
         // Only this indexer writes its processing list, and the batch is its n rightmost
         // (oldest) entries.
+        if let Some(forward) = &self.forward {
+            let _: i64 = self
+                .done_forwarding
+                .key(&self.processing)
+                .key(forward)
+                .arg(n)
+                .invoke_async(&mut self.conn)
+                .await
+                .map_err(err)?;
+            return Ok(());
+        }
         let stop = -(n as i64) - 1;
         let () = redis::cmd("LTRIM")
             .arg(&self.processing)
