@@ -10,7 +10,9 @@
 # 4. queues jobs exactly as UBackup's client does (its JSON, LPUSHed onto `level1` and
 #    `uuzuback_f`), plus one illegal message;
 # 5. runs the puller with a UBackup-style config (uuzuback.conf) until the queue is empty;
-# 6. shows where the files landed and what the results say.
+# 6. shows where the files landed and what the results say;
+# 7. pulls a backup back through the node's read-only, password-protected rsync module (the
+#    path restores take), then shows the node's life cycle: `prune --dry-run` and `scrub`.
 #
 # Everything runs on 127.0.0.1 and stops at the end. QUICKSTART_DIR picks the scratch
 # directory (default: a new one under /tmp); KEEP=1 leaves it in place.
@@ -56,7 +58,7 @@ echo "$PULLER"
 
 DIR=${QUICKSTART_DIR:-$(mktemp -d /tmp/ubackup-quickstart.XXXXXX)}
 mkdir -p "$DIR"/{src/database_3306,src/redis_6379,backups,run}
-chmod 755 "$DIR" "$DIR/src"   # a root rsync daemon reads the module as nobody
+chmod 755 "$DIR" "$DIR/src" "$DIR/backups"   # a root rsync daemon reads the modules as nobody
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -73,12 +75,29 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DIR/run" --save '' \
     --appendonly no --daemonize no >"$DIR/run/redis.log" 2>&1 &
 PIDS+=($!)
 RSYNC_PORT=$(free_port)
+# One daemon plays both parts on loopback: the database host's module `backup`, and the
+# backup node's module `ubackup` (its root, read-only, password-protected: what restores read;
+# docs/operations.md has the production rsyncd.conf).
+echo "ubackup-restore:quickstart-secret" >"$DIR/run/rsyncd.secrets"
+chmod 600 "$DIR/run/rsyncd.secrets"
+echo "quickstart-secret" >"$DIR/run/restore.pass"
+chmod 600 "$DIR/run/restore.pass"
 cat >"$DIR/run/rsyncd.conf" <<EOF
 pid file = $DIR/run/rsyncd.pid
 use chroot = no
 [backup]
 path = $DIR/src
 read only = yes
+[ubackup]
+comment = the node's stored backups, for restores (read-only)
+path = $DIR/backups
+read only = yes
+list = no
+auth users = ubackup-restore
+secrets file = $DIR/run/rsyncd.secrets
+strict modes = yes
+exclude = .ubackup-state/ .ubackup-partial/
+refuse options = delete* remove-source-files
 EOF
 rsync --daemon --no-detach --address=127.0.0.1 --port="$RSYNC_PORT" \
     --config="$DIR/run/rsyncd.conf" --log-file="$DIR/run/rsyncd.log" &
@@ -132,6 +151,8 @@ message_redis_host=127.0.0.1
 message_redis_port=$REDIS_PORT
 message_queue=message
 node_id=quickstart
+mysqlkeeptime = 7 #days (reserved in UBackup; honoured by ubackup-puller)
+rediskeeptime = 3
 # ubackup's one addition: UBackup's messages carry no port, and this demo's daemon is not
 # on 873 (a real fleet's rsyncd is, and needs no such line).
 rsync_port = $RSYNC_PORT
@@ -162,3 +183,22 @@ import json, sys
 for line in sys.stdin:
     d = json.loads(line)
     print("  reason:", d["reason"])'
+
+say "7. a restore's path: the node's read-only module 'ubackup' (user ubackup-restore)"
+rel=$(cd "$DIR/backups" && find . -name 'db-20261127.sql' -type f | head -n1 | sed 's|^\./||')
+mkdir -p "$DIR/restore"
+"$PULLER" fetch --password-file "$DIR/run/restore.pass" \
+    "rsync://ubackup-restore@127.0.0.1:$RSYNC_PORT/ubackup/$rel" "$DIR/restore/"
+if cmp -s "$SQL" "$DIR/restore/db-20261127.sql"; then
+    echo "  ubackup/$rel: pulled back, identical to the source"
+else
+    echo "  ubackup/$rel: DIFFERS" >&2; exit 1
+fi
+if RSYNC_PASSWORD=wrong rsync "rsync://ubackup-restore@127.0.0.1:$RSYNC_PORT/ubackup/" >/dev/null 2>&1; then
+    echo "  the module accepted a wrong password" >&2; exit 1
+fi
+echo "  a wrong password is refused; the module is read-only"
+
+say "8. the node's life cycle: its manifest, retention (dry run) and a scrub pass"
+"$PULLER" prune --config "$DIR/run/uuzuback.conf" --dry-run | sed 's/^/  /'
+"$PULLER" scrub --config "$DIR/run/uuzuback.conf" | sed 's/^/  /'

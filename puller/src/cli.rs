@@ -40,6 +40,24 @@ pub enum Command {
     /// requeue them. SIGHUP: reload workers, interval, reserve and rate.
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+    /// Delete the backups that retention expires, and publish `expired` events.
+    ///
+    /// Prints each file that goes and why. The node's own manifest decides;
+    /// a file the manifest does not know is never deleted. `run` prunes on its
+    /// own every retention.interval_secs.
+    #[command(verbatim_doc_comment)]
+    Prune(PruneArgs),
+    /// Re-read every stored file once and compare it with its manifest checksum.
+    ///
+    /// A file that differs is published as a `corrupt` event, one that cannot be
+    /// read as `unreadable`. Exit 0: all verified; 2: findings; 1: error.
+    #[command(verbatim_doc_comment)]
+    Scrub(ScrubArgs),
+    /// Adopt into the manifest every file under the root that it does not know
+    /// (after the manifest was lost): checksums are recomputed, the instance is
+    /// inferred from the destination template, and what cannot be inferred is listed.
+    #[command(verbatim_doc_comment)]
+    RebuildManifest(ScrubArgs),
     /// Validate a node configuration and print what it resolves to.
     CheckConfig {
         /// The configuration file.
@@ -56,6 +74,31 @@ pub struct RunArgs {
     /// Exit once every job list is empty and nothing is in flight.
     #[arg(long)]
     pub until_idle: bool,
+}
+
+/// Options of `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The node configuration.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print what would go and why; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Decide as if it were this time (epoch milliseconds) instead of now.
+    #[arg(long, value_name = "MS")]
+    pub now_ms: Option<i64>,
+}
+
+/// Options of `scrub` and `rebuild-manifest`.
+#[derive(Debug, Args)]
+pub struct ScrubArgs {
+    /// The node configuration.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Read rate cap (rsync --bwlimit syntax; default scrub.rate, 50 MiB/s; 0 = none).
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<String>,
 }
 
 /// Options of `fetch`.

@@ -163,7 +163,23 @@ pub struct NodeConfig {
     pub log: LogConfig,
     /// Prometheus text endpoint.
     pub metrics: Option<SocketAddr>,
+    /// Retention policies and the prune schedule.
+    pub retention: crate::retention::Retention,
+    /// The scrub's schedule and read rate.
+    pub scrub: ScrubConfig,
 }
+
+/// The scrub: how often a pass starts and how fast it reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrubConfig {
+    /// Time between the starts of two passes in `run` (zero: never).
+    pub interval: Duration,
+    /// Read rate cap (None: unlimited).
+    pub rate: Option<Rate>,
+}
+
+/// The scrub's default read rate: 50 MiB/s.
+pub const DEFAULT_SCRUB_RATE: u64 = 50 << 20;
 
 /// One problem with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,14 +433,21 @@ fn flatten_toml(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
             toml::Value::Table(_) => Val::Other("a table"),
         }
     }
-    for (section, v) in &table {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let key = format!("{section}.{k}");
+    // Nested tables ([retention.mysql.game.31]) flatten to dotted keys.
+    fn add(raw: &mut Raw, prefix: &str, t: &toml::Table) {
+        for (k, v) in t {
+            let key = format!("{prefix}.{k}");
+            match v {
+                toml::Value::Table(inner) => add(raw, &key, inner),
+                v => {
                     raw.values.insert(key.clone(), (conv(v), key));
                 }
             }
+        }
+    }
+    for (section, v) in &table {
+        match v {
+            toml::Value::Table(t) => add(&mut raw, section, t),
             _ => raw.bad(section.clone(), "expected a [section]"),
         }
     }
@@ -477,8 +500,9 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
             "redis_port" => redis_port = Some(v),
             "message_redis_host" => msg_host = Some(v),
             "message_redis_port" => msg_port = Some(v),
-            // Reserved in UBackup and never read.
-            "mysqlkeeptime" | "rediskeeptime" => {}
+            // Reserved in UBackup and never read; honoured here (days).
+            "mysqlkeeptime" => put("retention.mysql.keep_days", "mysqlkeeptime", s),
+            "rediskeeptime" => put("retention.redis.keep_days", "rediskeeptime", s),
             other => put(&format!("legacy.{other}"), other, s),
         }
     }
@@ -723,6 +747,12 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
         }
     });
 
+    // [retention], [scrub]
+    let retention = retention_config(&mut raw);
+    let scrub_interval = raw.secs("scrub.interval_secs", 86400, 0);
+    let scrub_rate =
+        rate_value(&mut raw, "scrub.rate").unwrap_or(Some(Rate::bytes_per_sec(DEFAULT_SCRUB_RATE)));
+
     let leftover: Vec<String> = raw.values.values().map(|(_, d)| d.clone()).collect();
     for d in leftover {
         raw.bad(d, "unknown key");
@@ -775,7 +805,111 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
             level,
         },
         metrics,
+        retention,
+        scrub: ScrubConfig {
+            interval: scrub_interval,
+            rate: scrub_rate,
+        },
     })
+}
+
+/// A rate in rsync's `--bwlimit` syntax, or an integer in KiB/s; `Some(None)` = unlimited.
+fn rate_value(raw: &mut Raw, key: &str) -> Option<Option<Rate>> {
+    let d = raw.display(key);
+    match raw.take(key)? {
+        (Val::Str(s), _) => match Rate::parse_bwlimit(&s) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                raw.bad(d, e.to_string());
+                None
+            }
+        },
+        (Val::Int(n), _) if n >= 0 => {
+            Some(Some(Rate::bytes_per_sec((n as u64).saturating_mul(1024))).filter(|_| n > 0))
+        }
+        (v, _) => {
+            raw.bad(d, format!("expected a rate, got {}", v.kind()));
+            None
+        }
+    }
+}
+
+/// `[retention]`: the default policy and schedule, `[retention.<back_type>]` and
+/// `[retention.<back_type>.game.<game_id>]`; UBackup's `mysqlkeeptime`/`rediskeeptime`
+/// arrive as `retention.mysql.keep_days` / `retention.redis.keep_days`.
+fn retention_config(raw: &mut Raw) -> crate::retention::Retention {
+    use crate::retention::{Policy, Retention};
+    const MAX_DAYS: i64 = 100 * 366;
+    let interval = raw.secs("retention.interval_secs", 3600, 0);
+    let from = |raw: &Raw, key: &str| {
+        let d = raw.display(key);
+        d.strip_suffix(".keep_days")
+            .map(str::to_string)
+            .unwrap_or(d)
+    };
+    let mut default = Policy::default();
+    if let Some(k) = raw.int("retention.keep_days", 0, MAX_DAYS) {
+        default.keep_days = k as u32;
+        default.from = "retention".into();
+    }
+    if let Some(m) = raw.int("retention.min_fulls", 1, 1000) {
+        default.min_fulls = m as u32;
+    }
+    // (type, game) -> (keep_days, min_fulls, from)
+    type Over = (Option<u32>, Option<u32>, Option<String>);
+    let mut types: BTreeMap<String, Over> = BTreeMap::new();
+    let mut games: BTreeMap<(String, i64), Over> = BTreeMap::new();
+    let keys: Vec<String> = raw
+        .values
+        .keys()
+        .filter(|k| k.starts_with("retention."))
+        .cloned()
+        .collect();
+    for key in keys {
+        let parts: Vec<&str> = key.split('.').collect();
+        let (slot, field) = match parts.as_slice() {
+            ["retention", ty, field] => (types.entry(ty.to_string()).or_default(), *field),
+            ["retention", ty, "game", id, field] => match id.parse::<i64>() {
+                Ok(g) => (games.entry((ty.to_string(), g)).or_default(), *field),
+                Err(_) => {
+                    let d = raw.display(&key);
+                    raw.take(&key);
+                    raw.bad(d, format!("{id:?} is not a game_id"));
+                    continue;
+                }
+            },
+            _ => continue, // left for "unknown key"
+        };
+        match field {
+            "keep_days" => {
+                let f = from(raw, &key);
+                if let Some(v) = raw.int(&key, 0, MAX_DAYS) {
+                    slot.0 = Some(v as u32);
+                    slot.2 = Some(f);
+                }
+            }
+            "min_fulls" => slot.1 = raw.int(&key, 1, 1000).map(|v| v as u32),
+            _ => {}
+        }
+    }
+    let resolve = |base: &Policy, o: &Over| Policy {
+        keep_days: o.0.unwrap_or(base.keep_days),
+        min_fulls: o.1.unwrap_or(base.min_fulls),
+        from: o.2.clone().unwrap_or_else(|| base.from.clone()),
+    };
+    let mut r = Retention {
+        interval,
+        ..Retention::default()
+    };
+    for (ty, o) in &types {
+        r.types.insert(ty.clone(), resolve(&default, o));
+    }
+    for ((ty, g), o) in &games {
+        let base = r.types.get(ty).cloned().unwrap_or_else(|| default.clone());
+        r.games.insert((ty.clone(), *g), resolve(&base, o));
+    }
+    r.default = default;
+    r
 }
 
 fn redis_url(raw: &mut Raw, key: &str) -> RedisUrl {

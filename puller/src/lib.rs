@@ -6,5 +6,8 @@ pub mod pull;
 pub mod queue;
 
 pub mod basis;
+pub mod lifecycle;
+pub mod manifest;
 pub mod metrics;
 pub mod node;
+pub mod retention;

@@ -6,6 +6,7 @@
 
 mod cli;
 mod fetch;
+mod maintain;
 mod progress;
 mod run;
 
@@ -18,6 +19,11 @@ fn main() -> ExitCode {
     let args = match cli.command {
         cli::Command::Run(args) => return ExitCode::from(run::run(args, cli.verbose)),
         cli::Command::CheckConfig { config } => return ExitCode::from(run::check(&config)),
+        cli::Command::Prune(args) => return ExitCode::from(maintain::prune(args, cli.verbose)),
+        cli::Command::Scrub(args) => return ExitCode::from(maintain::scrub(args, cli.verbose)),
+        cli::Command::RebuildManifest(args) => {
+            return ExitCode::from(maintain::rebuild(args, cli.verbose))
+        }
         cli::Command::Fetch(args) => *args,
     };
     init_tracing(cli.verbose);

@@ -184,6 +184,9 @@ pub async fn run(cfg: NodeConfig, mut control: Control) -> anyhow::Result<Arc<St
         ))),
         None => None,
     };
+    // Retention and scrub on their schedule; stopped with the node (also after --until-idle).
+    let (lifecycle_stop, lifecycle_rx) = watch::channel(false);
+    let lifecycle = tokio::spawn(crate::lifecycle::schedule(cfg.clone(), lifecycle_rx));
     let sem = Arc::new(Semaphore::new(cfg.workers));
     let mut tasks = tokio::task::JoinSet::new();
     let mut stop = control.stop.clone();
@@ -295,6 +298,8 @@ pub async fn run(cfg: NodeConfig, mut control: Control) -> anyhow::Result<Arc<St
     }
     let _ = cancel_tx.send(true);
     hb.abort();
+    let _ = lifecycle_stop.send(true);
+    let _ = lifecycle.await;
     if let Some(m) = metrics {
         m.abort();
     }
@@ -444,6 +449,9 @@ fn restart_only_changes(old: &NodeConfig, new: &NodeConfig) -> Vec<&'static str>
     }
     if old.node_id != new.node_id || old.root != new.root || old.node_ip != new.node_ip {
         v.push("node.id/ip/root");
+    }
+    if old.retention != new.retention || old.scrub != new.scrub {
+        v.push("retention/scrub");
     }
     if old.metrics != new.metrics || old.log != new.log {
         v.push("metrics/log");
@@ -815,6 +823,9 @@ impl Node {
                     result.succeed = 1;
                     result.log = "ok".into();
                     crate::basis::record(&self.cfg.root, &key, &r.final_path);
+                }
+                if ok || result.size_mismatch {
+                    crate::manifest::record_pull(&self.cfg.root, &job, &job_id, &r, &result).await;
                 }
                 self.publish(&t, result, None).await
             }

@@ -106,7 +106,7 @@ fn open_append(p: &Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| p.display().to_string())
 }
 
-fn init_logging(cfg: &LogConfig, verbose: u8) -> anyhow::Result<()> {
+pub(crate) fn init_logging(cfg: &LogConfig, verbose: u8) -> anyhow::Result<()> {
     let level = match verbose {
         0 => cfg.level.clone(),
         1 => "info".into(),

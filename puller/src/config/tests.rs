@@ -133,3 +133,101 @@ fn huge_numbers_are_refused_or_saturated_never_overflowed() {
         .unwrap_err();
     assert_eq!(p[0].key, "node.reserve_gib");
 }
+
+#[test]
+fn retention_policies_per_type_and_business_and_ubackups_keeptime() {
+    use crate::retention::Policy;
+    let p = |keep_days, min_fulls, from: &str| Policy {
+        keep_days,
+        min_fulls,
+        from: from.into(),
+    };
+    // UBackup's reserved keys are honoured.
+    let c = NodeConfig::parse(SAMPLE).unwrap();
+    assert_eq!(
+        c.retention.policy("mysql", Some(1)),
+        &p(15, 1, "mysqlkeeptime")
+    );
+    assert_eq!(
+        c.retention.policy("redis", None),
+        &p(15, 1, "rediskeeptime")
+    );
+    assert_eq!(c.retention.policy("ssdb", None).keep_days, 0);
+    assert_eq!(c.retention.interval, Duration::from_secs(3600));
+
+    let text = r#"
+[node]
+root = "/b"
+[retention]
+keep_days = 30
+min_fulls = 2
+interval_secs = 600
+[retention.mysql]
+keep_days = 7
+[retention.mysql.game.31]
+keep_days = 60
+[retention.redis.game.5]
+min_fulls = 4
+[scrub]
+rate = "10M"
+interval_secs = 0
+"#;
+    let c = NodeConfig::parse(text).unwrap();
+    let r = &c.retention;
+    assert_eq!(r.interval, Duration::from_secs(600));
+    assert_eq!(r.policy("ssdb", Some(1)), &p(30, 2, "retention"));
+    assert_eq!(r.policy("mysql", Some(1)), &p(7, 2, "retention.mysql"));
+    assert_eq!(
+        r.policy("mysql", Some(31)),
+        &p(60, 2, "retention.mysql.game.31")
+    );
+    assert_eq!(r.policy("redis", Some(5)), &p(30, 4, "retention"));
+    assert_eq!(c.scrub.rate, Some(Rate::bytes_per_sec(10 << 20)));
+    assert_eq!(c.scrub.interval, Duration::ZERO);
+
+    let c = NodeConfig::parse("[node]\nroot = \"/b\"\n").unwrap();
+    assert_eq!(c.scrub.rate, Some(Rate::bytes_per_sec(50 << 20)));
+    assert_eq!(c.scrub.interval, Duration::from_secs(86400));
+    assert!(
+        !c.retention.expires_anything(),
+        "nothing expires unless a policy says so"
+    );
+}
+
+#[test]
+fn retention_problems_name_their_keys() {
+    let text = SAMPLE
+        .replace("mysqlkeeptime = 15", "mysqlkeeptime = forever")
+        .replace("rediskeeptime = 15", "rediskeeptime = -3");
+    let problems = NodeConfig::parse(&text).unwrap_err();
+    let mut keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["mysqlkeeptime", "rediskeeptime"], "{problems:?}");
+
+    let text = r#"
+[node]
+root = "/b"
+[retention]
+interval_secs = -1
+[retention.mysql]
+keep_days = "7"
+min_fulls = 0
+keep = 3
+[retention.mysql.game.x]
+keep_days = 1
+[scrub]
+rate = "fast"
+"#;
+    let problems = NodeConfig::parse(text).unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for want in [
+        "retention.interval_secs",
+        "retention.mysql.keep_days",
+        "retention.mysql.min_fulls",
+        "retention.mysql.keep",
+        "retention.mysql.game.x.keep_days",
+        "scrub.rate",
+    ] {
+        assert!(keys.contains(&want), "{want} missing from {problems:?}");
+    }
+}

@@ -1,0 +1,590 @@
+//! What a node does with the files it already stored: retention ([`prune`]) and the scrub
+//! ([`scrub`]), by hand (`ubackup-puller prune`, `scrub`) or on the daemon's schedule
+//! ([`schedule`]). Both decide from the manifest ([`crate::manifest`]) and publish
+//! [`NodeEvent`]s on the results list.
+//!
+//! * **Prune**: load the manifest, [`crate::retention::decide`] at the given clock, delete
+//!   each expired file that is still the file the manifest describes (a regular file of the
+//!   recorded size), fsync the directories, record the removals together with their
+//!   `expired` events (the outbox), publish, record the publication, compact. A crash
+//!   anywhere leaves either the file (deleted again next time) or an unpublished event
+//!   (published next time): at-least-once, never silently.
+//! * **Scrub**: re-read every file at a capped rate (the pull's token bucket), compare size
+//!   and checksum with the manifest; a difference is `corrupt`, a read error `unreadable`.
+//!   A finding is confirmed against a fresh manifest first, so a file replaced or pruned
+//!   during the pass is not reported.
+//!
+//! Prunes (and rebuilds) take an exclusive lock (`<root>/.ubackup-state/lifecycle.lock`) so
+//! that a by-hand run and the daemon's schedule do not work over each other.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::AsyncCommands as _;
+use rsync_proto::limit::{BandwidthLimiter, Rate};
+use tokio::sync::watch;
+use ubackup_messages::{EventKind, NodeEvent};
+
+use crate::basis::STATE_DIR;
+use crate::config::NodeConfig;
+use crate::manifest::{self, Digest, Entry, Manifest, ManifestError};
+use crate::retention::{self, Expiry};
+
+/// A life-cycle failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LifecycleError {
+    /// The manifest could not be read or written.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The results Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Another failure (the lock, a worker thread).
+    #[error("{0}")]
+    Other(String),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Publishes events on the results list (LPUSH, as results are).
+pub struct Publisher {
+    conn: redis::aio::MultiplexedConnection,
+    list: String,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("list", &self.list)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Connects to the node's results Redis.
+    pub async fn connect(cfg: &NodeConfig) -> Result<Publisher, LifecycleError> {
+        let client = redis::Client::open(cfg.results.redis.0.as_str())?;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| LifecycleError::Other("redis: connect timed out".into()))??;
+        Ok(Publisher {
+            conn,
+            list: cfg.results.list.clone(),
+        })
+    }
+
+    /// LPUSHes the events, in order, in batches.
+    pub async fn publish(&mut self, events: &[NodeEvent]) -> Result<(), LifecycleError> {
+        for chunk in events.chunks(500) {
+            let bodies: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap_or_default())
+                .collect();
+            let _: i64 = self.conn.lpush(&self.list, bodies).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Holds `<root>/.ubackup-state/lifecycle.lock` exclusively until dropped.
+fn lifecycle_lock(root: &Path) -> Result<File, LifecycleError> {
+    let dir = root.join(STATE_DIR);
+    let p = dir.join("lifecycle.lock");
+    let open = || -> io::Result<File> {
+        std::fs::create_dir_all(&dir)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(f)
+    };
+    open().map_err(|e| LifecycleError::Other(format!("{}: {e}", p.display())))
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Files deleted (or that would be), with why, by path.
+    pub expired: Vec<Expiry>,
+    /// Files kept.
+    pub kept: usize,
+    /// Expired files left alone: they are not what the manifest describes, or could not be
+    /// deleted.
+    pub left: Vec<(PathBuf, String)>,
+    /// `expired` events published in this run (earlier runs' included).
+    pub published: usize,
+    /// Events still waiting to be published (Redis unreachable).
+    pub pending: usize,
+}
+
+/// Deletes what expired at `now_ms` (the decision's clock) and records it; returns the report
+/// and the events to publish (this run's and any earlier unpublished ones). Blocking.
+pub fn prune_files(
+    cfg: &NodeConfig,
+    now_ms: i64,
+    dry_run: bool,
+) -> Result<(PruneReport, manifest::Outbox), LifecycleError> {
+    let _lock = lifecycle_lock(&cfg.root)?;
+    let m = Manifest::new(&cfg.root);
+    let st = m.load()?;
+    if st.damaged > 0 {
+        tracing::warn!(
+            damaged = st.damaged,
+            "manifest: damaged records skipped; the files they described are never deleted"
+        );
+    }
+    let plan = retention::decide(st.files.values(), &cfg.retention, now_ms);
+    let mut report = PruneReport {
+        kept: plan.kept,
+        ..PruneReport::default()
+    };
+    if dry_run {
+        report.expired = plan.expire;
+        report.pending = st.pending.len();
+        return Ok((report, Vec::new()));
+    }
+    let mut removed = Vec::new();
+    let mut dirs = BTreeSet::new();
+    for x in plan.expire {
+        let Some(e) = st.files.get(&x.path) else {
+            continue;
+        };
+        match std::fs::symlink_metadata(&x.path) {
+            Ok(meta) if meta.is_file() && meta.len() == e.size => {
+                if let Err(err) = std::fs::remove_file(&x.path) {
+                    if err.kind() != io::ErrorKind::NotFound {
+                        tracing::error!(path = %x.path.display(), "cannot delete an expired backup: {err}");
+                        report
+                            .left
+                            .push((x.path.clone(), format!("cannot delete: {err}")));
+                        continue;
+                    }
+                }
+            }
+            Ok(meta) => {
+                let why = format!(
+                    "not the file the manifest describes ({} of {} bytes, {}); left alone",
+                    if meta.is_file() {
+                        "a file"
+                    } else {
+                        "not a regular file"
+                    },
+                    meta.len(),
+                    e.size
+                );
+                tracing::warn!(path = %x.path.display(), "{why}");
+                report.left.push((x.path.clone(), why));
+                continue;
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {} // already gone
+            Err(err) => {
+                report
+                    .left
+                    .push((x.path.clone(), format!("cannot check: {err}")));
+                continue;
+            }
+        }
+        tracing::info!(path = %x.path.display(), reason = %x.reason, "expired: deleted");
+        if let Some(d) = x.path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        let at = now_ms_real();
+        let ev = e.event(EventKind::Expired, cfg, at, x.reason.clone());
+        removed.push((x.path.clone(), at, ev));
+        report.expired.push(x);
+    }
+    // The unlinks are durable before the manifest says so.
+    for d in &dirs {
+        if let Err(e) = File::open(d).and_then(|f| f.sync_all()) {
+            tracing::warn!(dir = %d.display(), "cannot fsync: {e}");
+        }
+    }
+    m.record_removed(&removed)?;
+    let mut outbox = st.pending;
+    outbox.extend(removed);
+    Ok((report, outbox))
+}
+
+fn now_ms_real() -> i64 {
+    now_ms()
+}
+
+/// One prune: decide at `now_ms`, delete, publish the `expired` events (when a publisher is
+/// given; otherwise they wait in the manifest for the next run), compact the manifest.
+pub async fn prune(
+    cfg: &NodeConfig,
+    now_ms: i64,
+    dry_run: bool,
+    publisher: Option<&mut Publisher>,
+) -> Result<PruneReport, LifecycleError> {
+    let c = cfg.clone();
+    let (mut report, outbox) =
+        tokio::task::spawn_blocking(move || prune_files(&c, now_ms, dry_run))
+            .await
+            .map_err(|e| LifecycleError::Other(e.to_string()))??;
+    if dry_run {
+        return Ok(report);
+    }
+    report.pending = outbox.len();
+    if let (Some(p), false) = (publisher, outbox.is_empty()) {
+        let events: Vec<NodeEvent> = outbox.iter().map(|(_, _, e)| e.clone()).collect();
+        match p.publish(&events).await {
+            Ok(()) => {
+                let keys: Vec<(PathBuf, i64)> =
+                    outbox.iter().map(|(p, at, _)| (p.clone(), *at)).collect();
+                let m = Manifest::new(&cfg.root);
+                tokio::task::spawn_blocking(move || m.record_published(&keys))
+                    .await
+                    .map_err(|e| LifecycleError::Other(e.to_string()))??;
+                report.published = events.len();
+                report.pending = 0;
+            }
+            Err(e) => tracing::warn!(
+                pending = outbox.len(),
+                "cannot publish expired events: {e}; they are published by the next prune"
+            ),
+        }
+    }
+    if !report.expired.is_empty() || report.published > 0 {
+        let m = Manifest::new(&cfg.root);
+        tokio::task::spawn_blocking(move || m.compact())
+            .await
+            .map_err(|e| LifecycleError::Other(e.to_string()))??;
+    }
+    Ok(report)
+}
+
+/// A scrub finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// `corrupt` or `unreadable`.
+    pub kind: EventKind,
+    /// The file.
+    pub path: PathBuf,
+    /// What was found.
+    pub reason: String,
+}
+
+/// What a scrub pass did.
+#[derive(Debug, Clone, Default)]
+pub struct ScrubReport {
+    /// Files verified.
+    pub checked: usize,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Files whose manifest entry has no checksum the scrub can recompute (size checked only).
+    pub size_only: usize,
+    /// Corrupt and unreadable files.
+    pub findings: Vec<Finding>,
+    /// Findings published as events.
+    pub published: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The pass was stopped before the end.
+    pub stopped: bool,
+}
+
+enum Check {
+    Ok(u64),
+    SizeOnly,
+    Bad(EventKind, String, u64),
+    Stopped,
+}
+
+fn check_file(
+    e: &Entry,
+    limiter: &BandwidthLimiter,
+    rt: &tokio::runtime::Handle,
+    stop: &watch::Receiver<bool>,
+) -> Check {
+    let meta = match std::fs::symlink_metadata(&e.path) {
+        Ok(m) => m,
+        Err(err) => return Check::Bad(EventKind::Unreadable, format!("cannot stat: {err}"), 0),
+    };
+    if !meta.is_file() {
+        return Check::Bad(EventKind::Unreadable, "not a regular file".into(), 0);
+    }
+    let digest = e.checksum.as_deref().and_then(Digest::for_checksum);
+    let Some(digest) = digest else {
+        if meta.len() != e.size {
+            return Check::Bad(
+                EventKind::Corrupt,
+                format!("size is {} bytes, the manifest says {}", meta.len(), e.size),
+                0,
+            );
+        }
+        return Check::SizeOnly;
+    };
+    let chunk = limiter.max_read().unwrap_or(1 << 20);
+    let pace = |n: usize| {
+        rt.block_on(limiter.consume(n));
+        !*stop.borrow()
+    };
+    match manifest::digest_file(&e.path, digest, chunk, pace) {
+        Ok(None) => Check::Stopped,
+        Ok(Some((sum, n))) => {
+            if n != e.size {
+                Check::Bad(
+                    EventKind::Corrupt,
+                    format!("size is {n} bytes, the manifest says {}", e.size),
+                    n,
+                )
+            } else if Some(&sum) != e.checksum.as_ref() {
+                Check::Bad(
+                    EventKind::Corrupt,
+                    format!(
+                        "checksum is {sum}, the manifest says {}",
+                        e.checksum.as_deref().unwrap_or("")
+                    ),
+                    n,
+                )
+            } else {
+                Check::Ok(n)
+            }
+        }
+        Err(err) => Check::Bad(EventKind::Unreadable, format!("cannot read: {err}"), 0),
+    }
+}
+
+/// One scrub pass over every file of the manifest, reading at most `rate` bytes per second.
+/// Each confirmed finding is logged and, with a publisher, published at once.
+pub async fn scrub(
+    cfg: &NodeConfig,
+    rate: Option<Rate>,
+    mut publisher: Option<&mut Publisher>,
+    stop: watch::Receiver<bool>,
+) -> Result<ScrubReport, LifecycleError> {
+    let started = Instant::now();
+    let m = Manifest::new(&cfg.root);
+    let m2 = m.clone();
+    let st = tokio::task::spawn_blocking(move || m2.load())
+        .await
+        .map_err(|e| LifecycleError::Other(e.to_string()))??;
+    let limiter = BandwidthLimiter::new(rate);
+    let rt = tokio::runtime::Handle::current();
+    let mut report = ScrubReport::default();
+    for e in st.files.into_values() {
+        if *stop.borrow() {
+            report.stopped = true;
+            break;
+        }
+        let (l, r, s) = (limiter.clone(), rt.clone(), stop.clone());
+        let (e, check) = tokio::task::spawn_blocking(move || {
+            let c = check_file(&e, &l, &r, &s);
+            (e, c)
+        })
+        .await
+        .map_err(|e| LifecycleError::Other(e.to_string()))?;
+        let (kind, reason) = match check {
+            Check::Ok(n) => {
+                report.checked += 1;
+                report.bytes += n;
+                continue;
+            }
+            Check::SizeOnly => {
+                report.size_only += 1;
+                continue;
+            }
+            Check::Stopped => {
+                report.stopped = true;
+                break;
+            }
+            Check::Bad(kind, reason, n) => {
+                report.checked += 1;
+                report.bytes += n;
+                (kind, reason)
+            }
+        };
+        // Confirm against the manifest as it is now: the file may have been replaced by a
+        // redelivered pull, or pruned, during the pass.
+        let m2 = m.clone();
+        let now = tokio::task::spawn_blocking(move || m2.load())
+            .await
+            .map_err(|e| LifecycleError::Other(e.to_string()))??;
+        if now.files.get(&e.path) != Some(&e) {
+            continue;
+        }
+        tracing::error!(path = %e.path.display(), event = kind.name(), "scrub: {reason}");
+        let ev = e.event(kind, cfg, now_ms(), reason.clone());
+        if let Some(p) = publisher.as_deref_mut() {
+            match p.publish(std::slice::from_ref(&ev)).await {
+                Ok(()) => report.published += 1,
+                Err(err) => tracing::warn!("cannot publish the scrub's finding: {err}"),
+            }
+        }
+        report.findings.push(Finding {
+            kind,
+            path: e.path.clone(),
+            reason,
+        });
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The daemon's schedule: a prune every `retention.interval` and a scrub pass every
+/// `scrub.interval` (from the start of one pass to the start of the next, or at once when a
+/// pass took longer), each as its own task, until `stop`.
+pub async fn schedule(cfg: NodeConfig, stop: watch::Receiver<bool>) {
+    let prune_cfg = cfg.clone();
+    let prune_stop = stop.clone();
+    let pruning = async move {
+        let every = prune_cfg.retention.interval;
+        if every.is_zero() || !prune_cfg.retention.expires_anything() {
+            return;
+        }
+        every_until_stop(every, prune_stop, || async {
+            let mut p = connect_or_warn(&prune_cfg).await;
+            match prune(&prune_cfg, now_ms(), false, p.as_mut()).await {
+                Ok(r) => tracing::info!(
+                    expired = r.expired.len(),
+                    kept = r.kept,
+                    left = r.left.len(),
+                    published = r.published,
+                    pending = r.pending,
+                    "prune done"
+                ),
+                Err(e) => tracing::error!("prune failed: {e}"),
+            }
+        })
+        .await
+    };
+    let scrub_cfg = cfg;
+    let scrub_stop = stop;
+    let scrubbing = async move {
+        let every = scrub_cfg.scrub.interval;
+        if every.is_zero() {
+            return;
+        }
+        let s = scrub_stop.clone();
+        every_until_stop(every, scrub_stop, || async {
+            let mut p = connect_or_warn(&scrub_cfg).await;
+            match scrub(&scrub_cfg, scrub_cfg.scrub.rate, p.as_mut(), s.clone()).await {
+                Ok(r) => tracing::info!(
+                    checked = r.checked,
+                    bytes = r.bytes,
+                    findings = r.findings.len(),
+                    published = r.published,
+                    secs = r.elapsed.as_secs_f64(),
+                    "scrub pass done"
+                ),
+                Err(e) => tracing::error!("scrub failed: {e}"),
+            }
+        })
+        .await
+    };
+    tokio::join!(pruning, scrubbing);
+}
+
+async fn connect_or_warn(cfg: &NodeConfig) -> Option<Publisher> {
+    match Publisher::connect(cfg).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("cannot reach the results Redis for events: {e}");
+            None
+        }
+    }
+}
+
+async fn every_until_stop<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut next = tokio::time::Instant::now() + every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {},
+            r = stop.changed() => if r.is_err() { return },
+        }
+        if *stop.borrow() {
+            return;
+        }
+        next = tokio::time::Instant::now() + every;
+        f().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::retention::tests::{build, history, rules, NOW};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The dry run lists exactly what the real run deletes, and the real run deletes
+        /// exactly that: on disk and in the manifest.
+        #[test]
+        fn the_dry_run_equals_the_real_run(
+            histories in prop::collection::vec(history(), 1..3),
+            keep_days in 1u32..20,
+            min_fulls in 1u32..3,
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let mut files = build(&histories);
+            for e in &mut files {
+                e.path = d.path().join(e.instance.to_string()).join(e.path.file_name().unwrap());
+                std::fs::create_dir_all(e.path.parent().unwrap()).unwrap();
+                std::fs::write(&e.path, b"x").unwrap();
+            }
+            Manifest::new(d.path()).append(&files).unwrap();
+            let mut cfg = NodeConfig::parse(&format!("[node]\nroot = \"{}\"\n", d.path().display())).unwrap();
+            cfg.retention = rules(keep_days, min_fulls);
+            let (dry, outbox) = prune_files(&cfg, NOW, true).unwrap();
+            prop_assert!(outbox.is_empty());
+            let (real, outbox) = prune_files(&cfg, NOW, false).unwrap();
+            prop_assert_eq!(&dry.expired, &real.expired);
+            prop_assert_eq!(dry.kept, real.kept);
+            prop_assert_eq!(outbox.len(), real.expired.len());
+            let gone: BTreeSet<&PathBuf> = real.expired.iter().map(|x| &x.path).collect();
+            let st = Manifest::new(d.path()).load().unwrap();
+            for e in &files {
+                prop_assert_eq!(e.path.exists(), !gone.contains(&e.path));
+                prop_assert_eq!(st.files.contains_key(&e.path), !gone.contains(&e.path));
+            }
+            prop_assert_eq!(st.pending.len(), gone.len());
+            // Nothing more to do at the same clock.
+            let (again, _) = prune_files(&cfg, NOW, false).unwrap();
+            prop_assert!(again.expired.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_what_the_manifest_says_is_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let mut files = build(&[vec![(0, 1), (0, 1), (0, 1)]]);
+        for e in &mut files {
+            e.path = d.path().join(e.path.file_name().unwrap());
+            std::fs::write(&e.path, b"x").unwrap();
+        }
+        // The oldest was replaced by something else of another size.
+        std::fs::write(&files[0].path, b"something else").unwrap();
+        Manifest::new(d.path()).append(&files).unwrap();
+        let mut cfg =
+            NodeConfig::parse(&format!("[node]\nroot = \"{}\"\n", d.path().display())).unwrap();
+        cfg.retention = rules(1, 1);
+        let (r, _) = prune_files(&cfg, NOW, false).unwrap();
+        assert_eq!(r.expired.len(), 1);
+        assert_eq!(r.left.len(), 1);
+        assert!(files[0].path.exists());
+        assert!(!files[1].path.exists());
+        assert!(files[2].path.exists());
+    }
+}

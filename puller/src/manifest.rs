@@ -1,0 +1,854 @@
+//! The node's durable manifest of what it stored: one record per committed pull (file,
+//! instance, chain, size, checksum, time), kept under `<root>/.ubackup-state/manifest.log`.
+//! Retention decides from it and the scrub verifies against it; a node never deletes a file
+//! that its manifest does not know.
+//!
+//! ```text
+//!  pull committed ──► append "stored" ─┐          prune: delete ──► append "removed" (+ its event)
+//!                                      ▼                            publish ──► append "published"
+//!                             manifest.log (one line per record:    compaction rewrites live
+//!                             <xxh3 of the JSON> <JSON>\n, fsynced)  entries + unpublished events
+//! ```
+//!
+//! * **Durable**: every append is one `write` of whole lines followed by `fdatasync`; the
+//!   directory is fsynced when the file is created or replaced.
+//! * **Crash-safe**: each line carries the xxh3 of its JSON. A torn last record (a crash in
+//!   the middle of an append) fails that check or lacks its newline; it is dropped on load,
+//!   and cut off before the next append. A damaged record elsewhere is skipped and counted
+//!   ([`State::damaged`]): the file it described becomes unknown, so it is never deleted.
+//! * **Shared**: the daemon's workers, a by-hand `prune` or `scrub` and the daemon's own
+//!   schedule may run at once; appends and compaction take an exclusive `flock` on
+//!   `manifest.lock`, and the whole file is replaced only by rename.
+//! * **Rebuilt** from disk when lost ([`rebuild`]): files under the root that the manifest
+//!   does not know are adopted, their checksum recomputed, their instance inferred from the
+//!   destination template. What the path cannot say (the chain, the job id, and whatever the
+//!   template does not hold) is listed in [`Entry::unknown`], and such entries are never
+//!   expired by retention.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{self, BufRead as _, Read as _, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use ubackup_messages::{EventKind, Job, JobForm, NodeEvent, PullResult};
+
+use crate::basis::STATE_DIR;
+use crate::config::NodeConfig;
+use crate::pull::JobReport;
+
+/// The manifest's file name under the state directory.
+pub const FILE: &str = "manifest.log";
+const LOCK: &str = "manifest.lock";
+/// The longest record read back; longer lines are damaged records.
+const MAX_RECORD: usize = 64 * 1024;
+
+/// Where a backup sits in its chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Chain {
+    /// A full backup (no `last_all_filename`).
+    Full,
+    /// An incremental: it needs its full, and its previous incremental when it has one.
+    Incremental {
+        /// The full it depends on (the job's `last_all_filename`).
+        last_all_filename: String,
+        /// When that full was made (ms).
+        last_all_time_ms: i64,
+        /// The previous incremental it was taken against (incremental-on-incremental).
+        #[serde(default)]
+        prev_filename: Option<String>,
+        /// When that previous backup was made (ms; 0 if none).
+        #[serde(default)]
+        prev_time_ms: i64,
+        /// True when the job carried the chain record (v1): an incremental without
+        /// `prev_filename` then needs only its full. UBackup's messages cannot say, so a
+        /// legacy incremental is taken to need every earlier incremental of its full.
+        exact: bool,
+    },
+    /// Not known (an entry rebuilt from disk).
+    Unknown,
+}
+
+/// One stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Where the file is on disk.
+    pub path: PathBuf,
+    /// The job's file name, as in the result (may hold a sub-directory).
+    pub filename: String,
+    /// The database host's asset id ("" when unknown).
+    pub server_id: String,
+    /// Backup type.
+    #[serde(rename = "type")]
+    pub back_type: String,
+    /// Instance number (0 when unknown).
+    pub instance: i64,
+    /// The business id.
+    #[serde(default)]
+    pub game_id: Option<i64>,
+    /// The database host's address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The job id of the pull.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Its place in a chain.
+    pub chain: Chain,
+    /// Size in bytes when stored.
+    pub size: u64,
+    /// `ALGORITHM:HEX`, hex as `xxhsum`/`md5sum`/`sha256sum` print it.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// When the backup was taken (the job's `create_time`, never later than `stored_ms`; the
+    /// file's mtime for a rebuilt entry), epoch ms.
+    pub time_ms: i64,
+    /// When the node stored (or adopted) it, epoch ms.
+    pub stored_ms: i64,
+    /// For a rebuilt entry: what could not be inferred from the path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
+}
+
+impl Entry {
+    /// The destination directory, as the result's `file_path`.
+    pub fn file_path(&self) -> String {
+        self.path
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Whether it is a full backup.
+    pub fn is_full(&self) -> bool {
+        self.chain == Chain::Full
+    }
+
+    /// The life-cycle event about this file.
+    pub fn event(
+        &self,
+        kind: EventKind,
+        cfg: &NodeConfig,
+        at_ms: i64,
+        reason: String,
+    ) -> NodeEvent {
+        NodeEvent {
+            event: kind,
+            node_id: cfg.node_id.clone(),
+            back_server_ip: cfg.node_ip.clone(),
+            server_id: self.server_id.clone(),
+            back_type: self.back_type.clone(),
+            instance: self.instance,
+            file_path: self.file_path(),
+            filename: self.filename.clone(),
+            job_id: self.job_id.clone(),
+            size: Some(self.size),
+            checksum: self.checksum.clone(),
+            at_ms,
+            reason,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Record {
+    Stored(Box<Entry>),
+    Removed {
+        path: PathBuf,
+        at_ms: i64,
+        event: Box<NodeEvent>,
+    },
+    Published {
+        path: PathBuf,
+        at_ms: i64,
+    },
+}
+
+/// `expired` events of deleted files waiting to be published: (path, at_ms, event).
+pub type Outbox = Vec<(PathBuf, i64, NodeEvent)>;
+
+/// The manifest as read back.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    /// Files the node holds, by path.
+    pub files: BTreeMap<PathBuf, Entry>,
+    /// `expired` events of deleted files not yet published: (path, at_ms, event).
+    pub pending: Outbox,
+    /// Damaged records skipped (not counting a torn last record).
+    pub damaged: usize,
+    /// Whether the last record was torn (and dropped).
+    pub torn_tail: bool,
+}
+
+impl State {
+    fn apply(&mut self, r: Record) {
+        match r {
+            Record::Stored(e) => {
+                self.files.insert(e.path.clone(), *e);
+            }
+            Record::Removed { path, at_ms, event } => {
+                self.files.remove(&path);
+                self.pending.push((path, at_ms, *event));
+            }
+            Record::Published { path, at_ms } => self
+                .pending
+                .retain(|(p, at, _)| !(p == &path && *at == at_ms)),
+        }
+    }
+}
+
+/// A manifest failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// Reading or writing the manifest (or its lock) failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A record could not be encoded (a path that is not UTF-8).
+    #[error("cannot encode a manifest record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ManifestError + '_ {
+    move |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The manifest of the node whose backup root is `root`.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    dir: PathBuf,
+}
+
+fn encode(r: &Record, out: &mut Vec<u8>) -> Result<(), ManifestError> {
+    let json = serde_json::to_vec(r)?;
+    let sum = xxhash_rust::xxh3::xxh3_64(&json);
+    out.extend_from_slice(format!("{sum:016x} ").as_bytes());
+    out.extend_from_slice(&json);
+    out.push(b'\n');
+    Ok(())
+}
+
+fn decode(line: &[u8]) -> Option<Record> {
+    let (sum, json) = (line.get(..16)?, line.get(17..)?);
+    if line.get(16) != Some(&b' ') {
+        return None;
+    }
+    let want = u64::from_str_radix(std::str::from_utf8(sum).ok()?, 16).ok()?;
+    if xxhash_rust::xxh3::xxh3_64(json) != want {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Manifest {
+    /// The manifest under `root`'s state directory.
+    pub fn new(root: &Path) -> Manifest {
+        Manifest {
+            dir: root.join(STATE_DIR),
+        }
+    }
+
+    /// The manifest file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// Whether the manifest file exists.
+    pub fn exists(&self) -> bool {
+        self.path().is_file()
+    }
+
+    /// An exclusive lock over appends and compaction, held until the file is dropped.
+    fn lock(&self) -> Result<File, ManifestError> {
+        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        let p = self.dir.join(LOCK);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err(&p)(e.into()))?;
+        Ok(f)
+    }
+
+    /// Appends records for files just stored (one write, one fdatasync).
+    pub fn append(&self, entries: &[Entry]) -> Result<(), ManifestError> {
+        let recs: Vec<Record> = entries
+            .iter()
+            .map(|e| Record::Stored(Box::new(e.clone())))
+            .collect();
+        self.append_records(&recs)
+    }
+
+    /// Records files deleted by retention, each with its `expired` event (pending until
+    /// [`Manifest::record_published`]).
+    pub fn record_removed(
+        &self,
+        removed: &[(PathBuf, i64, NodeEvent)],
+    ) -> Result<(), ManifestError> {
+        let recs: Vec<Record> = removed
+            .iter()
+            .map(|(path, at_ms, ev)| Record::Removed {
+                path: path.clone(),
+                at_ms: *at_ms,
+                event: Box::new(ev.clone()),
+            })
+            .collect();
+        self.append_records(&recs)
+    }
+
+    /// Records that the events of these (path, at_ms) removals were published.
+    pub fn record_published(&self, keys: &[(PathBuf, i64)]) -> Result<(), ManifestError> {
+        let recs: Vec<Record> = keys
+            .iter()
+            .map(|(path, at_ms)| Record::Published {
+                path: path.clone(),
+                at_ms: *at_ms,
+            })
+            .collect();
+        self.append_records(&recs)
+    }
+
+    fn append_records(&self, recs: &[Record]) -> Result<(), ManifestError> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for r in recs {
+            encode(r, &mut buf)?;
+        }
+        let _lock = self.lock()?;
+        let p = self.path();
+        let created = !p.exists();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        let end = cut_torn_tail(&f).map_err(io_err(&p))?;
+        f.set_len(end).map_err(io_err(&p))?;
+        f.write_all_at(&buf, end).map_err(io_err(&p))?;
+        f.sync_data().map_err(io_err(&p))?;
+        f.flush().map_err(io_err(&p))?;
+        if created {
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the manifest (empty if there is none). A torn last record is dropped.
+    pub fn load(&self) -> Result<State, ManifestError> {
+        let p = self.path();
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) => return Err(io_err(&p)(e)),
+        };
+        let mut r = io::BufReader::with_capacity(1 << 20, f);
+        let mut st = State::default();
+        let mut line = Vec::with_capacity(1024);
+        let mut bad_at_end = false;
+        loop {
+            line.clear();
+            let n = (&mut r)
+                .take(MAX_RECORD as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(io_err(&p))?;
+            if n == 0 {
+                break;
+            }
+            let complete = line.last() == Some(&b'\n');
+            if !complete && n > MAX_RECORD {
+                // Over-long: skip to the end of the line.
+                let mut sink = Vec::new();
+                r.read_until(b'\n', &mut sink).map_err(io_err(&p))?;
+                st.damaged += 1;
+                bad_at_end = false;
+                continue;
+            }
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            match decode(body).filter(|_| complete) {
+                Some(rec) => {
+                    if bad_at_end {
+                        st.damaged += 1;
+                    }
+                    bad_at_end = false;
+                    st.apply(rec);
+                }
+                None => {
+                    if bad_at_end {
+                        st.damaged += 1;
+                    }
+                    bad_at_end = true;
+                }
+            }
+        }
+        st.torn_tail = bad_at_end;
+        Ok(st)
+    }
+
+    /// Rewrites the manifest with only the live entries and the unpublished events.
+    pub fn compact(&self) -> Result<State, ManifestError> {
+        let _lock = self.lock()?;
+        let st = self.load()?;
+        let mut buf = Vec::new();
+        for e in st.files.values() {
+            encode(&Record::Stored(Box::new(e.clone())), &mut buf)?;
+        }
+        for (path, at_ms, ev) in &st.pending {
+            encode(
+                &Record::Removed {
+                    path: path.clone(),
+                    at_ms: *at_ms,
+                    event: Box::new(ev.clone()),
+                },
+                &mut buf,
+            )?;
+        }
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&buf)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.path())?;
+            sync_dir(&self.dir)
+        };
+        write().map_err(io_err(&tmp))?;
+        Ok(State {
+            damaged: 0,
+            torn_tail: false,
+            ..st
+        })
+    }
+}
+
+/// The length of the file without a torn last record (one not ending in a newline).
+fn cut_torn_tail(f: &File) -> io::Result<u64> {
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8; 1];
+    f.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(len);
+    }
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        f.read_exact_at(&mut chunk[..n], start)?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            tracing::warn!(
+                dropped = len - keep,
+                "manifest: a torn last record was cut off"
+            );
+            return Ok(keep);
+        }
+        end = start;
+    }
+    tracing::warn!(dropped = len, "manifest: a torn record was cut off");
+    Ok(0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Algorithms the scrub can recompute.
+const SCRUB_ALGORITHMS: [&str; 6] = ["xxh128", "xxh3", "xxh64", "md5", "sha1", "sha256"];
+
+/// rsync's whole-file checksum (`algorithm`, hex of the wire bytes) in the manifest's form:
+/// xxh* sums are sent little-endian, and printed big-endian by `xxhsum`. None for md4, which a
+/// protocol-29 session seeds with a per-session value we cannot replay.
+pub fn canonical_checksum(algorithm: &str, wire_hex: &str) -> Option<String> {
+    if !SCRUB_ALGORITHMS.contains(&algorithm) || algorithm == "sha256" {
+        return None;
+    }
+    let hex = if algorithm.starts_with("xxh") {
+        let bytes: Vec<&str> = (0..wire_hex.len() / 2)
+            .map(|i| wire_hex.get(2 * i..2 * i + 2).unwrap_or(""))
+            .collect();
+        bytes.into_iter().rev().collect::<String>()
+    } else {
+        wire_hex.to_string()
+    };
+    Some(format!("{algorithm}:{hex}"))
+}
+
+/// A running digest in the manifest's form.
+pub struct Digest {
+    algorithm: &'static str,
+    inner: DigestInner,
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Digest")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+enum DigestInner {
+    Rsync(rsync_proto::checksum::FileHasher),
+    Sha256(sha2::Sha256),
+}
+
+impl Digest {
+    /// A digest for `ALGORITHM` of an `ALGORITHM:HEX` string, if the scrub knows it.
+    pub fn for_checksum(checksum: &str) -> Option<Digest> {
+        let (algo, _) = checksum.split_once(':')?;
+        let algorithm = SCRUB_ALGORITHMS.into_iter().find(|a| *a == algo)?;
+        let inner = if algorithm == "sha256" {
+            DigestInner::Sha256(<sha2::Sha256 as sha2::Digest>::new())
+        } else {
+            let kind = rsync_proto::ChecksumKind::from_name(algorithm)?;
+            DigestInner::Rsync(rsync_proto::checksum::FileHasher::new(kind, 0))
+        };
+        Some(Digest { algorithm, inner })
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        match &mut self.inner {
+            DigestInner::Rsync(h) => h.update(data),
+            DigestInner::Sha256(h) => sha2::Digest::update(h, data),
+        }
+    }
+
+    /// `ALGORITHM:HEX`.
+    pub fn finish(self) -> String {
+        let mut bytes = match self.inner {
+            DigestInner::Rsync(h) => h.finish(),
+            DigestInner::Sha256(h) => sha2::Digest::finalize(h).to_vec(),
+        };
+        if self.algorithm.starts_with("xxh") {
+            bytes.reverse();
+        }
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:{hex}", self.algorithm)
+    }
+}
+
+/// Reads `path` through `digest`, calling `pace(n)` before each read of at most `chunk`
+/// bytes (the scrub's rate limit). Returns the checksum and the bytes read.
+pub fn digest_file(
+    path: &Path,
+    mut digest: Digest,
+    chunk: usize,
+    mut pace: impl FnMut(usize) -> bool,
+) -> io::Result<Option<(String, u64)>> {
+    let mut f = open_nofollow(path)?;
+    let mut buf = vec![0u8; chunk.clamp(4096, 1 << 20)];
+    let mut total = 0u64;
+    loop {
+        if !pace(buf.len()) {
+            return Ok(None);
+        }
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        digest.update(&buf[..n]);
+    }
+    Ok(Some((digest.finish(), total)))
+}
+
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+fn no_pace(_: usize) -> bool {
+    true
+}
+
+/// The entry for a pull that just committed.
+pub fn entry_for_pull(job: &Job, job_id: &str, report: &JobReport, result: &PullResult) -> Entry {
+    let stored_ms = now_ms();
+    let named = |s: &Option<String>| s.clone().filter(|f| !f.is_empty() && f != "None");
+    let chain = match named(&job.last_all_filename) {
+        None => Chain::Full,
+        Some(full) => Chain::Incremental {
+            last_all_filename: full,
+            last_all_time_ms: job.last_all_time_ms,
+            prev_filename: named(&job.prev_filename),
+            prev_time_ms: job.prev_time_ms,
+            exact: job.form == JobForm::V1,
+        },
+    };
+    let checksum = match (&result.checksum, &result.checksum_algorithm) {
+        (Some(hex), Some(algo))
+            if job
+                .checksum
+                .as_ref()
+                .is_some_and(|h| h.algorithm.name() == algo) =>
+        {
+            // The job's hint, verified: already in printed form.
+            Some(format!("{algo}:{hex}"))
+        }
+        _ => report
+            .checksum
+            .as_ref()
+            .and_then(|(hex, algo)| canonical_checksum(algo, hex)),
+    };
+    Entry {
+        path: report.final_path.clone(),
+        filename: job.filename.clone().unwrap_or_default(),
+        server_id: job.server_id.clone(),
+        back_type: job.back_type.clone(),
+        instance: job.instance,
+        game_id: Some(job.game_id),
+        host: Some(job.host.to_string()),
+        job_id: Some(job_id.to_string()),
+        chain,
+        size: report.size,
+        checksum,
+        time_ms: if job.create_time_ms > 0 {
+            job.create_time_ms.min(stored_ms)
+        } else {
+            stored_ms
+        },
+        stored_ms,
+        unknown: Vec::new(),
+    }
+}
+
+/// The hook the node calls after a pull committed and before its result is published:
+/// appends the file to the manifest. A failure is logged, never fatal: the file is durable
+/// and verified; the manifest only misses it (it is then never expired, and a rebuild adopts
+/// it).
+pub async fn record_pull(
+    root: &Path,
+    job: &Job,
+    job_id: &str,
+    report: &JobReport,
+    result: &PullResult,
+) {
+    let mut entry = entry_for_pull(job, job_id, report, result);
+    let manifest = Manifest::new(root);
+    let r = tokio::task::spawn_blocking(move || {
+        if entry.checksum.is_none() {
+            // md4 (or none): our own sum, so that the scrub can verify the file.
+            if let Some(d) = Digest::for_checksum("xxh128:") {
+                if let Ok(Some((sum, _))) = digest_file(&entry.path, d, 1 << 20, no_pace) {
+                    entry.checksum = Some(sum);
+                }
+            }
+        }
+        manifest.append(std::slice::from_ref(&entry))
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("cannot record the file in the manifest: {e}"),
+        Err(e) => tracing::error!("cannot record the file in the manifest: {e}"),
+    }
+}
+
+/// What [`rebuild`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Files adopted into the manifest.
+    pub adopted: Vec<PathBuf>,
+    /// Files already known.
+    pub known: usize,
+    /// Files under the root outside the destination layout (left out), with why.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// What a destination template lets a rebuild read back from a directory.
+#[derive(Debug, Default)]
+struct Inferred {
+    back_type: Option<String>,
+    server_id: Option<String>,
+    instance: Option<i64>,
+    game_id: Option<i64>,
+    host: Option<String>,
+}
+
+/// Matches a file's directory against the template; None when it is not in the layout.
+fn infer(template: &str, root: &Path, dir: &Path) -> Option<Inferred> {
+    let root_s = root.to_string_lossy();
+    let t = template.replace("{root}", root_s.trim_end_matches('/'));
+    let t_parts: Vec<&str> = t.split('/').filter(|s| !s.is_empty()).collect();
+    let d = dir.to_string_lossy();
+    let d_parts: Vec<&str> = d.split('/').filter(|s| !s.is_empty()).collect();
+    if t_parts.len() != d_parts.len() {
+        return None;
+    }
+    let mut inf = Inferred::default();
+    let mut abc = None;
+    let mut ip_d = None;
+    for (t, v) in t_parts.iter().zip(&d_parts) {
+        match t.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+            Some("back_type") => inf.back_type = Some(v.to_string()),
+            Some("server_id") => inf.server_id = Some(v.to_string()),
+            Some("instance") => inf.instance = Some(v.parse().ok()?),
+            Some("game_id") => inf.game_id = Some(v.parse().ok()?),
+            Some("ip") => inf.host = Some(v.replace('_', ":")),
+            Some("ip_abc") => abc = Some(v.to_string()),
+            Some("ip_d") => ip_d = Some(v.to_string()),
+            Some(_) => return None,
+            None if t == v => {}
+            None => return None,
+        }
+    }
+    if let (Some(a), Some(d)) = (abc, ip_d) {
+        inf.host = Some(if d == "v6" {
+            a.replace('_', ":")
+        } else {
+            format!("{a}.{d}")
+        });
+    }
+    Some(inf)
+}
+
+/// Adopts every file under the root that the manifest does not know: its checksum is
+/// recomputed (xxh128, paced by `pace`), its instance inferred from the destination template.
+/// Temp files, partial files and the state directory are left out.
+pub fn rebuild(
+    cfg: &NodeConfig,
+    mut pace: impl FnMut(usize) -> bool,
+) -> Result<Rebuilt, ManifestError> {
+    let manifest = Manifest::new(&cfg.root);
+    let known: BTreeSet<PathBuf> = manifest.load()?.files.into_keys().collect();
+    let mut out = Rebuilt::default();
+    let mut found = Vec::new();
+    walk(&cfg.root, &cfg.root, &mut found, &mut out.skipped).map_err(io_err(&cfg.root))?;
+    found.sort();
+    let mut batch = Vec::new();
+    let now = now_ms();
+    for path in found {
+        if known.contains(&path) {
+            out.known += 1;
+            continue;
+        }
+        let dir = path.parent().unwrap_or(&cfg.root);
+        let Some(inf) = infer(&cfg.pull.destination, &cfg.root, dir) else {
+            out.skipped
+                .push((path, "not in the destination layout".into()));
+            continue;
+        };
+        let Some(d) = Digest::for_checksum("xxh128:") else {
+            continue;
+        };
+        let (sum, size) = match digest_file(&path, d, 1 << 20, &mut pace) {
+            Ok(Some(s)) => s,
+            Ok(None) => break, // stopped
+            Err(e) => {
+                out.skipped.push((path, format!("unreadable: {e}")));
+                continue;
+            }
+        };
+        let mtime = std::fs::symlink_metadata(&path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(now);
+        let mut unknown = vec!["chain".to_string(), "job_id".to_string()];
+        for (what, missing) in [
+            ("server_id", inf.server_id.is_none()),
+            ("instance", inf.instance.is_none()),
+            ("game_id", inf.game_id.is_none()),
+            ("back_type", inf.back_type.is_none()),
+            ("host", inf.host.is_none()),
+        ] {
+            if missing {
+                unknown.push(what.to_string());
+            }
+        }
+        unknown.push("filename sub-directory".into());
+        let filename = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        batch.push(Entry {
+            path: path.clone(),
+            filename,
+            server_id: inf.server_id.unwrap_or_default(),
+            back_type: inf.back_type.unwrap_or_default(),
+            instance: inf.instance.unwrap_or(0),
+            game_id: inf.game_id,
+            host: inf.host,
+            job_id: None,
+            chain: Chain::Unknown,
+            size,
+            checksum: Some(sum),
+            time_ms: mtime.min(now),
+            stored_ms: now,
+            unknown,
+        });
+        out.adopted.push(path);
+        if batch.len() >= 1000 {
+            manifest.append(&batch)?;
+            batch.clear();
+        }
+    }
+    manifest.append(&batch)?;
+    Ok(out)
+}
+
+/// Regular files under `dir`, not following symlinks; hidden names (the state directory,
+/// partial directories, temp files) are left out.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if dir != root => {
+            skipped.push((dir.to_path_buf(), format!("unreadable directory: {e}")));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            walk(root, &e.path(), out, skipped)?;
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
