@@ -95,7 +95,7 @@ pub struct Context<Q> {
 /// Delivers spooled jobs in order until the spool is empty or a push fails; returns the
 /// depth left. Blocks other spool users while it runs.
 pub async fn drain<Q: Queue>(queue: &Q, spool: &Spool) -> Result<usize, SpoolError> {
-    let lock = spool.lock()?;
+    let lock = spool.lock().await?;
     let seqs = spool.seqs(&lock)?;
     let mut left = seqs.len();
     for seq in seqs {
@@ -125,7 +125,7 @@ pub async fn drain<Q: Queue>(queue: &Q, spool: &Spool) -> Result<usize, SpoolErr
 /// Publishes one job: pushed directly when nothing waits in the spool, otherwise (or when
 /// the push fails) appended to the spool, which is then delivered in order.
 pub async fn publish<Q: Queue>(queue: &Q, spool: &Spool, list: &str, payload: &str) -> Delivery {
-    let lock = match spool.lock() {
+    let lock = match spool.lock().await {
         Ok(l) => l,
         Err(e) => {
             // No spool: a direct push is the only way left.

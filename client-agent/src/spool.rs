@@ -60,12 +60,14 @@ pub enum SpoolError {
 pub struct Spool {
     dir: PathBuf,
     max: usize,
+    inproc: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The spool's lock, held while appending or delivering.
 #[derive(Debug)]
 pub struct SpoolLock {
     _file: File,
+    _inproc: tokio::sync::OwnedMutexGuard<()>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -80,7 +82,11 @@ impl Spool {
     pub fn open(state_dir: &Path, max: usize) -> Result<Spool, SpoolError> {
         let dir = state_dir.join("spool");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(Spool { dir, max })
+        Ok(Spool {
+            dir,
+            max,
+            inproc: Default::default(),
+        })
     }
 
     /// The bound.
@@ -88,8 +94,10 @@ impl Spool {
         self.max
     }
 
-    /// Takes the lock (blocking: holders only do short file work and bounded pushes).
-    pub fn lock(&self) -> Result<SpoolLock, SpoolError> {
+    /// Takes the lock: this process's tasks in turn, then the `flock` shared with other
+    /// agent processes (whose holders only do short file work and bounded pushes).
+    pub async fn lock(&self) -> Result<SpoolLock, SpoolError> {
+        let guard = self.inproc.clone().lock_owned().await;
         let p = self.dir.join(".lock");
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -97,13 +105,35 @@ impl Spool {
             .write(true)
             .open(&p)
             .map_err(io(&p))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-            SpoolError::Io {
-                path: p.clone(),
-                source: e.into(),
-            }
+        let locked = tokio::task::spawn_blocking(move || {
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map(|()| f)
+        })
+        .await
+        .map_err(|e| SpoolError::Io {
+            path: p.clone(),
+            source: std::io::Error::other(e),
         })?;
-        Ok(SpoolLock { _file: f })
+        let f = locked.map_err(|e| SpoolError::Io {
+            path: p.clone(),
+            source: e.into(),
+        })?;
+        Ok(SpoolLock {
+            _file: f,
+            _inproc: guard,
+        })
+    }
+
+    /// How many jobs wait, counted without the lock (for status and heartbeats: a delivery
+    /// running at the same time may make it one or two off).
+    pub fn depth(&self) -> Result<usize, SpoolError> {
+        let mut n = 0;
+        for e in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let e = e.map_err(io(&self.dir))?;
+            if e.file_name().to_string_lossy().ends_with(".job") {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Sequence numbers of the spooled jobs, oldest first.
@@ -122,12 +152,6 @@ impl Spool {
         }
         out.sort_unstable();
         Ok(out)
-    }
-
-    /// How many jobs wait (takes the lock briefly).
-    pub fn depth(&self) -> Result<usize, SpoolError> {
-        let l = self.lock()?;
-        Ok(self.seqs(&l)?.len())
     }
 
     fn path(&self, seq: u64) -> PathBuf {
@@ -205,11 +229,11 @@ impl Spool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn keeps_order_and_bound() {
+    #[tokio::test]
+    async fn keeps_order_and_bound() {
         let d = tempfile::tempdir().unwrap();
         let s = Spool::open(d.path(), 3).unwrap();
-        let l = s.lock().unwrap();
+        let l = s.lock().await.unwrap();
         for i in 0..3 {
             assert_eq!(s.append(&l, "q", &format!("{{\"n\":{i}}}")).unwrap(), i + 1);
         }

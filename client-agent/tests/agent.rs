@@ -828,3 +828,162 @@ fn end_to_end_agent_redis_puller_with_the_host_checksum_verified() {
         std::fs::read(i.back_dir.join("dump.rdb")).unwrap()
     );
 }
+
+#[test]
+fn a_missing_back_log_is_a_clear_failure() {
+    let Some(env) = env() else { return };
+    let (m, _) = failing(&env, "nolog", "true", "");
+    let log = m["log"].as_str().unwrap();
+    assert!(
+        log.starts_with("back_log ")
+            && log.ends_with("does not exist (the script did not write it)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_push_redis_refuses_is_spooled_and_delivered_in_order() {
+    let Some(env) = env() else { return };
+    let i = env.inst("rf", false, "");
+    let cfg = env.ini(&[&i], "", "");
+    // The list's key holds a string: LPUSH answers WRONGTYPE.
+    let _: () = env.conn().set("uuzuback", "not a list").unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "a.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(2));
+    let _: () = env.conn().del("uuzuback").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "b.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(0));
+    let names: Vec<Value> = env
+        .take_jobs()
+        .iter()
+        .map(|j| j["filename"].clone())
+        .collect();
+    assert_eq!(names, ["a.rdb", "b.rdb"]);
+}
+
+#[test]
+fn a_full_spool_keeps_the_oldest_and_says_so() {
+    let Some(mut env) = env() else { return };
+    let i = env.inst("full", false, "");
+    let cfg = env.ini(&[&i], "spool_max = 2", "");
+    env.redis.stop();
+    let mut codes = Vec::new();
+    for n in 0..3 {
+        std::fs::write(
+            &i.script,
+            ok_script(&i.back_dir, &i.back_log, &format!("s{n}.rdb"), 10),
+        )
+        .unwrap();
+        let out = once(&cfg, &[]);
+        codes.push(out.status.code());
+        if n == 2 {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("DROPPED: the spool is full (2 jobs, limit 2)"),
+                "{text}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(codes, [Some(2), Some(2), Some(3)]);
+    env.redis.restart().unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "s3.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(0));
+    let names: Vec<Value> = env
+        .take_jobs()
+        .iter()
+        .map(|j| j["filename"].clone())
+        .collect();
+    assert_eq!(names, ["s0.rdb", "s1.rdb", "s3.rdb"]);
+}
+
+/// Start and end times (ns) each script appends to a shared journal.
+fn journal_script(journal: &Path, inst: &Inst, file: &str, secs: &str) -> String {
+    format!(
+        "echo \"start $UBACKUP_INSTANCE $(date +%s%N)\" >> {j}\nsleep {secs}\n{}\necho \"end $UBACKUP_INSTANCE $(date +%s%N)\" >> {j}",
+        ok_script(&inst.back_dir, &inst.back_log, file, 10),
+        j = journal.display()
+    )
+}
+
+/// (instance, start, end) intervals from the journal.
+fn intervals(journal: &Path) -> Vec<(String, u128, u128)> {
+    let text = std::fs::read_to_string(journal).unwrap_or_default();
+    let mut open: std::collections::HashMap<String, u128> = Default::default();
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let p: Vec<&str> = l.split(' ').collect();
+        let t: u128 = p[2].parse().unwrap();
+        match p[0] {
+            "start" => {
+                open.insert(p[1].to_string(), t);
+            }
+            _ => {
+                let s = open.remove(p[1]).unwrap();
+                out.push((p[1].to_string(), s, t));
+            }
+        }
+    }
+    out
+}
+
+fn max_overlap(iv: &[(String, u128, u128)]) -> usize {
+    let mut ev: Vec<(u128, i32)> = iv
+        .iter()
+        .flat_map(|(_, s, e)| [(*s, 1), (*e, -1)])
+        .collect();
+    ev.sort_by_key(|&(t, d)| (t, d));
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in ev {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+#[test]
+fn the_concurrency_limit_bounds_scripts_running_at_once() {
+    let Some(env) = env() else { return };
+    let journal = env.work.path().join("journal");
+    let names = ["c0", "c1", "c2", "c3", "c4", "c5"];
+    let insts: Vec<Inst> = names.iter().map(|n| env.inst(n, false, "")).collect();
+    for i in &insts {
+        std::fs::write(&i.script, journal_script(&journal, i, "x.rdb", "0.3")).unwrap();
+    }
+    let refs: Vec<&Inst> = insts.iter().collect();
+    let cfg = env.ini(&refs, "concurrency = 2", "");
+    assert!(once(&cfg, &[]).status.success());
+    assert_eq!(env.take_jobs().len(), 6);
+    let iv = intervals(&journal);
+    assert_eq!(iv.len(), 6);
+    assert_eq!(max_overlap(&iv), 2, "{iv:?}");
+}
+
+#[test]
+fn run_repeats_each_instance_on_its_interval_without_overlap() {
+    let Some(env) = env() else { return };
+    let journal = env.work.path().join("journal");
+    let i = env.inst("r", false, "");
+    // Each run takes longer than the 1 s interval: runs must queue up, never overlap.
+    std::fs::write(&i.script, journal_script(&journal, &i, "r.rdb", "1.3")).unwrap();
+    let cfg = env.ini(&[&i], "", "interval = 1");
+    let log = env.work.path().join("run.log");
+    let mut d = start_run(&cfg, &log);
+    wait_until("three runs", Duration::from_secs(30), || {
+        intervals(&journal).len() >= 3
+    });
+    // SIGTERM: stops cleanly.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(d.0.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "run did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let iv = intervals(&journal);
+    assert_eq!(max_overlap(&iv), 1, "{iv:?}");
+    assert!(env.take_jobs().len() >= 3);
+}
