@@ -1,0 +1,275 @@
+//! Cluster status read from each cluster's Redis: node heartbeats (`<prefix>:node:<id>`,
+//! written by `ubackup-puller run`), every job list's length (`level1` included) and the age of
+//! its oldest job, the dead-letter list, and agent heartbeats (`<prefix>:agent:<server_id>`).
+//! This replaces UBackup's cron reporters (compat §A.7).
+
+use std::collections::BTreeMap;
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use crate::config::ClusterConfig;
+
+/// One node, from its heartbeat hash.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: String,
+    /// Address.
+    pub ip: String,
+    /// Host name.
+    pub host: String,
+    /// Heartbeat time (ms).
+    pub updated_ms: i64,
+    /// Free bytes under the backup root.
+    pub free_bytes: u64,
+    /// Size of that file system.
+    pub total_bytes: u64,
+    /// Whether it stopped taking jobs (disk reserve).
+    pub paused: bool,
+    /// Why.
+    pub paused_reason: String,
+    /// Busy workers.
+    pub busy_workers: u64,
+    /// Workers.
+    pub workers: u64,
+    /// Bytes written per second over the last period.
+    pub bytes_per_second: u64,
+    /// Jobs done.
+    pub done: u64,
+    /// Jobs failed.
+    pub failed: u64,
+    /// Whether its heartbeat hash exists (it expires with the node's lease).
+    pub alive: bool,
+}
+
+/// One job list.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// List name.
+    pub list: String,
+    /// Length.
+    pub length: i64,
+    /// create time of its oldest job (ms), when it can be read.
+    pub oldest_ms: Option<i64>,
+}
+
+/// One cluster.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Name.
+    pub name: String,
+    /// Whether its Redis answered.
+    pub reachable: bool,
+    /// The error when it did not.
+    pub error: Option<String>,
+    /// Nodes (heartbeating or expected).
+    pub nodes: Vec<NodeStatus>,
+    /// Job lists, then the dead-letter list.
+    pub queues: Vec<QueueStatus>,
+    /// Dead-letter list length.
+    pub dead_letters: i64,
+    /// Agents seen: server_id → heartbeat time (ms; 0 when the hash has no time).
+    pub agents: BTreeMap<String, i64>,
+    /// Capacity summed over nodes (bytes).
+    pub total_bytes: u64,
+    /// Used, summed (bytes).
+    pub used_bytes: u64,
+}
+
+fn num<T: std::str::FromStr + Default>(h: &BTreeMap<String, String>, k: &str) -> T {
+    h.get(k).and_then(|v| v.parse().ok()).unwrap_or_default()
+}
+
+/// The creation time of a queued job (ms): v1 `create_time_ms`, UBackup's `create_time` (s),
+/// either inside a requeue wrapper.
+fn job_time(raw: &[u8]) -> Option<i64> {
+    let d = ubackup_messages::Delivery::unwrap(raw);
+    let v: serde_json::Value = serde_json::from_slice(&d.job).ok()?;
+    if let Some(ms) = v.get("create_time_ms").and_then(|x| x.as_i64()) {
+        return Some(ms);
+    }
+    let t = v.get("create_time")?;
+    let s = t.as_i64().or_else(|| t.as_str()?.trim().parse().ok())?;
+    // UBackup's client sends seconds.
+    Some(if s < 100_000_000_000 { s * 1000 } else { s })
+}
+
+async fn scan(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut cursor: u64 = 0;
+    let mut out = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        out.extend(keys);
+        if next == 0 || out.len() > 1_000_000 {
+            return Ok(out);
+        }
+        cursor = next;
+    }
+}
+
+/// Reads one cluster's status.
+pub async fn read(
+    cfg: &ClusterConfig,
+    conn: &mut ConnectionManager,
+) -> redis::RedisResult<ClusterStatus> {
+    let p = &cfg.key_prefix;
+    let mut ids: Vec<String> = scan(conn, &format!("{p}:node:*"))
+        .await?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(&format!("{p}:node:")).map(String::from))
+        .collect();
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{p}:nodes"))
+        .query_async(conn)
+        .await?;
+    ids.extend(members);
+    ids.extend(cfg.nodes.iter().cloned());
+    ids.sort();
+    ids.dedup();
+    let mut nodes = Vec::new();
+    for id in ids {
+        let h: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{p}:node:{id}"))
+            .query_async(conn)
+            .await?;
+        nodes.push(NodeStatus {
+            alive: !h.is_empty(),
+            ip: h.get("ip").cloned().unwrap_or_default(),
+            host: h.get("host").cloned().unwrap_or_default(),
+            updated_ms: num(&h, "updated_ms"),
+            free_bytes: num(&h, "free_bytes"),
+            total_bytes: num(&h, "total_bytes"),
+            paused: h.get("paused").map(|v| v == "1").unwrap_or(false),
+            paused_reason: h.get("paused_reason").cloned().unwrap_or_default(),
+            busy_workers: num(&h, "busy_workers"),
+            workers: num(&h, "workers"),
+            bytes_per_second: num(&h, "bytes_per_second"),
+            done: num(&h, "done"),
+            failed: num(&h, "failed"),
+            node_id: id,
+        });
+    }
+    let mut queues = Vec::new();
+    for list in &cfg.lists {
+        let length: i64 = redis::cmd("LLEN").arg(list).query_async(conn).await?;
+        let oldest: Option<Vec<u8>> = redis::cmd("LINDEX")
+            .arg(list)
+            .arg(-1)
+            .query_async(conn)
+            .await?;
+        queues.push(QueueStatus {
+            list: list.clone(),
+            length,
+            oldest_ms: oldest.as_deref().and_then(job_time),
+        });
+    }
+    let dead_list = format!("{p}:dead");
+    let dead_letters: i64 = redis::cmd("LLEN").arg(&dead_list).query_async(conn).await?;
+    queues.push(QueueStatus {
+        list: dead_list,
+        length: dead_letters,
+        oldest_ms: None,
+    });
+    let mut agents = BTreeMap::new();
+    for k in scan(conn, &format!("{p}:agent:*")).await? {
+        let Some(server) = k.strip_prefix(&format!("{p}:agent:")) else {
+            continue;
+        };
+        let h: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(&k)
+            .query_async(conn)
+            .await
+            .unwrap_or_default();
+        agents.insert(server.to_string(), num::<i64>(&h, "updated_ms"));
+    }
+    let total_bytes = nodes.iter().map(|n| n.total_bytes).sum();
+    let used_bytes = nodes
+        .iter()
+        .map(|n| n.total_bytes.saturating_sub(n.free_bytes))
+        .sum();
+    Ok(ClusterStatus {
+        name: cfg.name.clone(),
+        reachable: true,
+        error: None,
+        nodes,
+        queues,
+        dead_letters,
+        agents,
+        total_bytes,
+        used_bytes,
+    })
+}
+
+/// Connections to every configured cluster, opened lazily and kept.
+#[derive(Default)]
+pub struct Clusters {
+    cfgs: Vec<ClusterConfig>,
+    conns: tokio::sync::Mutex<BTreeMap<String, ConnectionManager>>,
+}
+
+impl std::fmt::Debug for Clusters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clusters")
+            .field("cfgs", &self.cfgs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clusters {
+    /// For these clusters.
+    pub fn new(cfgs: Vec<ClusterConfig>) -> Clusters {
+        Clusters {
+            cfgs,
+            conns: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Every cluster's status; an unreachable one is reported as such, not as an error.
+    pub async fn status(&self) -> Vec<ClusterStatus> {
+        let mut out = Vec::new();
+        for c in &self.cfgs {
+            let r = async {
+                let mut conn = {
+                    let mut conns = self.conns.lock().await;
+                    match conns.get(&c.name) {
+                        Some(x) => x.clone(),
+                        None => {
+                            let x = crate::ingest::redis::connect(&c.redis).await?;
+                            conns.insert(c.name.clone(), x.clone());
+                            x
+                        }
+                    }
+                };
+                tokio::time::timeout(std::time::Duration::from_secs(15), read(c, &mut conn))
+                    .await
+                    .map_err(|_| {
+                        redis::RedisError::from((redis::ErrorKind::Io, "cluster read timed out"))
+                    })?
+            }
+            .await;
+            out.push(match r {
+                Ok(s) => s,
+                Err(e) => ClusterStatus {
+                    name: c.name.clone(),
+                    reachable: false,
+                    error: Some(e.to_string()),
+                    nodes: Vec::new(),
+                    queues: Vec::new(),
+                    dead_letters: 0,
+                    agents: BTreeMap::new(),
+                    total_bytes: 0,
+                    used_bytes: 0,
+                },
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,109 @@
+//! The HTTP API (axum): JSON under `/api/v1/`, UBackup's routes under `/api/` with their old
+//! shapes, and `/metrics`.
+//!
+//! Handlers are thin: extract, call the catalog or a domain function, render. Authentication
+//! and roles are extractors ([`auth::Viewer`], [`auth::Operator`], [`auth::Admin`],
+//! [`auth::LegacyReader`]); a handler that takes one cannot run without it. Pages (a later
+//! `web` module) go on the same [`Router`] with the same [`AppState`] and extractors: build
+//! them with `router(state).merge(web::router())` before `with_state`.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod legacy;
+
+use std::sync::Arc;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::cluster::Clusters;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The catalog.
+    pub catalog: Arc<dyn Catalog>,
+    /// The clusters' Redis.
+    pub clusters: Arc<Clusters>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Whether UBackup's legacy GET routes answer without a token.
+    pub anonymous_legacy_reads: bool,
+}
+
+/// Largest request body accepted (registry uploads included).
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The routes, without state (merge page routers into this before `with_state`).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        // JSON API.
+        .route("/api/v1/login", post(api::login))
+        .route(
+            "/api/v1/instances",
+            get(api::instances).post(api::put_instances),
+        )
+        .route(
+            "/api/v1/instances/{server_id}/{type}/{instance}",
+            delete(api::delete_instance),
+        )
+        .route(
+            "/api/v1/instances/{server_id}/{type}/{instance}/backups",
+            get(api::history),
+        )
+        .route(
+            "/api/v1/instances/{server_id}/{type}/{instance}/restore",
+            get(api::restore_plan),
+        )
+        .route("/api/v1/backups/{id}", get(api::backup))
+        .route(
+            "/api/v1/businesses",
+            get(api::businesses).post(api::put_businesses),
+        )
+        .route(
+            "/api/v1/backup_types",
+            get(api::backup_types).post(api::put_backup_types),
+        )
+        .route("/api/v1/stats", get(api::stats))
+        .route("/api/v1/clusters", get(api::clusters))
+        .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/alerts/{id}/ack", post(api::ack))
+        .route("/api/v1/alerts/{id}/silence", post(api::silence))
+        .route("/api/v1/audit", get(api::audit))
+        // UBackup's routes, old shapes.
+        .route("/api/alert", get(legacy::alert))
+        .route("/api/get_force_business", get(legacy::get_force_business))
+        .route("/api/set_force_business", post(legacy::set_force_business))
+        .route("/api/get_backup_list", get(legacy::get_backup_list))
+        .route("/api/business", get(legacy::business))
+        .route("/metrics", get(api::metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// The whole app.
+pub fn router(state: AppState) -> Router {
+    routes().with_state(state)
+}
+
+/// Serves `router` on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+}

@@ -1,0 +1,559 @@
+//! Registry import: UBackup's dashboard batch-add lines, CSV exports of its MySQL tables
+//! (`business`, `backup_type`, `backup_instance`; compat §A.6), and our TOML/JSON registry file.
+//!
+//! Parsers are pure (text in, [`Import`] out, every bad line reported with its number) and
+//! bounded; [`apply`] resolves UBackup's ids (type ids, internal business ids) and writes the
+//! result through the catalog.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::catalog::{BackupType, Business, Catalog, CatalogError, Instance, InstanceKey};
+
+/// Largest registry file accepted (a 20,000-instance export is ~1 MiB).
+pub const MAX_IMPORT_BYTES: usize = 64 << 20;
+
+/// How an instance names its business in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusinessRef {
+    /// By UBackup's `business_id` (= the client's `game_id`), as batch-add lines do.
+    GameId(i64),
+    /// By the internal `business.id`, as the `backup_instance` table does.
+    RowId(i64),
+}
+
+/// An instance as the source names it (its type maybe by UBackup's id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Display name.
+    pub name: String,
+    /// Server id.
+    pub server_id: String,
+    /// The type: by name, or by UBackup's `backup_type.id`.
+    pub back_type: Result<String, i64>,
+    /// Instance number.
+    pub instance: i64,
+    /// Business.
+    pub business: Option<BusinessRef>,
+    /// Expected period (s).
+    pub interval_secs: Option<i64>,
+    /// Enabled.
+    pub enabled: bool,
+}
+
+/// What one or more files hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Import {
+    /// Businesses, with their internal row id when the source had one.
+    pub businesses: Vec<(Option<i64>, Business)>,
+    /// Backup types.
+    pub types: Vec<BackupType>,
+    /// Instances.
+    pub instances: Vec<Pending>,
+}
+
+impl Import {
+    /// Adds another file's content.
+    pub fn extend(&mut self, other: Import) {
+        self.businesses.extend(other.businesses);
+        self.types.extend(other.types);
+        self.instances.extend(other.instances);
+    }
+}
+
+/// Problems found in a file, each with its line number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ImportError(pub Vec<String>);
+
+fn int(s: &str, what: &str, line: usize, bad: &mut Vec<String>) -> Option<i64> {
+    match s.trim().parse::<i64>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            bad.push(format!("line {line}: {what} {s:?} is not an integer"));
+            None
+        }
+    }
+}
+
+fn check_size(text: &str) -> Result<(), ImportError> {
+    if text.len() > MAX_IMPORT_BYTES {
+        return Err(ImportError(vec![format!(
+            "{} bytes is over the {MAX_IMPORT_BYTES}-byte limit",
+            text.len()
+        )]));
+    }
+    Ok(())
+}
+
+fn server_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_control())
+}
+
+/// UBackup's dashboard batch add: one instance per line, `name server_id type_id instance
+/// business_game_id`, separated by spaces or tabs. Blank lines and `#` comments are skipped.
+pub fn parse_batch_lines(text: &str) -> Result<Import, ImportError> {
+    check_size(text)?;
+    let mut out = Import::default();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 5 {
+            bad.push(format!(
+                "line {n}: expected 5 fields (name server_id type_id instance business_game_id), got {}",
+                f.len()
+            ));
+            continue;
+        }
+        if !server_ok(f[1]) {
+            bad.push(format!("line {n}: server_id {:?} is not valid", f[1]));
+            continue;
+        }
+        let (Some(t), Some(inst), Some(biz)) = (
+            int(f[2], "type_id", n, &mut bad),
+            int(f[3], "instance", n, &mut bad),
+            int(f[4], "business_game_id", n, &mut bad),
+        ) else {
+            continue;
+        };
+        out.instances.push(Pending {
+            name: f[0].to_string(),
+            server_id: f[1].to_string(),
+            back_type: Err(t),
+            instance: inst,
+            business: Some(BusinessRef::GameId(biz)),
+            interval_secs: None,
+            enabled: true,
+        });
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(ImportError(bad))
+    }
+}
+
+/// Splits one CSV/TSV record (RFC 4180 quoting; `\t` or `,` separator). Records do not span
+/// lines (no field in these tables holds a newline).
+fn split_record(line: &str, sep: char) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        if quoted {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    cur.push('"');
+                    chars.next();
+                } else {
+                    quoted = false;
+                }
+            } else {
+                cur.push(c);
+            }
+        } else if c == '"' && at_start {
+            quoted = true;
+            at_start = false;
+        } else if c == sep {
+            out.push(std::mem::take(&mut cur));
+            at_start = true;
+        } else {
+            cur.push(c);
+            at_start = false;
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    out.push(cur);
+    Ok(out)
+}
+
+/// A CSV (or TSV) export of one of UBackup's tables: `business` (id, business_id, name),
+/// `backup_type` (id, name) or `backup_instance` (id, name, server_id, backup_type_id,
+/// business_id, instance). The table is recognised by its header row, or, without one, by its
+/// column count (mysql's `INTO OUTFILE` writes none). MySQL's `\N` is NULL.
+pub fn parse_csv(text: &str) -> Result<Import, ImportError> {
+    check_size(text)?;
+    let mut out = Import::default();
+    let mut bad = Vec::new();
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, first)) = lines.clone().next() else {
+        return Ok(out);
+    };
+    let sep = if first.contains('\t') { '\t' } else { ',' };
+    let head = split_record(first, sep).map_err(|e| ImportError(vec![format!("line 1: {e}")]))?;
+    let lower: Vec<String> = head.iter().map(|h| h.trim().to_lowercase()).collect();
+    let has_header = lower.iter().any(|h| h == "id");
+    let cols: Vec<String> = if has_header {
+        lines.next();
+        lower
+    } else {
+        match head.len() {
+            2 => vec!["id".into(), "name".into()],
+            3 => vec!["id".into(), "business_id".into(), "name".into()],
+            6 => ["id", "name", "server_id", "backup_type_id", "business_id", "instance"]
+                .map(String::from)
+                .to_vec(),
+            n => {
+                return Err(ImportError(vec![format!(
+                    "line 1: {n} columns and no header: not business (3), backup_type (2) or backup_instance (6)"
+                )]))
+            }
+        }
+    };
+    let idx = |name: &str| cols.iter().position(|c| c == name);
+    enum Table {
+        Business(usize, usize, usize),
+        Type(usize, usize),
+        Instance(usize, usize, usize, usize, usize),
+    }
+    let table = if let (Some(_), Some(n), Some(s), Some(t), Some(b), Some(i)) = (
+        idx("id"),
+        idx("name"),
+        idx("server_id"),
+        idx("backup_type_id"),
+        idx("business_id"),
+        idx("instance"),
+    ) {
+        Table::Instance(n, s, t, b, i)
+    } else if let (Some(id), Some(b), Some(n)) = (idx("id"), idx("business_id"), idx("name")) {
+        Table::Business(id, b, n)
+    } else if let (Some(id), Some(n)) = (idx("id"), idx("name")) {
+        Table::Type(id, n)
+    } else {
+        return Err(ImportError(vec![format!(
+            "line 1: columns {cols:?} match none of business, backup_type, backup_instance"
+        )]));
+    };
+    for (i, line) in lines {
+        let n = i + 1;
+        let rec = match split_record(line, sep) {
+            Ok(r) => r,
+            Err(e) => {
+                bad.push(format!("line {n}: {e}"));
+                continue;
+            }
+        };
+        if rec.len() != cols.len() {
+            bad.push(format!(
+                "line {n}: {} fields, expected {}",
+                rec.len(),
+                cols.len()
+            ));
+            continue;
+        }
+        let null = |s: &str| s == "\\N" || s.eq_ignore_ascii_case("null");
+        match table {
+            Table::Business(id, b, nm) => {
+                let (Some(id), Some(b)) = (
+                    int(&rec[id], "id", n, &mut bad),
+                    int(&rec[b], "business_id", n, &mut bad),
+                ) else {
+                    continue;
+                };
+                let name = if null(&rec[nm]) {
+                    String::new()
+                } else {
+                    rec[nm].clone()
+                };
+                out.businesses.push((
+                    Some(id),
+                    Business {
+                        business_id: b,
+                        name,
+                    },
+                ));
+            }
+            Table::Type(id, nm) => {
+                let Some(id) = int(&rec[id], "id", n, &mut bad) else {
+                    continue;
+                };
+                out.types.push(BackupType {
+                    id,
+                    name: rec[nm].clone(),
+                });
+            }
+            Table::Instance(nm, s, t, b, inst) => {
+                if !server_ok(&rec[s]) {
+                    bad.push(format!("line {n}: server_id {:?} is not valid", rec[s]));
+                    continue;
+                }
+                let (Some(t), Some(b), Some(inst)) = (
+                    int(&rec[t], "backup_type_id", n, &mut bad),
+                    int(&rec[b], "business_id", n, &mut bad),
+                    int(&rec[inst], "instance", n, &mut bad),
+                ) else {
+                    continue;
+                };
+                out.instances.push(Pending {
+                    name: if null(&rec[nm]) {
+                        String::new()
+                    } else {
+                        rec[nm].clone()
+                    },
+                    server_id: rec[s].clone(),
+                    back_type: Err(t),
+                    instance: inst,
+                    business: Some(BusinessRef::RowId(b)),
+                    interval_secs: None,
+                    enabled: true,
+                });
+            }
+        }
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(ImportError(bad))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    #[serde(default)]
+    businesses: Vec<Business>,
+    #[serde(default)]
+    backup_types: Vec<BackupType>,
+    #[serde(default)]
+    instances: Vec<FileInstance>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileInstance {
+    server_id: String,
+    #[serde(rename = "type")]
+    back_type: String,
+    instance: i64,
+    #[serde(default)]
+    name: String,
+    business_id: Option<i64>,
+    interval_secs: Option<i64>,
+    enabled: Option<bool>,
+}
+
+fn from_file_form(f: FileForm) -> Result<Import, ImportError> {
+    let mut bad = Vec::new();
+    let mut out = Import {
+        businesses: f.businesses.into_iter().map(|b| (None, b)).collect(),
+        types: f.backup_types,
+        instances: Vec::new(),
+    };
+    for (i, x) in f.instances.into_iter().enumerate() {
+        if !server_ok(&x.server_id) || x.back_type.is_empty() {
+            bad.push(format!(
+                "instances[{i}]: server_id and type must be non-empty"
+            ));
+            continue;
+        }
+        if x.interval_secs.is_some_and(|s| s <= 0) {
+            bad.push(format!("instances[{i}]: interval_secs must be positive"));
+            continue;
+        }
+        out.instances.push(Pending {
+            name: x.name,
+            server_id: x.server_id,
+            back_type: Ok(x.back_type),
+            instance: x.instance,
+            business: x.business_id.map(BusinessRef::GameId),
+            interval_secs: x.interval_secs,
+            enabled: x.enabled.unwrap_or(true),
+        });
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(ImportError(bad))
+    }
+}
+
+/// Our registry file, TOML: `[[businesses]]`, `[[backup_types]]`, `[[instances]]`
+/// (server_id, type, instance, name, business_id, interval_secs, enabled).
+pub fn parse_toml(text: &str) -> Result<Import, ImportError> {
+    check_size(text)?;
+    let f: FileForm = toml::from_str(text).map_err(|e| ImportError(vec![e.to_string()]))?;
+    from_file_form(f)
+}
+
+/// The same registry file as JSON.
+pub fn parse_json(text: &str) -> Result<Import, ImportError> {
+    check_size(text)?;
+    let f: FileForm = serde_json::from_str(text).map_err(|e| ImportError(vec![e.to_string()]))?;
+    from_file_form(f)
+}
+
+/// Parses a file by its extension: `.toml`, `.json`, `.csv`/`.tsv`, anything else batch-add lines.
+pub fn parse_file(name: &str, text: &str) -> Result<Import, ImportError> {
+    let lower = name.to_lowercase();
+    if lower.ends_with(".toml") {
+        parse_toml(text)
+    } else if lower.ends_with(".json") {
+        parse_json(text)
+    } else if lower.ends_with(".csv") || lower.ends_with(".tsv") {
+        parse_csv(text)
+    } else {
+        parse_batch_lines(text)
+    }
+}
+
+/// What [`apply`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Businesses written.
+    pub businesses: usize,
+    /// Types written.
+    pub types: usize,
+    /// Instances written.
+    pub instances: usize,
+}
+
+/// Resolves ids against the import itself and the catalog, then writes everything. Nothing
+/// is written if any instance cannot be resolved.
+pub async fn apply(catalog: &dyn Catalog, imp: Import, now_ms: i64) -> Result<Applied, ApplyError> {
+    let mut types: HashMap<i64, String> = catalog
+        .backup_types()
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    types.extend(imp.types.iter().map(|t| (t.id, t.name.clone())));
+    let rows: HashMap<i64, i64> = imp
+        .businesses
+        .iter()
+        .filter_map(|(row, b)| row.map(|r| (r, b.business_id)))
+        .collect();
+    let mut bad = Vec::new();
+    let mut instances = Vec::with_capacity(imp.instances.len());
+    for p in &imp.instances {
+        let t = match &p.back_type {
+            Ok(name) => name.clone(),
+            Err(id) => match types.get(id) {
+                Some(n) => n.clone(),
+                None => {
+                    bad.push(format!(
+                        "{} {}: backup type id {id} is unknown (import backup_type first)",
+                        p.server_id, p.instance
+                    ));
+                    continue;
+                }
+            },
+        };
+        let business_id = match p.business {
+            None => None,
+            Some(BusinessRef::GameId(g)) => Some(g),
+            Some(BusinessRef::RowId(r)) => match rows.get(&r) {
+                Some(g) => Some(*g),
+                None => {
+                    bad.push(format!(
+                        "{} {}: business row id {r} is unknown (import the business table with it)",
+                        p.server_id, p.instance
+                    ));
+                    continue;
+                }
+            },
+        };
+        instances.push(Instance {
+            key: InstanceKey::new(&p.server_id, &t, p.instance),
+            name: p.name.clone(),
+            business_id,
+            interval_secs: p.interval_secs,
+            enabled: p.enabled,
+            created_ms: 0,
+        });
+    }
+    if !bad.is_empty() {
+        return Err(ApplyError::Unresolved(bad));
+    }
+    let businesses: Vec<Business> = imp.businesses.into_iter().map(|(_, b)| b).collect();
+    catalog.upsert_backup_types(&imp.types).await?;
+    catalog.upsert_businesses(&businesses).await?;
+    catalog.upsert_instances(&instances, now_ms).await?;
+    Ok(Applied {
+        businesses: businesses.len(),
+        types: imp.types.len(),
+        instances: instances.len(),
+    })
+}
+
+/// Why an import could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// Ids that resolve to nothing.
+    #[error("{}", .0.join("\n"))]
+    Unresolved(Vec<String>),
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_batch_add_lines_and_reports_bad_ones_by_number() {
+        let i = parse_batch_lines("db1 S1 1 3306 7\n\n# c\ndb2\tS2\t2\t6379\t8\n").unwrap();
+        assert_eq!(i.instances.len(), 2);
+        assert_eq!(i.instances[1].back_type, Err(2));
+        assert_eq!(i.instances[1].business, Some(BusinessRef::GameId(8)));
+        let e = parse_batch_lines("a S1 1 x 7\nb S1 1\n").unwrap_err();
+        assert_eq!(e.0.len(), 2);
+        assert!(e.0[0].starts_with("line 1"));
+        assert!(e.0[1].starts_with("line 2"));
+    }
+
+    #[test]
+    fn parses_the_three_tables_with_or_without_headers() {
+        let b = parse_csv("id,business_id,name\n1,7,\"Game, Seven\"\n").unwrap();
+        assert_eq!(
+            b.businesses[0],
+            (
+                Some(1),
+                Business {
+                    business_id: 7,
+                    name: "Game, Seven".into()
+                }
+            )
+        );
+        let t = parse_csv("1\tMySQL\n2\tRedis\n").unwrap();
+        assert_eq!(t.types.len(), 2);
+        let i = parse_csv("5\tdb1\tS1\t1\t1\t3306\n6\t\\N\tS2\t2\t1\t6379\n").unwrap();
+        assert_eq!(i.instances.len(), 2);
+        assert_eq!(i.instances[1].name, "");
+        assert_eq!(i.instances[0].business, Some(BusinessRef::RowId(1)));
+        assert!(parse_csv("a,b,c,d\n").is_err());
+        assert!(parse_csv("id,name\n1,\"open\n").is_err());
+    }
+
+    #[test]
+    fn parses_toml_and_json_registry_files() {
+        let t = parse_toml(
+            "[[businesses]]\nbusiness_id = 7\nname = \"g\"\n[[instances]]\nserver_id = \"S1\"\n\
+             type = \"mysql\"\ninstance = 3306\ninterval_secs = 86400\n",
+        )
+        .unwrap();
+        assert_eq!(t.instances[0].interval_secs, Some(86400));
+        let j = parse_json(
+            r#"{"instances":[{"server_id":"S1","type":"redis","instance":1,"enabled":false}]}"#,
+        )
+        .unwrap();
+        assert!(!j.instances[0].enabled);
+        assert!(parse_json(r#"{"instances":[{"server_id":"","type":"x","instance":1}]}"#).is_err());
+        assert!(parse_toml("[[instances]]\nbogus = 1\n").is_err());
+    }
+}

@@ -1,0 +1,372 @@
+//! The catalog on both engines (SQLite in a temp file; PostgreSQL started by the testkit):
+//! idempotent ingest, history order and paging, node events, restore plans with holes,
+//! pruning (whole PostgreSQL months), registry import, statistics, users and tokens, and two
+//! indexers writing the same results into one PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+
+use support::*;
+use ubackup_indexer::catalog::*;
+use ubackup_messages::{EventKind, NodeEvent};
+use ubackup_testkit::Postgres;
+
+fn key(server: &str, instance: i64) -> InstanceKey {
+    InstanceKey::new(server, "MySQL", instance)
+}
+
+fn event(kind: EventKind, r: &Record, at: i64) -> Ingest {
+    Ingest::Event(Box::new(NodeEvent {
+        event: kind,
+        node_id: r.node_id.clone(),
+        back_server_ip: r.back_server_ip.clone(),
+        server_id: r.server_id.clone(),
+        back_type: r.back_type.clone(),
+        instance: r.instance,
+        file_path: r.file_path.clone().unwrap(),
+        filename: r.filename.clone().unwrap(),
+        job_id: Some(r.job_id.clone()),
+        size: None,
+        checksum: None,
+        at_ms: at,
+        reason: "scrub".into(),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_is_idempotent_and_history_pages_newest_first() {
+    let pg = Postgres::start();
+    for db in both(&pg, "hist").await {
+        let c = db.dyn_catalog();
+        let recs: Vec<Record> = (0..30)
+            .map(|i| full("S1", 3306, &format!("f{i}"), T0 + i * HOUR))
+            .chain([failed("S1", 3306, T0 + 40 * HOUR, "rsync failure: refused")])
+            .collect();
+        let out = c.ingest(&items(&recs), T0).await.unwrap();
+        assert_eq!((out.inserted, out.duplicates), (31, 0), "{}", db.name);
+        // A replay of the same batch (a crash before the processing list was trimmed).
+        let out = c.ingest(&items(&recs), T0).await.unwrap();
+        assert_eq!((out.inserted, out.duplicates), (0, 31), "{}", db.name);
+        let page1 = c
+            .history(
+                &key("S1", 3306),
+                Page {
+                    offset: 0,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page1.len(), 10);
+        assert!(!page1[0].record.succeed);
+        assert_eq!(page1[1].record.filename.as_deref(), Some("f29"));
+        let page3 = c
+            .history(
+                &key("S1", 3306),
+                Page {
+                    offset: 30,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page3.len(), 1);
+        assert_eq!(page3[0].record.filename.as_deref(), Some("f0"));
+        let one = c.backup(page1[1].id).await.unwrap().unwrap();
+        assert_eq!(one.record, recs[29], "{}: every field round-trips", db.name);
+        let states = c.instance_states().await.unwrap();
+        assert_eq!(states.len(), 1);
+        assert!(!states[0].last_succeed);
+        assert_eq!(states[0].last_ok_ms, T0 + 29 * HOUR);
+        assert_eq!(states[0].last_log, "rsync failure: refused");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_mark_rows_and_restore_plans_report_holes() {
+    let pg = Postgres::start();
+    for db in both(&pg, "restore").await {
+        let c = db.dyn_catalog();
+        // UBackup's shape: a full and differential incrementals naming only the full.
+        let f = full("S1", 1, "full1", T0);
+        let i1 = incr("S1", 1, "inc1", T0 + HOUR, "full1", T0);
+        let i2 = incr("S1", 1, "inc2", T0 + 2 * HOUR, "full1", T0);
+        let i3 = incr("S1", 1, "inc3", T0 + 3 * HOUR, "full1", T0);
+        c.ingest(&items(&[f.clone(), i1.clone(), i2.clone(), i3.clone()]), T0)
+            .await
+            .unwrap();
+        let k = key("S1", 1);
+        let plan = ubackup_indexer::restore::plan(&*c, &k, T0 + 2 * HOUR + 1)
+            .await
+            .unwrap();
+        let names: Vec<_> = plan
+            .steps
+            .iter()
+            .map(|s| s.filename.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["full1", "inc1", "inc2"], "{}", db.name);
+        assert!(plan.complete);
+        assert_eq!(plan.steps[0].kind, "full");
+        assert_eq!(plan.steps[0].checksum.as_deref(), Some("xxh128:full1"));
+        assert_eq!(plan.steps[0].node_id, "node-1");
+        // inc3 corrupt: the plan for the latest time falls back to inc2; inc1 expired: a hole.
+        let out = c
+            .ingest(
+                &[
+                    event(EventKind::Corrupt, &i3, T0 + 5 * HOUR),
+                    event(EventKind::Expired, &i1, T0 + 5 * HOUR),
+                ],
+                T0,
+            )
+            .await
+            .unwrap();
+        assert_eq!((out.marked, out.unmatched_events), (2, 0), "{}", db.name);
+        let plan = ubackup_indexer::restore::plan(&*c, &k, T0 + 10 * HOUR)
+            .await
+            .unwrap();
+        assert_eq!(plan.steps.last().unwrap().filename.as_deref(), Some("inc2"));
+        assert!(!plan.complete);
+        assert_eq!(plan.holes.len(), 1, "{:?}", plan.holes);
+        assert_eq!(
+            (
+                plan.holes[0].filename.as_str(),
+                plan.holes[0].reason.as_str()
+            ),
+            ("inc1", "expired")
+        );
+        let st = c.instance_states().await.unwrap();
+        assert_eq!(st[0].last_corrupt_ms, T0 + 5 * HOUR);
+        // An event for a file the catalog never saw is counted, not an error.
+        let ghost = full("S1", 1, "ghost", T0);
+        let out = c
+            .ingest(&[event(EventKind::Expired, &ghost, T0)], T0)
+            .await
+            .unwrap();
+        assert_eq!(out.unmatched_events, 1);
+
+        // v1 shape: incremental on incremental, linked by prev_filename.
+        let f = full("S2", 1, "F", T0);
+        let a = incr("S2", 1, "A", T0 + HOUR, "F", T0);
+        let mut b = incr("S2", 1, "B", T0 + 2 * HOUR, "F", T0);
+        b.prev_filename = Some("A".into());
+        b.prev_time = T0 + HOUR;
+        let mut x = incr("S2", 1, "X", T0 + 3 * HOUR, "F", T0);
+        x.prev_filename = Some("B".into());
+        c.ingest(&items(&[f, a, b, x]), T0).await.unwrap();
+        let plan = ubackup_indexer::restore::plan(&*c, &key("S2", 1), T0 + 4 * HOUR)
+            .await
+            .unwrap();
+        let names: Vec<_> = plan
+            .steps
+            .iter()
+            .map(|s| s.filename.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["F", "A", "B", "X"], "{}", db.name);
+        assert!(plan.complete);
+        // The full missing entirely: a hole, and the broken chain is found.
+        let lone = incr("S3", 1, "L", T0, "nofull", T0 - DAY);
+        c.ingest(&items(&[lone]), T0).await.unwrap();
+        let plan = ubackup_indexer::restore::plan(&*c, &key("S3", 1), T0 + HOUR)
+            .await
+            .unwrap();
+        assert_eq!(plan.holes[0].reason, "missing");
+        let broken = c.broken_chains().await.unwrap();
+        assert!(
+            broken
+                .iter()
+                .any(|(k, f)| k == &key("S3", 1) && f == "nofull"),
+            "{broken:?}"
+        );
+        assert!(!broken.iter().any(|(k, _)| k == &key("S2", 1)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prunes_old_rows_and_drops_whole_postgres_months() {
+    let pg = Postgres::start();
+    for db in both(&pg, "prune").await {
+        let c = db.dyn_catalog();
+        let recs: Vec<Record> = (0..90)
+            .map(|d| full("S1", 1, &format!("d{d}"), T0 + d * DAY))
+            .collect();
+        c.ingest(&items(&recs), T0).await.unwrap();
+        let cutoff = T0 + 60 * DAY;
+        let removed = c.prune(cutoff).await.unwrap();
+        assert_eq!(removed, 60, "{}", db.name);
+        let left = c
+            .history(
+                &key("S1", 1),
+                Page {
+                    offset: 0,
+                    limit: 1000,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 30);
+        assert!(left.iter().all(|b| b.record.create_time >= cutoff));
+        if db.name == "postgres" {
+            let parts: Vec<String> =
+                sqlx::query_scalar(ubackup_indexer::catalog::sql::LIST_PARTITIONS)
+                    .fetch_all(db.catalog.pool())
+                    .await
+                    .unwrap();
+            // 2023-11 and 2023-12 are gone whole; January 2024 was cut row by row.
+            assert!(
+                !parts.contains(&"backups_y2023m11".to_string()),
+                "{parts:?}"
+            );
+            assert!(
+                !parts.contains(&"backups_y2023m12".to_string()),
+                "{parts:?}"
+            );
+            assert!(parts.contains(&"backups_y2024m02".to_string()), "{parts:?}");
+            // Writing into a dropped month again recreates it.
+            c.ingest(&items(&[full("S1", 1, "late", T0)]), T0)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_import_stats_users_and_alert_rows() {
+    let pg = Postgres::start();
+    for db in both(&pg, "misc").await {
+        let c = db.dyn_catalog();
+        let mut imp = ubackup_indexer::registry::parse_csv("id,name\n1,MySQL\n2,Redis\n").unwrap();
+        imp.extend(
+            ubackup_indexer::registry::parse_csv("id\tbusiness_id\tname\n3\t7\tgame7\n").unwrap(),
+        );
+        imp.extend(ubackup_indexer::registry::parse_csv("10\tdb\tS1\t1\t3\t3306\n").unwrap());
+        imp.extend(ubackup_indexer::registry::parse_batch_lines("cache S2 2 6379 7\n").unwrap());
+        let a = ubackup_indexer::registry::apply(&*c, imp, T0)
+            .await
+            .unwrap();
+        assert_eq!((a.types, a.businesses, a.instances), (2, 1, 2));
+        let inst = c.instances().await.unwrap();
+        assert_eq!(inst.len(), 2);
+        assert_eq!(inst[0].key, key("S1", 3306));
+        assert_eq!(inst[0].business_id, Some(7));
+        assert_eq!(inst[1].key, InstanceKey::new("S2", "redis", 6379));
+        // An unknown type id applies nothing.
+        let bad = ubackup_indexer::registry::parse_batch_lines("x S9 99 1 7\n").unwrap();
+        assert!(ubackup_indexer::registry::apply(&*c, bad, T0)
+            .await
+            .is_err());
+        assert_eq!(c.instances().await.unwrap().len(), 2);
+
+        // Statistics.
+        let mut recs = vec![];
+        for i in 0..10 {
+            let mut r = full("S1", 3306, &format!("s{i}"), T0 + i * 1000);
+            r.duration_ms = (i + 1) * 100;
+            r.node_id = if i % 2 == 0 {
+                "n-a".into()
+            } else {
+                "n-b".into()
+            };
+            recs.push(r);
+        }
+        recs.push(failed("S1", 3306, T0 + DAY, "boom"));
+        c.ingest(&items(&recs), T0).await.unwrap();
+        let by_day = c.stats(StatsBy::Day, T0 - DAY, T0 + 2 * DAY).await.unwrap();
+        assert_eq!(by_day.len(), 2, "{by_day:?}");
+        assert_eq!(
+            (by_day[0].group.as_str(), by_day[0].count, by_day[0].bytes),
+            ("2023-11-14", 10, 10_000)
+        );
+        assert!(
+            (450.0..=600.0).contains(&by_day[0].duration_p50_ms),
+            "{}: {by_day:?}",
+            db.name
+        );
+        assert!(by_day[0].duration_p95_ms >= 900.0, "{by_day:?}");
+        assert_eq!(by_day[1].failures, 1);
+        let by_node = c
+            .stats(StatsBy::Node, T0 - DAY, T0 + 2 * DAY)
+            .await
+            .unwrap();
+        assert_eq!(
+            by_node.iter().map(|r| r.group.as_str()).collect::<Vec<_>>(),
+            ["n-a", "n-b", "node-1"]
+        );
+        let by_biz = c
+            .stats(StatsBy::Business, T0 - DAY, T0 + 2 * DAY)
+            .await
+            .unwrap();
+        assert_eq!(by_biz[0].group, "7");
+
+        // Users and tokens.
+        let id = c
+            .put_user("ann", Role::Operator, "$argon2id$x", T0)
+            .await
+            .unwrap();
+        c.add_token(id, "h1", T0).await.unwrap();
+        assert_eq!(
+            c.user_by_token("h1").await.unwrap().unwrap().role,
+            Role::Operator
+        );
+        assert!(c.user_by_token("h2").await.unwrap().is_none());
+        c.set_focus(id, "[7]").await.unwrap();
+        assert_eq!(c.user("ann").await.unwrap().unwrap().focus_business, "[7]");
+
+        // One open alert per (rule, subject).
+        let a = NewAlert {
+            rule: "overdue".into(),
+            subject: "S1:mysql:1".into(),
+            message: "m".into(),
+            ..Default::default()
+        };
+        assert!(c.open_alert(&a, T0).await.unwrap().is_some());
+        assert!(c.open_alert(&a, T0 + 1).await.unwrap().is_none());
+        assert_eq!(c.open_alerts().await.unwrap().len(), 1);
+        assert!(c
+            .resolve_alert("overdue", "S1:mysql:1", T0 + 2)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(
+            c.open_alert(&a, T0 + 3).await.unwrap().is_some(),
+            "reopens as a new alert"
+        );
+        assert_eq!(c.alerts(&AlertFilter::default()).await.unwrap().len(), 2);
+        c.audit(T0, "ann", "x", "{}").await.unwrap();
+        assert_eq!(c.audit_log(10).await.unwrap()[0].user, "ann");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_indexers_on_one_postgres_write_each_result_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let a = postgres(&pg, "two").await;
+    let b = Arc::new(SqlCatalog::connect(&a.url, 4).await.unwrap());
+    // Both see every result (a replay race): 2,000 results, in overlapping batches, over
+    // three months (partitions created concurrently).
+    let recs: Vec<Record> = (0..2000)
+        .map(|i| full("S1", i % 50, &format!("f{i}"), T0 + i * 3_600_000))
+        .collect();
+    let mut handles = vec![];
+    for c in [a.catalog.clone(), b.clone()] {
+        let recs = recs.clone();
+        handles.push(tokio::spawn(async move {
+            let mut n = 0;
+            for chunk in recs.chunks(100) {
+                n += c.ingest(&items(chunk), T0).await.unwrap().inserted;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    assert_eq!(total, 2000);
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM backups")
+        .fetch_one(a.catalog.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 2000);
+}
