@@ -121,6 +121,18 @@ impl Node {
     }
 
     fn cmd_to(&self, plan: &Path, at: &str, to: &Path, port: u16, pw: &Path) -> Command {
+        self.cmd_for(plan, at, to, port, pw, ("mysql", "3306"))
+    }
+
+    fn cmd_for(
+        &self,
+        plan: &Path,
+        at: &str,
+        to: &Path,
+        port: u16,
+        pw: &Path,
+        (back_type, instance): (&str, &str),
+    ) -> Command {
         let mut c = Command::new(BIN);
         c.arg("restore")
             .args(["--plan", plan.to_str().unwrap()])
@@ -128,9 +140,9 @@ impl Node {
                 "--server-id",
                 "111111",
                 "--type",
-                "mysql",
+                back_type,
                 "--instance",
-                "3306",
+                instance,
             ])
             .args(["--at", at, "--to", to.to_str().unwrap()])
             .args(["--password-file", pw.to_str().unwrap()])
@@ -423,4 +435,58 @@ fn walk(dir: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
     out
+}
+
+#[test]
+fn the_redis_hook_puts_the_restored_rdb_in_place_of_a_real_servers_dump() {
+    let Some(n) = node(1000) else { return };
+    let Some(mut redis) = ubackup_testkit::RedisServer::start_with(&["--appendonly", "no"]) else {
+        return;
+    };
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key{i}"))
+            .arg(format!("value{i}"))
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    // The backup, as the node stores it.
+    let node_dir = n.root.path().join("redis/127.0.0/1");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let rdb = node_dir.join("redis_6379_20251130080000.rdb");
+    std::fs::copy(redis.dir().join("dump.rdb"), &rdb).unwrap();
+    // Then the data is lost.
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    redis.stop();
+    let plan = json!({"server_id": "111111", "type": "redis", "instance": 6379, "files": [{
+        "role": "full", "filename": "redis_6379_20251130080000.rdb", "create_time_ms": T0,
+        "node": "127.0.0.1", "file_path": node_dir.display().to_string(),
+        "size": std::fs::metadata(&rdb).unwrap().len(), "checksum": xxh128(&rdb)}]});
+    let p = n.write_plan(&plan);
+    let to = n.work.path().join("redis-restore");
+    let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hooks/redis-rdb.sh");
+    let pw = n.work.path().join("restore.pass");
+    let mut cmd = n.cmd_for(&p, "latest", &to, n.daemon.port(), &pw, ("redis", "6379"));
+    let out = run(cmd
+        .args(["--hook", &format!("sh {}", hook.display())])
+        .env("REDIS_DIR", redis.dir())
+        .env("REDIS_DBFILE", "dump.rdb"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("redis hook:"));
+    assert!(redis.dir().join("dump.rdb.before-restore").exists());
+    redis.restart().unwrap();
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let n_keys: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n_keys, 100);
+    let v: String = redis::cmd("GET").arg("key42").query(&mut c).unwrap();
+    assert_eq!(v, "value42");
 }

@@ -1,5 +1,9 @@
-//! The indexer's restore plan over HTTP: `GET <indexer>/api/v1/restore-plan?server_id=&type=
-//! &instance=&at=` with a bearer token.
+//! The indexer's restore plan over HTTP:
+//! `GET <indexer>/api/v1/instances/{server_id}/{type}/{instance}/restore[?at_ms=N]` with a
+//! bearer token (`ubackup-indexer token create`). Its answer (`ubackup_indexer::restore::Plan`:
+//! `steps`, `holes`, `complete`) becomes a [`Plan`]: no target is
+//! [`RestoreError::NoBackup`], a hole is [`RestoreError::ChainHole`] with every missing,
+//! failed, expired or corrupt link named.
 //!
 //! A deliberately small HTTP/1.1 client (one request per connection, `http://` only, a
 //! bounded response read with a deadline): the agent runs on every database host, and this
@@ -11,7 +15,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::plan::{At, Plan, PlanSource, Request};
+use serde::Deserialize;
+
+use super::plan::{normalize_checksum, At, Plan, PlanFile, PlanSource, Request, Role};
 use super::RestoreError;
 
 /// Largest response read (a plan of 100,000 files is about 40 MiB of JSON).
@@ -94,15 +100,14 @@ impl IndexerPlans {
     /// The request path for `req`.
     pub fn path_for(&self, req: &Request) -> String {
         let mut q = format!(
-            "{}/api/v1/restore-plan?server_id={}&type={}&instance={}",
+            "{}/api/v1/instances/{}/{}/{}/restore",
             self.base,
             encode(&req.server_id),
             encode(&req.back_type),
             req.instance
         );
-        match req.at {
-            At::Latest => q.push_str("&at=latest"),
-            At::Ms(ms) => q.push_str(&format!("&at={ms}")),
+        if let At::Ms(ms) = req.at {
+            q.push_str(&format!("?at_ms={ms}"));
         }
         q
     }
@@ -171,9 +176,12 @@ impl PlanSource for IndexerPlans {
     async fn plan(&self, req: &Request) -> Result<Plan, RestoreError> {
         let (status, body) = self.get(&self.path_for(req)).await?;
         match status {
-            200 => serde_json::from_slice(&body).map_err(|e| {
-                RestoreError::BadPlan(format!("the indexer's plan is not a plan: {e}"))
-            }),
+            200 => {
+                let p: IndexerPlan = serde_json::from_slice(&body).map_err(|e| {
+                    RestoreError::BadPlan(format!("the indexer's plan is not a plan: {e}"))
+                })?;
+                p.into_plan(req)
+            }
             404 => Err(RestoreError::NoBackup {
                 instance: req.label(),
                 at: req.at.to_string(),
@@ -192,6 +200,150 @@ impl PlanSource for IndexerPlans {
             }),
         }
     }
+}
+
+/// The indexer's plan, as `ubackup_indexer::restore::Plan` serializes it.
+#[derive(Debug, Deserialize)]
+struct IndexerPlan {
+    instance: IndexerInstance,
+    #[serde(default)]
+    at_ms: Option<i64>,
+    #[serde(default)]
+    target: Option<i64>,
+    #[serde(default)]
+    steps: Vec<IndexerStep>,
+    #[serde(default)]
+    holes: Vec<IndexerHole>,
+    #[serde(default)]
+    complete: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexerInstance {
+    server_id: String,
+    #[serde(rename = "type")]
+    back_type: String,
+    instance: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexerStep {
+    kind: String,
+    back_server_ip: String,
+    #[serde(default)]
+    file_path: Option<String>,
+    #[serde(default)]
+    filename: Option<String>,
+    #[serde(default)]
+    size: Option<i64>,
+    #[serde(default)]
+    checksum: Option<String>,
+    #[serde(default)]
+    checksum_algorithm: Option<String>,
+    create_time: i64,
+    #[serde(default)]
+    last_all_filename: Option<String>,
+    #[serde(default)]
+    prev_filename: Option<String>,
+    #[serde(default)]
+    id: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexerHole {
+    filename: String,
+    reason: String,
+}
+
+impl IndexerPlan {
+    fn into_plan(self, req: &Request) -> Result<Plan, RestoreError> {
+        if !self.holes.is_empty() || (self.target.is_some() && !self.complete) {
+            let holes: Vec<String> = self
+                .holes
+                .iter()
+                .map(|h| format!("{} ({})", h.filename, h.reason))
+                .collect();
+            return Err(RestoreError::ChainHole {
+                detail: if holes.is_empty() {
+                    "the indexer says the plan is incomplete".into()
+                } else {
+                    format!("the chain needs {}", holes.join(", "))
+                },
+            });
+        }
+        if self.target.is_none() || self.steps.is_empty() {
+            return Err(RestoreError::NoBackup {
+                instance: req.label(),
+                at: req.at.to_string(),
+                detail: "the catalog has no usable backup taken at or before that time".into(),
+            });
+        }
+        let mut files = Vec::with_capacity(self.steps.len());
+        for s in self.steps {
+            let filename = s.filename.filter(|f| !f.is_empty()).ok_or_else(|| {
+                RestoreError::BadPlan(format!("catalog row {:?} has no file name", s.id))
+            })?;
+            let (checksum, checksum_alt) =
+                catalog_checksum(s.checksum.as_deref(), s.checksum_algorithm.as_deref())
+                    .ok_or_else(|| {
+                        RestoreError::BadPlan(format!(
+                            "{filename}: the catalog's checksum ({} {}) cannot be verified here \
+                             (xxh128, xxh3, xxh64, md5, sha1 or sha256 needed)",
+                            s.checksum_algorithm.as_deref().unwrap_or("no algorithm"),
+                            s.checksum.as_deref().unwrap_or("none")
+                        ))
+                    })?;
+            let size = s
+                .size
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| RestoreError::BadPlan(format!("{filename}: no size")))?;
+            files.push(PlanFile {
+                role: if s.kind == "full" {
+                    Role::Full
+                } else {
+                    Role::Incremental
+                },
+                filename,
+                create_time_ms: s.create_time,
+                node: s.back_server_ip,
+                file_path: s.file_path,
+                module_path: None,
+                size,
+                checksum,
+                checksum_alt,
+                last_all_filename: s.last_all_filename.filter(|f| f != "None"),
+                prev_filename: s.prev_filename,
+                job_id: None,
+            });
+        }
+        Ok(Plan {
+            server_id: self.instance.server_id,
+            back_type: self.instance.back_type,
+            instance: self.instance.instance,
+            at_ms: self.at_ms,
+            files,
+        })
+    }
+}
+
+/// The catalog's checksum as `algo:hex`, and the same digest in the other byte order when
+/// the catalog cannot say which it holds: a node records rsync's xxh* sums as they cross the
+/// wire (little-endian) but a host's checksum hint as `xxhsum` prints it (big-endian).
+fn catalog_checksum(
+    sum: Option<&str>,
+    algorithm: Option<&str>,
+) -> Option<(String, Option<String>)> {
+    let sum = sum?.trim();
+    if sum.contains(':') {
+        return Some((normalize_checksum(sum)?, None));
+    }
+    let algo = algorithm?.to_ascii_lowercase();
+    let printed = normalize_checksum(&format!("{algo}:{sum}"))?;
+    if !algo.starts_with("xxh") {
+        return Some((printed, None));
+    }
+    let wire = ubackup_puller::manifest::canonical_checksum(&algo, &sum.to_ascii_lowercase())?;
+    Some((wire, Some(printed)))
 }
 
 /// Percent-encodes a query value.
@@ -305,6 +457,23 @@ mod tests {
     }
 
     #[test]
+    fn reads_both_byte_orders_of_xxh_sums() {
+        let (a, b) = catalog_checksum(Some("0001"), Some("xxh3")).unwrap_or_default();
+        assert!(a.is_empty() && b.is_none(), "a short sum is refused");
+        let le = "0102030405060708";
+        let (wire, printed) = catalog_checksum(Some(le), Some("xxh3")).unwrap();
+        assert_eq!(wire, "xxh3:0807060504030201");
+        assert_eq!(printed.as_deref(), Some("xxh3:0102030405060708"));
+        let (s, alt) = catalog_checksum(Some(&"ab".repeat(16)), Some("md5")).unwrap();
+        assert_eq!(
+            (s.as_str(), alt),
+            (format!("md5:{}", "ab".repeat(16)).as_str(), None)
+        );
+        assert!(catalog_checksum(Some(&"ab".repeat(16)), Some("md4")).is_none());
+        assert!(catalog_checksum(None, Some("md5")).is_none());
+    }
+
+    #[test]
     fn builds_urls_and_hides_the_token() {
         let p = IndexerPlans::new("http://[::1]:8080/idx/", Some(Token("s3cret".into()))).unwrap();
         let req = Request {
@@ -315,7 +484,7 @@ mod tests {
         };
         assert_eq!(
             p.path_for(&req),
-            "/idx/api/v1/restore-plan?server_id=a%20b&type=mysql&instance=3306&at=5"
+            "/idx/api/v1/instances/a%20b/mysql/3306/restore?at_ms=5"
         );
         assert!(!format!("{p:?}").contains("s3cret"));
         assert!(IndexerPlans::new("https://x", None).is_err());

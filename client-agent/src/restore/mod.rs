@@ -241,8 +241,7 @@ pub async fn execute<F: Fetcher>(
             && fetch::checksum_of(&fin, &f.checksum)
                 .await
                 .map_err(target_err(&fin))?
-                .as_deref()
-                == Some(f.checksum.as_str())
+                .is_some_and(|s| f.matches(&s))
         {
             committed[i] = true;
             continue;
@@ -272,15 +271,14 @@ pub async fn execute<F: Fetcher>(
         }
         let on_disk = std::fs::symlink_metadata(&staged).ok();
         if let Some(m) = &on_disk {
-            let known = state.verified.get(f.leaf()) == Some(&f.checksum);
+            let known = state.verified.get(f.leaf()).is_some_and(|s| f.matches(s));
             let ok = m.is_file()
                 && m.len() == f.size
                 && (known
                     || fetch::checksum_of(&staged, &f.checksum)
                         .await
                         .map_err(target_err(&staged))?
-                        .as_deref()
-                        == Some(f.checksum.as_str()));
+                        .is_some_and(|s| f.matches(&s)));
             if ok {
                 progress.file(i, n, f, true);
                 outcome.resumed += 1;
@@ -301,7 +299,7 @@ pub async fn execute<F: Fetcher>(
             .len();
         let got = if size != f.size {
             Some(format!("{size} bytes, not the catalog's {}", f.size))
-        } else if fetched.checksum != f.checksum {
+        } else if !f.matches(&fetched.checksum) {
             Some(fetched.checksum.clone())
         } else {
             None
@@ -324,7 +322,20 @@ pub async fn execute<F: Fetcher>(
     for (i, f) in plan.files.iter().enumerate() {
         if !committed[i] {
             let fin = to.join(f.leaf());
-            std::fs::rename(dir.join(f.leaf()), &fin).map_err(target_err(&fin))?;
+            // Never over a file that appeared since the check above.
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                dir.join(f.leaf()),
+                rustix::fs::CWD,
+                &fin,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| match e {
+                rustix::io::Errno::EXIST => RestoreError::TargetExists {
+                    path: fin.display().to_string(),
+                },
+                e => target_err(&fin)(e.into()),
+            })?;
         }
     }
     state::sync_dir(to).map_err(target_err(to))?;

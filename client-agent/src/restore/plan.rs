@@ -232,6 +232,10 @@ pub struct PlanFile {
     /// The catalog's checksum, `ALGORITHM:HEX` as `xxh128sum`, `md5sum` or `sha256sum`
     /// print it.
     pub checksum: String,
+    /// The same digest in the other byte order, also accepted, when the catalog cannot say
+    /// which one the node recorded (rsync's xxh* wire order or `xxhsum`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_alt: Option<String>,
     /// An incremental's full.
     #[serde(default)]
     pub last_all_filename: Option<String>,
@@ -244,6 +248,11 @@ pub struct PlanFile {
 }
 
 impl PlanFile {
+    /// True when `sum` (`algo:hex`) is the catalog's checksum of this file.
+    pub fn matches(&self, sum: &str) -> bool {
+        sum == self.checksum || self.checksum_alt.as_deref() == Some(sum)
+    }
+
     /// The name the file gets in the target: the last component of `filename`.
     pub fn leaf(&self) -> &str {
         self.filename
@@ -376,6 +385,18 @@ impl Plan {
                 )));
             };
             f.checksum = sum;
+            f.checksum_alt = match f.checksum_alt.as_deref().map(normalize_checksum) {
+                None => None,
+                Some(Some(alt)) if alt.split(':').next() == f.checksum.split(':').next() => {
+                    Some(alt)
+                }
+                Some(_) => {
+                    return Err(bad(format!(
+                        "{}: checksum_alt is not the same algorithm",
+                        f.filename
+                    )))
+                }
+            };
             if !is_safe_leaf(f.leaf()) || f.filename.contains('\0') {
                 return Err(bad(format!("unsafe file name {:?}", f.filename)));
             }
@@ -509,6 +530,7 @@ mod tests {
             module_path: Some(format!("mysql/10.0.0/5/{name}")),
             size: 1,
             checksum: format!("xxh128:{}", "AB".repeat(16)),
+            checksum_alt: None,
             last_all_filename: full.map(Into::into),
             prev_filename: prev.map(Into::into),
             job_id: None,
