@@ -153,6 +153,7 @@ fn main() {
             .args(["once", "-c"])
             .arg(&conf_path)
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         println!(

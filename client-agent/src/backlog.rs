@@ -11,7 +11,6 @@
 //! [`MAX_LOG_BYTES`] are read, names and texts are bounded, and a name is only accepted
 //! when it resolves, symlinks followed, to a regular file inside `back_dir`.
 
-use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
@@ -214,18 +213,42 @@ pub fn stamp(path: &Path) -> Option<FileStamp> {
 
 /// Reads at most [`MAX_LOG_BYTES`] of a log.
 pub fn read_log(which: &'static str, path: &Path) -> Result<Vec<u8>, LogDefect> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let shown = path.display().to_string();
-    let f = File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => LogDefect::Missing {
-            which,
-            path: shown.clone(),
-        },
-        _ => LogDefect::Unreadable {
-            which,
-            path: shown.clone(),
-            error: e.to_string(),
-        },
-    })?;
+    // O_NONBLOCK: a FIFO put in the log's place must not hang the run (reads of a regular
+    // file ignore the flag).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LogDefect::Missing {
+                which,
+                path: shown.clone(),
+            },
+            _ => LogDefect::Unreadable {
+                which,
+                path: shown.clone(),
+                error: e.to_string(),
+            },
+        })?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(LogDefect::Unreadable {
+                which,
+                path: shown,
+                error: "not a regular file".into(),
+            })
+        }
+        Err(e) => {
+            return Err(LogDefect::Unreadable {
+                which,
+                path: shown,
+                error: e.to_string(),
+            })
+        }
+    }
     let mut buf = Vec::new();
     f.take(MAX_LOG_BYTES)
         .read_to_end(&mut buf)
@@ -592,6 +615,23 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "ok\nfull.xb\n42\n");
         let l = parse_last_all(&std::fs::read(&p).unwrap(), "p").unwrap();
         assert_eq!((l.filename.as_str(), l.time), ("full.xb", Some(42)));
+    }
+
+    #[test]
+    fn logs_that_are_not_regular_files_do_not_hang() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = read_log(BACK_LOG, &fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = read_log(BACK_LOG, d.path()).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = read_log(BACK_LOG, &d.path().join("none")).unwrap_err();
+        assert!(matches!(e, LogDefect::Missing { .. }), "{e}");
     }
 
     #[test]

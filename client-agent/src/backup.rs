@@ -208,13 +208,18 @@ pub async fn run_instance<Q: Queue>(
         MessageForm::V1 => message::v1_job(&ctx.cfg, inst, &report).to_v1_json(),
     };
     let delivery = publish(&ctx.queue, &ctx.spool, &ctx.list, &payload).await;
+    let mut chain_changed = false;
     if !matches!(delivery, Delivery::Dropped(_)) {
         match chain {
             ChainStep::Full(r) => {
                 state.full = Some(r);
                 state.prev_incremental = None;
+                chain_changed = true;
             }
-            ChainStep::Incremental(r) => state.prev_incremental = Some(r),
+            ChainStep::Incremental(r) => {
+                state.prev_incremental = Some(r);
+                chain_changed = true;
+            }
             ChainStep::None => {}
         }
     }
@@ -226,7 +231,7 @@ pub async fn run_instance<Q: Queue>(
         filename: report.filename.clone(),
         delivery: delivery.name().into(),
     });
-    if let Err(e) = ctx.store.save(&inst.name, &state) {
+    if let Err(e) = ctx.store.save(&inst.name, &state, chain_changed) {
         tracing::error!(instance = %inst.name, error = %e, "cannot save the chain record");
     }
     drop(lock);

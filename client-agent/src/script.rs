@@ -18,6 +18,9 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// it must not hold the run).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// The shell (`sh -c`, as UBackup's `commands.getstatusoutput` ran the script).
+pub const SHELL: &str = "/bin/sh";
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ScriptSpec {
@@ -126,7 +129,8 @@ pub async fn run(spec: &ScriptSpec) -> ScriptOutcome {
 /// restore hook's way.
 pub async fn run_with(spec: &ScriptSpec, args: &[String], echo: bool) -> ScriptOutcome {
     let start = Instant::now();
-    let mut cmd = tokio::process::Command::new("sh");
+    // An absolute path: a PATH search costs one failed execve per entry, per run.
+    let mut cmd = tokio::process::Command::new(SHELL);
     if args.is_empty() {
         cmd.arg("-c").arg(&spec.command);
     } else {

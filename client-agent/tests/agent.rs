@@ -606,6 +606,25 @@ fn wrong_rsync_model_is_caught_by_the_self_check() {
             .starts_with("self-check"),
         "{jobs:?}"
     );
+    // A module path that exports another directory holding a file of the same name.
+    std::fs::create_dir_all(env.src.path().join("other")).unwrap();
+    std::fs::write(env.src.path().join("other/d4.rdb"), b"short").unwrap();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("nomodule/sc", "backup/other");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "d4.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(1));
+    let jobs = env.take_jobs();
+    let log = one(&jobs)["log"].as_str().unwrap().to_string();
+    assert!(
+        log.contains("with 5 bytes but back_dir has 10 bytes"),
+        "{log}"
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("backup/other", "nomodule/sc");
+    std::fs::write(&cfg, text).unwrap();
     // And the right one passes.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
@@ -749,25 +768,37 @@ fn check_config_names_every_bad_key() {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// The puller's binary: built next to ours by `cargo test --workspace`; built here otherwise.
+/// The puller's binary: built next to ours by `cargo test --workspace`. When it is missing
+/// (`cargo test -p ubackup-agent` alone) it is built into a target dir of its own: the outer
+/// cargo holds the lock on ours.
 fn puller_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let bin = dir.join("ubackup-puller");
-    if !bin.exists() {
-        let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "ubackup-puller", "--bin", "ubackup-puller"]);
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let st = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "building ubackup-puller");
+    if bin.exists() {
+        return bin;
     }
-    bin
+    let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let own = dir.parent().unwrap().join("agent-e2e");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "-p",
+        "ubackup-puller",
+        "--bin",
+        "ubackup-puller",
+        "--target-dir",
+    ])
+    .arg(&own);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    let st = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "building ubackup-puller");
+    own.join(&profile).join("ubackup-puller")
 }
 
 #[test]
