@@ -85,8 +85,8 @@ impl Publisher {
         })
     }
 
-    /// LPUSHes the events, in order, in batches.
-    pub async fn publish(&mut self, events: &[NodeEvent]) -> Result<(), LifecycleError> {
+    /// LPUSHes the events, in order, in batches of 500.
+    pub async fn publish(&mut self, events: &[&NodeEvent]) -> Result<(), LifecycleError> {
         for chunk in events.chunks(500) {
             let bodies: Vec<Vec<u8>> = chunk
                 .iter()
@@ -140,7 +140,9 @@ pub fn prune_files(
 ) -> Result<(PruneReport, manifest::Outbox), LifecycleError> {
     let _lock = lifecycle_lock(&cfg.root)?;
     let m = Manifest::new(&cfg.root);
+    let started = Instant::now();
     let st = m.load()?;
+    let loaded = started.elapsed();
     if st.damaged > 0 {
         tracing::warn!(
             damaged = st.damaged,
@@ -148,6 +150,13 @@ pub fn prune_files(
         );
     }
     let plan = retention::decide(st.files.values(), &cfg.retention, now_ms);
+    tracing::info!(
+        entries = st.files.len(),
+        expire = plan.expire.len(),
+        load_ms = loaded.as_millis() as u64,
+        decide_ms = (started.elapsed() - loaded).as_millis() as u64,
+        "prune: manifest read and decided"
+    );
     let mut report = PruneReport {
         kept: plan.kept,
         ..PruneReport::default()
@@ -241,7 +250,7 @@ pub async fn prune(
     }
     report.pending = outbox.len();
     if let (Some(p), false) = (publisher, outbox.is_empty()) {
-        let events: Vec<NodeEvent> = outbox.iter().map(|(_, _, e)| e.clone()).collect();
+        let events: Vec<&NodeEvent> = outbox.iter().map(|(_, _, e)| e).collect();
         match p.publish(&events).await {
             Ok(()) => {
                 let keys: Vec<(PathBuf, i64)> =
@@ -250,7 +259,7 @@ pub async fn prune(
                 tokio::task::spawn_blocking(move || m.record_published(&keys))
                     .await
                     .map_err(|e| LifecycleError::Other(e.to_string()))??;
-                report.published = events.len();
+                report.published = outbox.len();
                 report.pending = 0;
             }
             Err(e) => tracing::warn!(
@@ -259,6 +268,8 @@ pub async fn prune(
             ),
         }
     }
+    // The events are out (or wait in the manifest): free them before compaction reads it.
+    drop(outbox);
     if !report.expired.is_empty() || report.published > 0 {
         let m = Manifest::new(&cfg.root);
         tokio::task::spawn_blocking(move || m.compact())
@@ -361,7 +372,8 @@ fn check_file(
 }
 
 /// One scrub pass over every file of the manifest, reading at most `rate` bytes per second.
-/// Each confirmed finding is logged and, with a publisher, published at once.
+/// Findings are confirmed against the manifest (every 30 s and at the end of the pass), then
+/// logged and, with a publisher, published.
 pub async fn scrub(
     cfg: &NodeConfig,
     rate: Option<Rate>,
@@ -377,6 +389,8 @@ pub async fn scrub(
     let limiter = BandwidthLimiter::new(rate);
     let rt = tokio::runtime::Handle::current();
     let mut report = ScrubReport::default();
+    let mut found: Vec<(Entry, EventKind, String)> = Vec::new();
+    let mut confirmed = Instant::now();
     for e in st.files.into_values() {
         if *stop.borrow() {
             report.stopped = true;
@@ -389,16 +403,12 @@ pub async fn scrub(
         })
         .await
         .map_err(|e| LifecycleError::Other(e.to_string()))?;
-        let (kind, reason) = match check {
+        match check {
             Check::Ok(n) => {
                 report.checked += 1;
                 report.bytes += n;
-                continue;
             }
-            Check::SizeOnly => {
-                report.size_only += 1;
-                continue;
-            }
+            Check::SizeOnly => report.size_only += 1,
             Check::Stopped => {
                 report.stopped = true;
                 break;
@@ -406,34 +416,58 @@ pub async fn scrub(
             Check::Bad(kind, reason, n) => {
                 report.checked += 1;
                 report.bytes += n;
-                (kind, reason)
+                found.push((e, kind, reason));
             }
-        };
-        // Confirm against the manifest as it is now: the file may have been replaced by a
-        // redelivered pull, or pruned, during the pass.
-        let m2 = m.clone();
-        let now = tokio::task::spawn_blocking(move || m2.load())
-            .await
-            .map_err(|e| LifecycleError::Other(e.to_string()))??;
+        }
+        if !found.is_empty() && confirmed.elapsed() >= CONFIRM_EVERY {
+            confirm(cfg, &m, &mut found, &mut publisher, &mut report).await?;
+            confirmed = Instant::now();
+        }
+    }
+    confirm(cfg, &m, &mut found, &mut publisher, &mut report).await?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// How long findings wait to be confirmed: one manifest read per batch, not per finding (a
+/// failing disk can make thousands).
+const CONFIRM_EVERY: Duration = Duration::from_secs(30);
+
+/// Reports the findings that a fresh read of the manifest confirms: the file may have been
+/// replaced by a redelivered pull, or pruned, after the pass began.
+async fn confirm(
+    cfg: &NodeConfig,
+    m: &Manifest,
+    found: &mut Vec<(Entry, EventKind, String)>,
+    publisher: &mut Option<&mut Publisher>,
+    report: &mut ScrubReport,
+) -> Result<(), LifecycleError> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let m2 = m.clone();
+    let now = tokio::task::spawn_blocking(move || m2.load())
+        .await
+        .map_err(|e| LifecycleError::Other(e.to_string()))??;
+    for (e, kind, reason) in found.drain(..) {
         if now.files.get(&e.path) != Some(&e) {
             continue;
         }
         tracing::error!(path = %e.path.display(), event = kind.name(), "scrub: {reason}");
         let ev = e.event(kind, cfg, now_ms(), reason.clone());
         if let Some(p) = publisher.as_deref_mut() {
-            match p.publish(std::slice::from_ref(&ev)).await {
+            match p.publish(&[&ev]).await {
                 Ok(()) => report.published += 1,
                 Err(err) => tracing::warn!("cannot publish the scrub's finding: {err}"),
             }
         }
         report.findings.push(Finding {
             kind,
-            path: e.path.clone(),
+            path: e.path,
             reason,
         });
     }
-    report.elapsed = started.elapsed();
-    Ok(report)
+    Ok(())
 }
 
 /// The daemon's schedule: a prune every `retention.interval` and a scrub pass every

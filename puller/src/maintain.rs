@@ -74,13 +74,17 @@ pub fn prune(args: PruneArgs, verbose: u8) -> u8 {
         }
         match lifecycle::prune(&cfg, now, args.dry_run, publisher.as_mut()).await {
             Ok(r) => {
+                use std::io::Write as _;
                 let verb = if args.dry_run { "would expire" } else { "expired" };
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 for x in &r.expired {
-                    println!("{verb}\t{}\t{}", x.path.display(), x.reason);
+                    let _ = writeln!(out, "{verb}\t{}\t{}", x.path.display(), x.reason);
                 }
                 for (p, why) in &r.left {
-                    println!("left\t{}\t{why}", p.display());
+                    let _ = writeln!(out, "left\t{}\t{why}", p.display());
                 }
+                let _ = out.flush();
+                drop(out);
                 if args.dry_run {
                     println!(
                         "dry run: {} would expire, {} kept; nothing deleted",

@@ -288,13 +288,9 @@ impl Manifest {
         Ok(f)
     }
 
-    /// Appends records for files just stored (one write, one fdatasync).
+    /// Appends records for files just stored (one fdatasync).
     pub fn append(&self, entries: &[Entry]) -> Result<(), ManifestError> {
-        let recs: Vec<Record> = entries
-            .iter()
-            .map(|e| Record::Stored(Box::new(e.clone())))
-            .collect();
-        self.append_records(&recs)
+        self.append_records(entries.iter().map(|e| Record::Stored(Box::new(e.clone()))))
     }
 
     /// Records files deleted by retention, each with its `expired` event (pending until
@@ -303,41 +299,32 @@ impl Manifest {
         &self,
         removed: &[(PathBuf, i64, NodeEvent)],
     ) -> Result<(), ManifestError> {
-        let recs: Vec<Record> = removed
-            .iter()
-            .map(|(path, at_ms, ev)| Record::Removed {
-                path: path.clone(),
-                at_ms: *at_ms,
-                event: Box::new(ev.clone()),
-            })
-            .collect();
-        self.append_records(&recs)
+        self.append_records(removed.iter().map(|(path, at_ms, ev)| Record::Removed {
+            path: path.clone(),
+            at_ms: *at_ms,
+            event: Box::new(ev.clone()),
+        }))
     }
 
     /// Records that the events of these (path, at_ms) removals were published.
     pub fn record_published(&self, keys: &[(PathBuf, i64)]) -> Result<(), ManifestError> {
-        let recs: Vec<Record> = keys
-            .iter()
-            .map(|(path, at_ms)| Record::Published {
-                path: path.clone(),
-                at_ms: *at_ms,
-            })
-            .collect();
-        self.append_records(&recs)
+        self.append_records(keys.iter().map(|(path, at_ms)| Record::Published {
+            path: path.clone(),
+            at_ms: *at_ms,
+        }))
     }
 
-    fn append_records(&self, recs: &[Record]) -> Result<(), ManifestError> {
-        if recs.is_empty() {
+    /// Appends records in 4 MiB writes, then one fdatasync: a crash leaves a prefix of them
+    /// (and at most one torn record, cut before the next append).
+    fn append_records(&self, recs: impl Iterator<Item = Record>) -> Result<(), ManifestError> {
+        let mut recs = recs.peekable();
+        if recs.peek().is_none() {
             return Ok(());
-        }
-        let mut buf = Vec::new();
-        for r in recs {
-            encode(r, &mut buf)?;
         }
         let _lock = self.lock()?;
         let p = self.path();
         let created = !p.exists();
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
@@ -346,9 +333,21 @@ impl Manifest {
             .map_err(io_err(&p))?;
         let end = cut_torn_tail(&f).map_err(io_err(&p))?;
         f.set_len(end).map_err(io_err(&p))?;
-        f.write_all_at(&buf, end).map_err(io_err(&p))?;
+        let mut off = end;
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut rest = true;
+        while rest {
+            match recs.next() {
+                Some(r) => encode(&r, &mut buf)?,
+                None => rest = false,
+            }
+            if buf.len() >= 4 << 20 || (!rest && !buf.is_empty()) {
+                f.write_all_at(&buf, off).map_err(io_err(&p))?;
+                off += buf.len() as u64;
+                buf.clear();
+            }
+        }
         f.sync_data().map_err(io_err(&p))?;
-        f.flush().map_err(io_err(&p))?;
         if created {
             sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
@@ -410,29 +409,31 @@ impl Manifest {
     pub fn compact(&self) -> Result<State, ManifestError> {
         let _lock = self.lock()?;
         let st = self.load()?;
-        let mut buf = Vec::new();
-        for e in st.files.values() {
-            encode(&Record::Stored(Box::new(e.clone())), &mut buf)?;
-        }
-        for (path, at_ms, ev) in &st.pending {
-            encode(
-                &Record::Removed {
-                    path: path.clone(),
-                    at_ms: *at_ms,
-                    event: Box::new(ev.clone()),
-                },
-                &mut buf,
-            )?;
-        }
         let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
+        let mut w =
+            io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io_err(&tmp))?);
+        let mut line = Vec::with_capacity(4096);
+        let records = st
+            .files
+            .values()
+            .map(|e| Record::Stored(Box::new(e.clone())))
+            .chain(st.pending.iter().map(|(path, at_ms, ev)| Record::Removed {
+                path: path.clone(),
+                at_ms: *at_ms,
+                event: Box::new(ev.clone()),
+            }));
+        for r in records {
+            line.clear();
+            encode(&r, &mut line)?;
+            w.write_all(&line).map_err(io_err(&tmp))?;
+        }
+        let f = w.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+        let finish = || -> io::Result<()> {
             f.sync_all()?;
             std::fs::rename(&tmp, self.path())?;
             sync_dir(&self.dir)
         };
-        write().map_err(io_err(&tmp))?;
+        finish().map_err(io_err(&tmp))?;
         Ok(State {
             damaged: 0,
             torn_tail: false,
@@ -564,6 +565,9 @@ pub fn digest_file(
     mut pace: impl FnMut(usize) -> bool,
 ) -> io::Result<Option<(String, u64)>> {
     let mut f = open_nofollow(path)?;
+    // A scrub must not push the node's working set out of the page cache: read ahead
+    // generously, and drop what was read once the file is done.
+    let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Sequential);
     let mut buf = vec![0u8; chunk.clamp(4096, 1 << 20)];
     let mut total = 0u64;
     loop {
@@ -577,6 +581,7 @@ pub fn digest_file(
         total += n as u64;
         digest.update(&buf[..n]);
     }
+    let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
     Ok(Some((digest.finish(), total)))
 }
 
