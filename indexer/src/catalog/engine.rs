@@ -69,7 +69,14 @@ const SELECT_BACKUP: &str = "SELECT id, job_id, server_id, type, type_key, insta
     literal_bytes, matched_bytes, basis, attempts, requeues, queue, taken_ms, duration_ms, \
     indexed_ms, expired_at, corrupt_at, mark_reason FROM backups";
 /// Rows per multi-row INSERT (36 parameters each; under both engines' parameter limits).
-const INSERT_CHUNK: usize = 400;
+/// SQLite's binding of `$N` parameters costs more per parameter as statements grow, so it
+/// gets small statements; PostgreSQL gains from large ones (fewer round trips).
+fn insert_chunk(engine: Engine) -> usize {
+    match engine {
+        Engine::Sqlite => 4,
+        Engine::Postgres => 400,
+    }
+}
 const ALERT_COLS: &str = "id, rule, subject, server_id, type, instance, game_id, game_server_ip, \
     message, opened_ms, updated_ms, resolved_ms, acked_by, acked_ms, silenced_until_ms";
 
@@ -310,7 +317,7 @@ impl SqlCatalog {
         now_ms: i64,
     ) -> Result<u64, CatalogError> {
         let mut inserted = 0;
-        for chunk in recs.chunks(INSERT_CHUNK) {
+        for chunk in recs.chunks(insert_chunk(self.engine)) {
             let stmt = format!(
                 "INSERT INTO backups ({BACKUP_COLS}) VALUES {} \
                  ON CONFLICT (job_id, create_time) DO NOTHING",
@@ -367,52 +374,57 @@ impl SqlCatalog {
         states: &BTreeMap<InstanceKey, StateDelta>,
         now_ms: i64,
     ) -> Result<(), CatalogError> {
+        // One multi-row upsert per chunk (each key appears once: the batch was folded per
+        // instance). A delta from events only has last_ms = 0 and leaves the result fields.
         let g = sql::greatest(self.engine);
-        let stmt = format!(
-            "INSERT INTO instance_state (server_id, type_key, instance, type, game_id, \
-             game_server_ip, last_ms, last_succeed, last_log, last_ok_ms, last_ok_full, \
-             last_illegal_ms, last_corrupt_ms, last_corrupt_reason, seen_ms, interval_secs) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) \
-             ON CONFLICT (server_id, type_key, instance) DO UPDATE SET \
-             type = CASE WHEN $17 = 1 THEN excluded.type ELSE instance_state.type END, \
-             game_id = COALESCE(excluded.game_id, instance_state.game_id), \
-             game_server_ip = COALESCE(excluded.game_server_ip, instance_state.game_server_ip), \
-             last_succeed = CASE WHEN $17 = 1 AND excluded.last_ms >= instance_state.last_ms \
-                THEN excluded.last_succeed ELSE instance_state.last_succeed END, \
-             last_log = CASE WHEN $17 = 1 AND excluded.last_ms >= instance_state.last_ms \
-                THEN excluded.last_log ELSE instance_state.last_log END, \
-             interval_secs = COALESCE(excluded.interval_secs, instance_state.interval_secs), \
-             last_ms = {g}(excluded.last_ms, instance_state.last_ms), \
-             last_ok_full = CASE WHEN excluded.last_ok_ms > instance_state.last_ok_ms \
-                THEN excluded.last_ok_full ELSE instance_state.last_ok_full END, \
-             last_ok_ms = {g}(excluded.last_ok_ms, instance_state.last_ok_ms), \
-             last_illegal_ms = {g}(excluded.last_illegal_ms, instance_state.last_illegal_ms), \
-             last_corrupt_reason = CASE WHEN excluded.last_corrupt_ms > instance_state.last_corrupt_ms \
-                THEN excluded.last_corrupt_reason ELSE instance_state.last_corrupt_reason END, \
-             last_corrupt_ms = {g}(excluded.last_corrupt_ms, instance_state.last_corrupt_ms), \
-             seen_ms = excluded.seen_ms"
-        );
-        for (k, d) in states {
-            sqlx::query(&stmt)
-                .bind(k.server_id.clone())
-                .bind(k.type_key.clone())
-                .bind(k.instance)
-                .bind(d.back_type.clone())
-                .bind(d.game_id)
-                .bind(d.game_server_ip.clone())
-                .bind(d.last_ms)
-                .bind(b(d.last_succeed))
-                .bind(d.last_log.clone())
-                .bind(d.last_ok_ms)
-                .bind(d.last_ok_full.clone())
-                .bind(d.last_illegal_ms)
-                .bind(d.last_corrupt_ms)
-                .bind(d.last_corrupt_reason.clone())
-                .bind(now_ms)
-                .bind(d.interval_secs)
-                .bind(b(d.has_result))
-                .execute(&mut **tx)
-                .await?;
+        let rows: Vec<(&InstanceKey, &StateDelta)> = states.iter().collect();
+        for chunk in rows.chunks(insert_chunk(self.engine)) {
+            let stmt = format!(
+                "INSERT INTO instance_state (server_id, type_key, instance, type, game_id, \
+                 game_server_ip, last_ms, last_succeed, last_log, last_ok_ms, last_ok_full, \
+                 last_illegal_ms, last_corrupt_ms, last_corrupt_reason, seen_ms, interval_secs) \
+                 VALUES {} \
+                 ON CONFLICT (server_id, type_key, instance) DO UPDATE SET \
+                 type = CASE WHEN excluded.last_ms > 0 THEN excluded.type ELSE instance_state.type END, \
+                 game_id = COALESCE(excluded.game_id, instance_state.game_id), \
+                 game_server_ip = COALESCE(excluded.game_server_ip, instance_state.game_server_ip), \
+                 last_succeed = CASE WHEN excluded.last_ms > 0 AND excluded.last_ms >= instance_state.last_ms \
+                    THEN excluded.last_succeed ELSE instance_state.last_succeed END, \
+                 last_log = CASE WHEN excluded.last_ms > 0 AND excluded.last_ms >= instance_state.last_ms \
+                    THEN excluded.last_log ELSE instance_state.last_log END, \
+                 interval_secs = COALESCE(excluded.interval_secs, instance_state.interval_secs), \
+                 last_ms = {g}(excluded.last_ms, instance_state.last_ms), \
+                 last_ok_full = CASE WHEN excluded.last_ok_ms > instance_state.last_ok_ms \
+                    THEN excluded.last_ok_full ELSE instance_state.last_ok_full END, \
+                 last_ok_ms = {g}(excluded.last_ok_ms, instance_state.last_ok_ms), \
+                 last_illegal_ms = {g}(excluded.last_illegal_ms, instance_state.last_illegal_ms), \
+                 last_corrupt_reason = CASE WHEN excluded.last_corrupt_ms > instance_state.last_corrupt_ms \
+                    THEN excluded.last_corrupt_reason ELSE instance_state.last_corrupt_reason END, \
+                 last_corrupt_ms = {g}(excluded.last_corrupt_ms, instance_state.last_corrupt_ms), \
+                 seen_ms = excluded.seen_ms",
+                placeholders(chunk.len(), 16)
+            );
+            let mut q = sqlx::query(&stmt);
+            for (k, d) in chunk {
+                q = q
+                    .bind(k.server_id.clone())
+                    .bind(k.type_key.clone())
+                    .bind(k.instance)
+                    .bind(d.back_type.clone())
+                    .bind(d.game_id)
+                    .bind(d.game_server_ip.clone())
+                    .bind(if d.has_result { d.last_ms } else { 0 })
+                    .bind(b(d.last_succeed))
+                    .bind(d.last_log.clone())
+                    .bind(d.last_ok_ms)
+                    .bind(d.last_ok_full.clone())
+                    .bind(d.last_illegal_ms)
+                    .bind(d.last_corrupt_ms)
+                    .bind(d.last_corrupt_reason.clone())
+                    .bind(now_ms)
+                    .bind(d.interval_secs);
+            }
+            q.execute(&mut **tx).await?;
         }
         Ok(())
     }
