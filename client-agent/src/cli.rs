@@ -1,6 +1,6 @@
 //! Command line. Without a subcommand the agent does what `uuzuback_client.py` did: one
 //! pass (`once`), so a crontab line `python uuzuback_client.py -c F -q level1` keeps working
-//! as `ubackup-agent -c F -q level1`. (`restore` is reserved for a later release.)
+//! as `ubackup-agent -c F -q level1`. `restore` pulls a backup back from the nodes.
 
 use std::path::PathBuf;
 
@@ -45,6 +45,9 @@ pub enum Command {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Restore an instance's backup at a point in time from the nodes (asks the indexer for
+    /// the plan, pulls and verifies each file, then runs the hook).
+    Restore(Box<crate::restore::command::RestoreArgs>),
     /// Last run per instance, its outcome, and the spool depth.
     Status {
         /// Configuration file.

@@ -126,6 +126,26 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// `ubackup-agent restore` settings (`[restore]` in TOML, `restore_*` keys of `[global]` in
+/// the INI); each is also a command-line flag, which wins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestoreConfig {
+    /// The indexer's URL (`http://host:port`).
+    pub indexer: Option<String>,
+    /// A file holding the indexer token.
+    pub token_file: Option<PathBuf>,
+    /// A file holding the nodes' restore-module password.
+    pub password_file: Option<PathBuf>,
+    /// The nodes' rsync daemon port.
+    pub node_port: Option<u16>,
+    /// The nodes' restore module.
+    pub node_module: Option<String>,
+    /// The restore module's user.
+    pub node_user: Option<String>,
+    /// The nodes' root, for plans that carry only `file_path`.
+    pub node_root: Option<PathBuf>,
+}
+
 /// The validated agent configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -171,6 +191,8 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// The instances, in file order.
     pub instances: Vec<InstanceConfig>,
+    /// `restore` settings.
+    pub restore: RestoreConfig,
     /// Things that are accepted but worth a look (unknown INI keys, which UBackup ignored).
     pub warnings: Vec<ConfigProblem>,
 }
@@ -457,6 +479,13 @@ const INI_GLOBAL: &[(&str, &str)] = &[
     ("timeout", "timeout"),
     ("jitter", "jitter"),
     ("log_level", "log_level"),
+    ("restore_indexer", "restore_indexer"),
+    ("restore_token_file", "restore_token_file"),
+    ("restore_password_file", "restore_password_file"),
+    ("restore_node_port", "restore_node_port"),
+    ("restore_node_module", "restore_node_module"),
+    ("restore_node_user", "restore_node_user"),
+    ("restore_node_root", "restore_node_root"),
 ];
 
 const INI_INSTANCE: &[(&str, &str)] = &[
@@ -617,6 +646,13 @@ const TOML_GLOBAL: &[(&str, &str, &str)] = &[
     ("log", "file", "log_file"),
     ("log", "error_file", "error_log_file"),
     ("log", "level", "log_level"),
+    ("restore", "indexer", "restore_indexer"),
+    ("restore", "token_file", "restore_token_file"),
+    ("restore", "password_file", "restore_password_file"),
+    ("restore", "node_port", "restore_node_port"),
+    ("restore", "node_module", "restore_node_module"),
+    ("restore", "node_user", "restore_node_user"),
+    ("restore", "node_root", "restore_node_root"),
 ];
 
 const TOML_INSTANCE: &[(&str, &str)] = &[
@@ -869,6 +905,20 @@ fn build(mut raw: Raw) -> Result<AgentConfig, Vec<ConfigProblem>> {
             .map(|(s, _)| s)
             .unwrap_or_else(|| "info".into()),
     };
+    let restore = RestoreConfig {
+        indexer: r.string("restore_indexer").map(|(s, d)| {
+            if !s.starts_with("http://") {
+                r.bad(d, format!("not an http:// URL: {s:?}"));
+            }
+            s
+        }),
+        token_file: r.abs_path("restore_token_file", None),
+        password_file: r.abs_path("restore_password_file", None),
+        node_port: r.int("restore_node_port", 1, 65535).map(|p| p as u16),
+        node_module: r.string("restore_node_module").map(|(s, _)| s),
+        node_user: r.string("restore_node_user").map(|(s, _)| s),
+        node_root: r.abs_path("restore_node_root", None),
+    };
     for d in r.leftover() {
         r.bad(d, "unknown key");
     }
@@ -1002,6 +1052,7 @@ fn build(mut raw: Raw) -> Result<AgentConfig, Vec<ConfigProblem>> {
         spool_max,
         log,
         instances,
+        restore,
         warnings: raw.warnings,
     })
 }

@@ -9,7 +9,7 @@
 //! When Redis is down or refuses, jobs wait in a durable, ordered, bounded spool.
 //!
 //! It does not back anything up itself (the script does), does not move data (the nodes pull
-//! it from the host's rsyncd), and does not restore (a later `restore` subcommand).
+//! it from the host's rsyncd). `restore` ([`restore`]) pulls a chain back from the nodes.
 //!
 //! ```text
 //! config (INI | TOML) ─► app (once | run: scheduler, concurrency limit, shutdown)
@@ -39,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod message;
 pub mod queue;
+pub mod restore;
 pub mod schedule;
 pub mod script;
 pub mod selfcheck;

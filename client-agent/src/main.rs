@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Run { config }) => (config, None, false),
         Some(Command::Status { config }) => (config, None, true),
         Some(Command::CheckConfig { config }) => return ExitCode::from(check(&config)),
+        Some(Command::Restore(args)) => return ExitCode::from(restore(*args, verbose)),
     };
     let cfg = match AgentConfig::load(&config) {
         Ok(c) => Arc::new(c),
@@ -94,6 +95,57 @@ async fn serve(cfg: Arc<AgentConfig>, once: Option<ubackup_agent::cli::OnceArgs>
             exit::OK
         }
     }
+}
+
+/// `restore`: a runtime, SIGINT/SIGTERM stop it (what was pulled stays for the next run).
+fn restore(args: ubackup_agent::restore::command::RestoreArgs, verbose: u8) -> u8 {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ubackup-agent: cannot start the runtime: {e}");
+            return exit::SETUP;
+        }
+    };
+    runtime.block_on(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("ubackup-agent: {e}");
+                    return exit::SETUP;
+                }
+            };
+        tokio::select! {
+            r = ubackup_agent::restore::command::run(args) => match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("ubackup-agent restore: {e}");
+                    e.exit_code()
+                }
+            },
+            _ = term.recv() => {
+                eprintln!("ubackup-agent restore: stopped; run the same command again to resume");
+                130
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("ubackup-agent restore: stopped; run the same command again to resume");
+                130
+            }
+        }
+    })
 }
 
 fn check(path: &std::path::Path) -> u8 {

@@ -121,14 +121,31 @@ fn tail_text(tail: &VecDeque<u8>) -> String {
 
 /// Runs `spec` to completion or timeout.
 pub async fn run(spec: &ScriptSpec) -> ScriptOutcome {
+    run_with(spec, &[], false).await
+}
+
+/// Like [`run`], with `args` after the command (`sh -c 'COMMAND "$@"' sh ARGS...`), and with
+/// `echo` the command's stdout and stderr shown on ours (stderr's tail is still kept): the
+/// restore hook's way.
+pub async fn run_with(spec: &ScriptSpec, args: &[String], echo: bool) -> ScriptOutcome {
     let start = Instant::now();
     // An absolute path: a PATH search costs one failed execve per entry, per run.
     let mut cmd = tokio::process::Command::new(SHELL);
-    cmd.arg("-c")
-        .arg(&spec.command)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+    if args.is_empty() {
+        cmd.arg("-c").arg(&spec.command);
+    } else {
+        cmd.arg("-c")
+            .arg(format!("{} \"$@\"", spec.command))
+            .arg("sh")
+            .args(args);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(if echo {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
@@ -152,7 +169,13 @@ pub async fn run(spec: &ScriptSpec) -> ScriptOutcome {
                 }
             }, if stderr_open => match n {
                 Ok(0) | Err(_) => stderr_open = false,
-                Ok(n) => push_tail(&mut tail, &buf[..n]),
+                Ok(n) => {
+                    if echo {
+                        use std::io::Write as _;
+                        let _ = std::io::stderr().write_all(&buf[..n]);
+                    }
+                    push_tail(&mut tail, &buf[..n]);
+                }
             },
             _ = tokio::time::sleep_until(deadline) => break None,
         }

@@ -35,6 +35,10 @@ pub struct Step {
     pub checksum_algorithm: Option<String>,
     /// When the backup run started (ms).
     pub create_time: i64,
+    /// An incremental's full (absent for a full).
+    pub last_all_filename: Option<String>,
+    /// The incremental this one was taken against (v1 chain record), when not the full.
+    pub prev_filename: Option<String>,
 }
 
 /// A link the chain needs but cannot use.
@@ -81,6 +85,8 @@ fn step(b: &Backup) -> Step {
         checksum: b.record.checksum.clone(),
         checksum_algorithm: b.record.checksum_algorithm.clone(),
         create_time: b.record.create_time,
+        last_all_filename: b.record.last_all_filename.clone(),
+        prev_filename: b.record.prev_filename.clone(),
     }
 }
 

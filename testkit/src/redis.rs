@@ -38,6 +38,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Arguments after the testkit's own (the last of a repeated directive wins).
+    extra: Vec<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -48,6 +50,13 @@ fn free_port() -> anyhow::Result<u16> {
 impl RedisServer {
     /// Starts a server, or returns None when redis-server is missing and not required.
     pub fn start() -> Option<RedisServer> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with `extra` arguments after the testkit's own (e.g.
+    /// `["--appendonly", "no"]` for a server that loads `dump.rdb` at start); they apply to
+    /// every restart too.
+    pub fn start_with(extra: &[&str]) -> Option<RedisServer> {
         let binary = require_redis()?;
         let mut last = None;
         for _ in 0..5 {
@@ -65,6 +74,7 @@ impl RedisServer {
                     Err(e) => panic!("temp dir: {e}"),
                 },
                 child: None,
+                extra: extra.iter().map(|a| a.to_string()).collect(),
             };
             match s.spawn() {
                 Ok(()) => return Some(s),
@@ -93,6 +103,7 @@ impl RedisServer {
                 "--protected-mode",
                 "yes",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
