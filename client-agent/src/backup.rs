@@ -405,9 +405,17 @@ async fn after_script(
         }
     }
     r.size = file.size;
-    // 4. Self-check against the local daemon.
+    // 4. Self-check against this host's daemon, at the address the nodes pull from.
     if cfg.self_check != SelfCheck::Off {
-        match selfcheck::check(cfg.rsync_port, &inst.rsync_model, &file.name, file.size).await {
+        match selfcheck::check(
+            cfg.my_ip,
+            cfg.rsync_port,
+            &inst.rsync_model,
+            &file.name,
+            file.size,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(SelfCheckError::NoDaemon { .. }) if cfg.self_check == SelfCheck::Auto => {
                 tracing::debug!("no local rsyncd: self-check skipped");

@@ -19,8 +19,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 #[non_exhaustive]
 pub enum SelfCheckError {
     /// Nothing listens: with `self_check = auto` the check is skipped.
-    #[error("no rsync daemon answers on 127.0.0.1:{port}: {error}")]
+    #[error("no rsync daemon answers on {host}:{port}: {error}")]
     NoDaemon {
+        /// The address tried (the agent's `my_ip`, which the nodes pull from).
+        host: std::net::IpAddr,
         /// The port.
         port: u16,
         /// The error.
@@ -80,8 +82,10 @@ impl Sink for ListOnly {
     }
 }
 
-/// Asks the daemon on `127.0.0.1:port` for `rsync_model/filename` and compares the size.
+/// Asks the daemon on `host:port` — the address the nodes pull from — for
+/// `rsync_model/filename` and compares the size.
 pub async fn check(
+    host: std::net::IpAddr,
     port: u16,
     rsync_model: &str,
     filename: &str,
@@ -91,7 +95,7 @@ pub async fn check(
     let (module, sub) = path.split_once('/').unwrap_or((path.as_str(), ""));
     let source = Source {
         user: None,
-        host: "127.0.0.1".into(),
+        host: host.to_string(),
         port,
         module: module.to_string(),
         path: sub.to_string(),
@@ -109,10 +113,12 @@ pub async fn check(
     if let Err(e) = r {
         return Err(match e {
             client::Error::Connect { source, .. } => SelfCheckError::NoDaemon {
+                host,
                 port,
                 error: source.to_string(),
             },
             client::Error::ConnectTimeout { .. } => SelfCheckError::NoDaemon {
+                host,
                 port,
                 error: e.to_string(),
             },

@@ -203,9 +203,10 @@ impl Fleet {
         let redis = RedisServer::start().context("redis-server is not installed")?;
         let restore_password = format!("r{:x}", rand_u64());
 
-        let mut nodes = Vec::new();
+        let mut nodes: Vec<Node> = Vec::new();
         for i in 1..=2 {
-            nodes.push(start_node(&opts, &redis, i, &restore_password, None)?);
+            let port = nodes.first().map(|n| n.export.port());
+            nodes.push(start_node(&opts, &redis, i, &restore_password, None, port)?);
         }
         let (indexer, indexer_config, http, token) = start_indexer(&opts, &redis, &nodes)?;
         let mut hosts = Vec::new();
@@ -307,14 +308,19 @@ fn rand_u64() -> u64 {
 
 /// Starts backup node `node-<i>` on `redis`, exporting its root with `restore_password`.
 /// `rsync_port` is the daemon port for jobs that name none (UBackup-format jobs).
+///
+/// Node `i` reports address 127.0.0.`i+1` and its restore export listens there, on
+/// `export_port` when given (so that every node's export shares one port, as in a fleet).
 pub fn start_node(
     opts: &FleetOptions,
     redis: &RedisServer,
     i: u32,
     restore_password: &str,
     rsync_port: Option<u16>,
+    export_port: Option<u16>,
 ) -> anyhow::Result<Node> {
     let id = format!("node-{i}");
+    let ip = Ipv4Addr::new(127, 0, 0, u8::try_from(i + 1).context("node number")?);
     let base = opts.dir.join(&id);
     let root = base.join("root");
     std::fs::create_dir_all(&root)?;
@@ -325,7 +331,7 @@ pub fn start_node(
             r#"# {id}: written by ubackup-e2e
 [node]
 id = "{id}"
-ip = "127.0.0.1"
+ip = "{ip}"
 root = "{root}"
 workers = 2
 interval_secs = 0
@@ -359,7 +365,11 @@ level = "info"
             results_list = opts.results_list,
         ),
     )?;
-    let export = DaemonBuilder::new(RsyncVersion::V3_5_0)
+    let mut export = DaemonBuilder::new(RsyncVersion::V3_5_0).address(ip);
+    if let Some(p) = export_port {
+        export = export.port(p);
+    }
+    let export = export
         .module(
             Module::new(RESTORE_MODULE, &root)
                 .comment("ubackup node root, read-only, for restores")
@@ -422,7 +432,11 @@ fn start_host(opts: &FleetOptions, redis: &RedisServer, i: u32) -> anyhow::Resul
     )?;
     write_script(&scripts_dir.join("redis_full.sh"), &scripts::redis_full())?;
 
+    // Each host has an address of its own, as in a fleet: the node's destination layout
+    // (UBackup's `<type>/<a.b.c>/<d>`) is keyed by it.
+    let ip = Ipv4Addr::new(127, 0, 0, u8::try_from(10 + i).context("host number")?);
     let rsyncd = DaemonBuilder::new(RsyncVersion::V3_5_0)
+        .address(ip)
         .module(Module::new("backup", &exported).comment("database backups"))
         .start()
         .with_context(|| format!("host-{i}: rsync daemon"))?;
@@ -433,7 +447,7 @@ fn start_host(opts: &FleetOptions, redis: &RedisServer, i: u32) -> anyhow::Resul
 server_id = "{server_id}"
 game_id = {game_id}
 op_id = 1
-ip = "127.0.0.1"
+ip = "{ip}"
 interval_secs = {interval}
 jitter_secs = 0
 concurrency = 2

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::fleet::{run_checked, wait_for, Fleet, Instance, RESTORE_USER};
+use crate::fleet::{run_checked, wait_for, Fleet, Instance, RESTORE_MODULE, RESTORE_USER};
 
 /// What the walk saw, for the demo to print and the test to check further.
 #[derive(Debug, Default)]
@@ -245,46 +245,74 @@ pub fn restore(
 ) -> anyhow::Result<Vec<PathBuf>> {
     let agent = fleet.opts.bin_dir.join("ubackup-agent");
     let list = fleet.opts.dir.join("restored-files.txt");
-    let hook = format!(
-        "printf '%s\\n' \"$@\" > {}",
-        shell_quote(&list.display().to_string())
-    );
-    let password_file = fleet.opts.dir.join("restore.password");
-    std::fs::write(&password_file, &fleet.restore_password)?;
-    let instance = inst.instance.to_string();
-    let url = fleet.url();
-    let pw = password_file.display().to_string();
-    let to_s = to.display().to_string();
-    run_checked(
-        &agent,
-        &[
-            "restore",
-            "--server-id",
-            server_id,
-            "--type",
-            &inst.back_type,
-            "--instance",
-            &instance,
-            "--at",
-            "latest",
-            "--to",
-            &to_s,
-            "--indexer",
-            &url,
-            "--token",
-            &fleet.token,
-            "--user",
-            RESTORE_USER,
-            "--password-file",
-            &pw,
-            "--hook",
-            &hook,
-        ],
-        None,
+    // The hook gets the restored files, in chain order, as its arguments.
+    let hook_script = fleet.opts.dir.join("record-restored-files.sh");
+    std::fs::write(
+        &hook_script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\n",
+            shell_quote(&list.display().to_string())
+        ),
     )?;
+    let hook = format!("sh {}", shell_quote(&hook_script.display().to_string()));
+    let password_file = fleet.opts.dir.join("restore.password");
+    write_secret(&password_file, &fleet.restore_password)?;
+    let token_file = fleet.opts.dir.join("indexer.token");
+    write_secret(&token_file, &fleet.token)?;
+    let export_port = fleet
+        .nodes
+        .first()
+        .context("no nodes")?
+        .export
+        .port()
+        .to_string();
+    let mut args: Vec<String> = [
+        "restore",
+        "--server-id",
+        server_id,
+        "--type",
+        &inst.back_type,
+        "--instance",
+        &inst.instance.to_string(),
+        "--at",
+        "latest",
+        "--to",
+        &to.display().to_string(),
+        "--indexer",
+        fleet.url().trim_end_matches('/'),
+        "--token-file",
+        &token_file.display().to_string(),
+        "--node-port",
+        &export_port,
+        "--node-module",
+        RESTORE_MODULE,
+        "--node-user",
+        RESTORE_USER,
+        "--password-file",
+        &password_file.display().to_string(),
+        "--hook",
+        &hook,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for n in &fleet.nodes {
+        args.push("--node-root".into());
+        args.push(n.root.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_checked(&agent, &args, None)?;
     let text = std::fs::read_to_string(&list)
         .with_context(|| format!("the hook wrote no file list to {}", list.display()))?;
     Ok(text.lines().map(PathBuf::from).collect())
+}
+
+/// Writes a secret file only its owner may read (the restore refuses others).
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, format!("{secret}\n"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
 }
 
 fn shell_quote(s: &str) -> String {

@@ -60,7 +60,7 @@ fn old_client_messages_and_new_agents_legacy_messages_reach_the_new_catalog() {
         .expect("rsync daemon");
 
     // UBackup-format jobs name no port: the node's pull.rsync_port is the host's daemon.
-    let mut node = start_node(&opts, &redis, 1, "unused", Some(rsyncd.port())).expect("node");
+    let mut node = start_node(&opts, &redis, 1, "unused", Some(rsyncd.port()), None).expect("node");
     let (mut indexer, _cfg, http, token) = start_indexer(&opts, &redis, &[]).expect("indexer");
     let api = ubackup_testkit::http::Client::new(http).bearer(token);
 

@@ -108,6 +108,7 @@ pub struct DaemonBuilder {
     global_extra: Vec<String>,
     motd: Option<String>,
     port: Option<u16>,
+    address: Ipv4Addr,
 }
 
 impl DaemonBuilder {
@@ -119,6 +120,7 @@ impl DaemonBuilder {
             global_extra: Vec::new(),
             motd: None,
             port: None,
+            address: Ipv4Addr::LOCALHOST,
         }
     }
 
@@ -144,6 +146,13 @@ impl DaemonBuilder {
     /// where its clients expect it (see [`RsyncDaemon::kill_with_connections`]).
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// Listen on this loopback address instead of 127.0.0.1 (Linux routes all of 127.0.0.0/8
+    /// to `lo`), so that several "hosts" can use the same port.
+    pub fn address(mut self, ip: Ipv4Addr) -> Self {
+        self.address = ip;
         self
     }
 
@@ -185,7 +194,8 @@ impl DaemonBuilder {
                 None => free_port()?,
             };
             let mut child = Command::new(&binary)
-                .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+                .args(["--daemon", "--no-detach"])
+                .arg(format!("--address={}", self.address))
                 .arg(format!("--port={port}"))
                 .arg(&config_arg)
                 .stdin(Stdio::null())
@@ -193,13 +203,14 @@ impl DaemonBuilder {
                 .stderr(output.try_clone()?)
                 .spawn()
                 .with_context(|| format!("spawning {}", binary.display()))?;
-            let problem = match wait_ready(&mut child, port, READY_TIMEOUT) {
+            let problem = match wait_ready(&mut child, self.address, port, READY_TIMEOUT) {
                 Ok(()) => {
                     return Ok(RsyncDaemon {
                         version: v,
                         binary,
                         child,
                         port,
+                        ip: self.address,
                         dir,
                     })
                 }
@@ -299,6 +310,7 @@ pub struct RsyncDaemon {
     binary: PathBuf,
     child: Child,
     port: u16,
+    ip: Ipv4Addr,
     dir: tempfile::TempDir,
 }
 
@@ -324,16 +336,17 @@ impl RsyncDaemon {
         Ok(stream)
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `<address>:<port>` (127.0.0.1 unless [`DaemonBuilder::address`] chose another).
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::V4(SocketAddrV4::new(self.ip, self.port))
     }
 
-    /// `rsync://127.0.0.1:<port>/<module_path>`, e.g. `url("data/sub/")`; `url("")` lists
+    /// `rsync://<address>:<port>/<module_path>`, e.g. `url("data/sub/")`; `url("")` lists
     /// the modules.
     pub fn url(&self, module_path: &str) -> String {
         format!(
-            "rsync://127.0.0.1:{}/{}",
+            "rsync://{}:{}/{}",
+            self.ip,
             self.port,
             module_path.trim_start_matches('/')
         )
@@ -445,8 +458,13 @@ enum Unready {
 
 /// Poll-connect to `127.0.0.1:port` every [`PROBE_INTERVAL`] until the `@RSYNCD:` greeting
 /// arrives, the child exits, or `timeout` passes.
-fn wait_ready(child: &mut Child, port: u16, timeout: Duration) -> Result<(), Unready> {
-    let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+fn wait_ready(
+    child: &mut Child,
+    ip: Ipv4Addr,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), Unready> {
+    let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().map_err(Unready::Io)? {

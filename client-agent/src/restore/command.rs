@@ -77,9 +77,10 @@ pub struct RestoreArgs {
     /// The restore module's user.
     #[arg(long = "node-user")]
     pub node_user: Option<String>,
-    /// The nodes' root (`node.root`), for plans that carry only `file_path`.
+    /// The nodes' root (`node.root`), for plans that carry only `file_path`. Repeat it when
+    /// nodes differ: each file uses the longest root its directory is under.
     #[arg(long = "node-root")]
-    pub node_root: Option<PathBuf>,
+    pub node_root: Vec<PathBuf>,
     /// Give up on a node that sends nothing for this many seconds.
     #[arg(long = "timeout", default_value_t = 600)]
     pub timeout: u64,
@@ -185,7 +186,11 @@ fn node_access(args: &RestoreArgs, rc: &RestoreConfig) -> Result<NodeAccess, Res
     if let Some(p) = args.node_port.or(rc.node_port) {
         a.port = p;
     }
-    a.node_root = args.node_root.clone().or_else(|| rc.node_root.clone());
+    a.node_roots = if args.node_root.is_empty() {
+        rc.node_root.iter().cloned().collect()
+    } else {
+        args.node_root.clone()
+    };
     a.timeout = Duration::from_secs(args.timeout.max(1));
     a.password = match args.password_file.as_ref().or(rc.password_file.as_ref()) {
         Some(p) => Some(read_secret(p, "password file")?),

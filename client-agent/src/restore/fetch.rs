@@ -59,7 +59,7 @@ pub struct NodeAccess {
     pub port: u16,
     /// The nodes' root (`node.root`), stripped from `file_path` when the plan has no
     /// module path.
-    pub node_root: Option<PathBuf>,
+    pub node_roots: Vec<PathBuf>,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Stall timeout, also forwarded to the daemon.
@@ -76,7 +76,7 @@ impl std::fmt::Debug for NodeAccess {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("port", &self.port)
-            .field("node_root", &self.node_root)
+            .field("node_roots", &self.node_roots)
             .finish_non_exhaustive()
     }
 }
@@ -89,7 +89,7 @@ impl NodeAccess {
             user: "ubackup-restore".into(),
             password: None,
             port: client::DEFAULT_PORT,
-            node_root: None,
+            node_roots: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             timeout: Duration::from_secs(600),
             limiter: None,
@@ -104,16 +104,25 @@ impl NodeAccess {
 
     /// The file's source on its node.
     pub fn source(&self, file: &PlanFile) -> Result<Source, RestoreError> {
-        let path = match (&file.module_path, &file.file_path, &self.node_root) {
-            (Some(p), _, _) => p.clone(),
-            (None, Some(dir), Some(root)) => {
-                let rel = Path::new(dir).strip_prefix(root).map_err(|_| {
-                    RestoreError::BadPlan(format!(
-                        "{}: its directory {dir} is not under the node root {}",
-                        file.filename,
-                        root.display()
-                    ))
-                })?;
+        let path = match (&file.module_path, &file.file_path) {
+            (Some(p), _) => p.clone(),
+            (None, Some(dir)) if !self.node_roots.is_empty() => {
+                let rel = self
+                    .node_roots
+                    .iter()
+                    .filter_map(|root| Path::new(dir).strip_prefix(root).ok())
+                    .min_by_key(|rel| rel.as_os_str().len())
+                    .ok_or_else(|| {
+                        RestoreError::BadPlan(format!(
+                            "{}: its directory {dir} is not under a node root ({})",
+                            file.filename,
+                            self.node_roots
+                                .iter()
+                                .map(|r| r.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?;
                 let rel = rel.to_string_lossy();
                 if rel.is_empty() {
                     file.leaf().to_string()

@@ -215,7 +215,12 @@ fn rejects_config_injection() -> anyhow::Result<()> {
 fn readiness_probe_reports_early_exit() -> anyhow::Result<()> {
     let port = free_port()?;
     let mut child = Command::new("sh").args(["-c", "exit 3"]).spawn()?;
-    match wait_ready(&mut child, port, Duration::from_secs(5)) {
+    match wait_ready(
+        &mut child,
+        Ipv4Addr::LOCALHOST,
+        port,
+        Duration::from_secs(5),
+    ) {
         Err(Unready::Exited(status)) => assert_eq!(status.code(), Some(3)),
         other => panic!("expected Exited, got {other:?}"),
     }
@@ -231,7 +236,12 @@ fn readiness_probe_rejects_a_server_that_is_not_rsync() -> anyhow::Result<()> {
         s.write_all(b"SSH-2.0-OpenSSH\r\n")
     });
     let mut child = Command::new("sleep").arg("30").spawn()?;
-    let result = wait_ready(&mut child, port, Duration::from_secs(5));
+    let result = wait_ready(
+        &mut child,
+        Ipv4Addr::LOCALHOST,
+        port,
+        Duration::from_secs(5),
+    );
     child.kill()?;
     child.wait()?;
     assert!(matches!(result, Err(Unready::NotRsync(_))), "{result:?}");
@@ -246,7 +256,12 @@ fn readiness_probe_times_out_when_nothing_listens() -> anyhow::Result<()> {
     let port = free_port()?;
     let mut child = Command::new("sleep").arg("30").spawn()?;
     let started = Instant::now();
-    let result = wait_ready(&mut child, port, Duration::from_millis(300));
+    let result = wait_ready(
+        &mut child,
+        Ipv4Addr::LOCALHOST,
+        port,
+        Duration::from_millis(300),
+    );
     child.kill()?;
     child.wait()?;
     assert!(matches!(result, Err(Unready::TimedOut)), "{result:?}");
