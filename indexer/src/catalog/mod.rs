@@ -135,8 +135,14 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn ack_alert(&self, id: i64, user: &str, now_ms: i64) -> Result<bool, CatalogError>;
     /// Silences an alert until `until_ms`.
     async fn silence_alert(&self, id: i64, until_ms: i64) -> Result<bool, CatalogError>;
-    /// Alerts, filtered.
+    /// Alerts, filtered (`offset` and `limit` page them).
     async fn alerts(&self, f: &AlertFilter) -> Result<Vec<Alert>, CatalogError>;
+    /// How many alerts match the filter (ignoring `offset` and `limit`).
+    async fn count_alerts(&self, f: &AlertFilter) -> Result<i64, CatalogError>;
+    /// One alert by id.
+    async fn alert(&self, id: i64) -> Result<Option<Alert>, CatalogError>;
+    /// The rules of the open alerts (distinct).
+    async fn open_alert_rules(&self) -> Result<Vec<String>, CatalogError>;
 
     // --- users, tokens, audit ---
     /// Adds a user (or replaces its role and password).
