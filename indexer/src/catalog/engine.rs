@@ -814,6 +814,19 @@ impl Catalog for SqlCatalog {
         Ok(removed)
     }
 
+    async fn instances_per_business(&self) -> Result<Vec<(i64, i64)>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT business_id, COUNT(*) FROM instances WHERE business_id IS NOT NULL \
+             GROUP BY business_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
     async fn instances(&self) -> Result<Vec<Instance>, CatalogError> {
         let rows = sqlx::query(
             "SELECT server_id, type_key, instance, name, business_id, interval_secs, enabled, \

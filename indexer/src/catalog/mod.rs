@@ -85,6 +85,8 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     // --- registry ---
     /// Registered instances (all of them; the registry is tens of thousands of rows).
     async fn instances(&self) -> Result<Vec<Instance>, CatalogError>;
+    /// (business id, registered instances) for every business that has some.
+    async fn instances_per_business(&self) -> Result<Vec<(i64, i64)>, CatalogError>;
     /// Inserts or updates registry rows by (server_id, type, instance).
     async fn upsert_instances(&self, rows: &[Instance], now_ms: i64) -> Result<u64, CatalogError>;
     /// Removes a registry row.

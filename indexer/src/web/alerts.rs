@@ -22,6 +22,9 @@ use crate::http::AppState;
 /// for the count, whatever the number of open alerts).
 pub const PAGE_ROWS: i64 = 100;
 
+/// Alerts in the notification feed (newest open ones, focus businesses first).
+pub const FEED_ROWS: i64 = 500;
+
 /// Backups shown in the per-alert view (UBackup's 480).
 pub const HISTORY_ROWS: i64 = 480;
 
@@ -435,12 +438,21 @@ pub async fn feed(
 ) -> Result<Json<serde_json::Value>, PageError> {
     let now = s.clock.now_ms();
     let focus = focus_of(&me);
+    let mut first: Vec<i64> = focus.iter().copied().collect();
+    first.sort_unstable();
+    // Bounded: the newest open alerts, focus businesses first (the ones that notify).
+    let f = AlertFilter {
+        state: Some(AlertState::Open),
+        now_ms: now,
+        limit: Some(FEED_ROWS),
+        first_businesses: first,
+        ..AlertFilter::default()
+    };
     let v: Vec<serde_json::Value> = s
         .catalog
-        .open_alerts()
+        .alerts(&f)
         .await?
         .into_iter()
-        .filter(|a| state_of(a, now) == StateFilter::Open)
         .map(|a| {
             serde_json::json!({
                 "id": a.id, "rule": a.rule, "subject": a.subject, "message": a.message,
