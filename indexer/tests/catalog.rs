@@ -338,6 +338,97 @@ async fn registry_import_stats_users_and_alert_rows() {
     }
 }
 
+/// The dashboard's bounded alert queries (state judged in SQL, focus first, paging, count, one
+/// alert by id, distinct open rules) and the per-business instance count, on both engines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_pages_counts_and_single_lookups() {
+    let pg = Postgres::start();
+    for db in both(&pg, "alertpages").await {
+        let c = db.dyn_catalog();
+        let mut ids = Vec::new();
+        for i in 0..30i64 {
+            let a = NewAlert {
+                rule: if i < 20 { "overdue" } else { "script_error" }.into(),
+                subject: format!("S{i}:mysql:3306"),
+                game_id: Some(if i % 10 == 0 { 7 } else { 8 }),
+                message: "m".into(),
+                ..Default::default()
+            };
+            ids.push(c.open_alert(&a, T0 + i).await.unwrap().unwrap().id);
+        }
+        assert!(c.ack_alert(ids[1], "ann", T0 + 100).await.unwrap());
+        assert!(c.silence_alert(ids[2], T0 + 10_000).await.unwrap());
+        // A silence that has ended counts as open again.
+        assert!(c.silence_alert(ids[3], T0 + 50).await.unwrap());
+        c.resolve_alert("overdue", "S4:mysql:3306", T0 + 100)
+            .await
+            .unwrap()
+            .unwrap();
+        let f = |state, offset, limit| AlertFilter {
+            state,
+            now_ms: T0 + 1000,
+            offset,
+            limit: Some(limit),
+            first_businesses: vec![7],
+            ..AlertFilter::default()
+        };
+        let n = |state| {
+            let c = c.clone();
+            async move { c.count_alerts(&f(Some(state), 0, 1)).await.unwrap() }
+        };
+        assert_eq!(n(AlertState::Open).await, 27, "{}", db.name);
+        assert_eq!(n(AlertState::Acked).await, 1);
+        assert_eq!(n(AlertState::Silenced).await, 1);
+        assert_eq!(n(AlertState::Resolved).await, 1);
+        assert_eq!(c.count_alerts(&f(None, 0, 1)).await.unwrap(), 30);
+        // Focus business 7 first (S0, S10, S20, newest first), then the rest newest first.
+        let p1 = c.alerts(&f(Some(AlertState::Open), 0, 5)).await.unwrap();
+        let subj: Vec<&str> = p1.iter().map(|a| a.subject.as_str()).collect();
+        assert_eq!(
+            subj,
+            [
+                "S20:mysql:3306",
+                "S10:mysql:3306",
+                "S0:mysql:3306",
+                "S29:mysql:3306",
+                "S28:mysql:3306"
+            ],
+            "{}",
+            db.name
+        );
+        let last = c.alerts(&f(Some(AlertState::Open), 25, 5)).await.unwrap();
+        assert_eq!(last.len(), 2);
+        assert_eq!(last[0].subject, "S5:mysql:3306");
+        assert_eq!(last[1].subject, "S3:mysql:3306", "silence ended: open");
+        let rule_only = AlertFilter {
+            rule: Some("script_error".into()),
+            ..f(Some(AlertState::Open), 0, 100)
+        };
+        assert_eq!(c.count_alerts(&rule_only).await.unwrap(), 10);
+        // One alert by id, resolved or not.
+        let r = c.alert(ids[4]).await.unwrap().unwrap();
+        assert_eq!(r.subject, "S4:mysql:3306");
+        assert!(r.resolved_ms.is_some());
+        assert!(c.alert(-1).await.unwrap().is_none());
+        let mut rules = c.open_alert_rules().await.unwrap();
+        rules.sort();
+        assert_eq!(rules, ["overdue", "script_error"]);
+
+        let imp = ubackup_indexer::registry::parse_batch_lines(
+            "a S1 1 3306 7\nb S2 1 3306 7\nc S3 1 3306 9\n",
+        )
+        .unwrap();
+        let mut all = ubackup_indexer::registry::parse_csv("id,name\n1,MySQL\n").unwrap();
+        all.extend(imp);
+        ubackup_indexer::registry::apply(&*c, all, T0)
+            .await
+            .unwrap();
+        let mut per = c.instances_per_business().await.unwrap();
+        per.sort();
+        assert_eq!(per, [(7, 2), (9, 1)], "{}", db.name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_indexers_on_one_postgres_write_each_result_once() {
     let Some(pg) = Postgres::start() else { return };

@@ -42,6 +42,15 @@ fn free_port() -> u16 {
 
 impl Site {
     fn start() -> Option<Site> {
+        Site::start_with(1, |_, _| {})
+    }
+
+    /// A site whose alert engine evaluates every `evaluate_secs`, with `seed` run on the
+    /// catalog before the indexer starts.
+    fn start_with(
+        evaluate_secs: u64,
+        seed: impl FnOnce(&tokio::runtime::Runtime, &SqlCatalog),
+    ) -> Option<Site> {
         ubackup_testkit::require_chromium()?;
         let redis = RedisServer::start()?;
         let dir = tempfile::tempdir().unwrap();
@@ -63,7 +72,7 @@ redis = "{redis}"
 key_prefix = "ubackup"
 lists = ["level1", "uuzuback_f"]
 [alerts]
-evaluate_secs = 1
+evaluate_secs = {evaluate_secs}
 [http]
 listen = "127.0.0.1:{port}"
 secure_cookies = false
@@ -91,6 +100,7 @@ secure_cookies = false
             }
             c
         });
+        seed(&rt, &catalog);
         let task = rt.spawn(ubackup_indexer::app::run(cfg, rx));
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + WAIT;
@@ -627,6 +637,122 @@ fn a_viewer_cannot_change_anything_and_csrf_is_enforced() {
         b.click(&b.find("button[name=ack]")?)?;
         b.wait_for(".notice", WAIT)?;
         anyhow::ensure!(b.body_text()?.contains("acknowledged"));
+        Ok(())
+    });
+}
+
+/// Regression for the alert page that did not load with 1,000 open alerts: the list is paged
+/// by the catalog, so the page holds `PAGE_ROWS` rows and a bounded amount of HTML whatever the
+/// number of open alerts; focus businesses come first across pages; the state filter and the
+/// per-alert view are single catalog queries (a resolved alert is still found by id).
+#[test]
+fn a_thousand_open_alerts_are_paged_with_bounded_html() {
+    use ubackup_indexer::catalog::{AlertFilter, InstanceKey, NewAlert};
+    use ubackup_indexer::web::alerts::PAGE_ROWS;
+    // The rule engine resolves the alerts it does not want when it evaluates (at start, then
+    // every hour here): seed after start and again until the 1,000 stay open.
+    let Some(site) = Site::start_with(3600, |_, _| {}) else {
+        return;
+    };
+    let f = AlertFilter {
+        open: true,
+        rule: Some("paging_test".into()),
+        limit: Some(5000),
+        ..AlertFilter::default()
+    };
+    let ids: Vec<i64> = site.rt.block_on(async {
+        for _ in 0..20 {
+            for i in 0..1000i64 {
+                let key = InstanceKey::new(&format!("P{i:05}"), "mysql", 3306);
+                site.catalog
+                    .open_alert(
+                        &NewAlert {
+                            rule: "paging_test".into(),
+                            subject: key.subject(),
+                            key: Some(key),
+                            // Business 7 is the users' focus: every 10th alert.
+                            game_id: Some(if i % 10 == 0 { 7 } else { 8 }),
+                            game_server_ip: Some("10.0.0.1".into()),
+                            message: format!("test alert {i}"),
+                        },
+                        1_000_000 + i * 1000,
+                    )
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if site.catalog.count_alerts(&f).await.unwrap() == 1000 {
+                break;
+            }
+        }
+        let mut v = site.catalog.alerts(&f).await.unwrap();
+        assert_eq!(v.len(), 1000);
+        v.sort_by(|a, b| a.subject.cmp(&b.subject));
+        v.iter().map(|a| a.id).collect()
+    });
+    let Some(b) = Browser::start("web-alert-pages", 1280, 900) else {
+        return;
+    };
+    site.login(&b, "op", PASSWORD);
+    let rows = |b: &Browser| -> anyhow::Result<(i64, usize, i64, String)> {
+        let v = b.script(
+            "var r = document.querySelectorAll('#alerts tbody tr[data-alert]'); \
+             var f = r.length ? r[0].cells[0].textContent : ''; \
+             return [r.length, document.documentElement.outerHTML.length, \
+                     Number(document.getElementById('alert-count').textContent), f];",
+            vec![],
+        )?;
+        Ok((
+            v[0].as_i64().unwrap_or(-1),
+            v[1].as_u64().unwrap_or(0) as usize,
+            v[2].as_i64().unwrap_or(-1),
+            v[3].as_str().unwrap_or("").to_string(),
+        ))
+    };
+    b.check("first page", |b| {
+        b.goto(&site.url("/alerts?rule=paging_test"))?;
+        let (n, html, total, first) = rows(b)?;
+        anyhow::ensure!(n == PAGE_ROWS, "{n} rows on a page");
+        anyhow::ensure!(total == 1000, "count {total}");
+        // 100 rows with their ack/silence forms: ~1.3 KB each. The unpaged page was ~1.3 MB.
+        anyhow::ensure!(html < 250_000, "{html} bytes of HTML");
+        anyhow::ensure!(first.contains('★'), "focus business first");
+        anyhow::ensure!(b.source()?.contains("Page 1 of 10"));
+        Ok(())
+    });
+    b.check("last page", |b| {
+        // Out-of-range pages clamp to the last one.
+        b.goto(&site.url("/alerts?rule=paging_test&page=99"))?;
+        let (n, _, _, first) = rows(b)?;
+        anyhow::ensure!(n == PAGE_ROWS, "{n} rows on the last page");
+        anyhow::ensure!(!first.contains('★'), "no focus alert left on the last page");
+        anyhow::ensure!(b.source()?.contains("Page 10 of 10"));
+        Ok(())
+    });
+    site.rt.block_on(async {
+        site.catalog
+            .ack_alert(ids[5], "op", 2_000_000)
+            .await
+            .unwrap();
+        site.catalog
+            .resolve_alert(
+                "paging_test",
+                &InstanceKey::new("P00006", "mysql", 3306).subject(),
+                2_000_000,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    b.check("state filter and detail", |b| {
+        b.goto(&site.url("/alerts?rule=paging_test&state=acked"))?;
+        let (n, _, total, _) = rows(b)?;
+        anyhow::ensure!(n == 1 && total == 1, "one acked: {n} rows, count {total}");
+        b.goto(&site.url("/alerts?rule=paging_test"))?;
+        anyhow::ensure!(rows(b)?.2 == 998, "998 still open");
+        b.goto(&site.url(&format!("/alerts/{}", ids[6])))?;
+        let t = b.body_text()?;
+        anyhow::ensure!(t.contains("resolved") && t.contains("P00006"), "{t}");
         Ok(())
     });
 }

@@ -112,6 +112,48 @@ fn migrator(engine: Engine) -> sqlx::migrate::Migrator {
     m
 }
 
+/// The WHERE clause of an [`AlertFilter`] ($1..$7, bound by [`bind_alert_filter`]).
+const ALERT_WHERE: &str = "($1 = 0 OR resolved_ms IS NULL) AND ($2 = '' OR rule = $2) \
+     AND ($3 = 0 OR game_id = $4) AND ($5 = 0 \
+     OR ($5 = 1 AND resolved_ms IS NULL AND acked_ms IS NULL \
+         AND (silenced_until_ms IS NULL OR silenced_until_ms <= $6)) \
+     OR ($5 = 2 AND resolved_ms IS NULL AND acked_ms IS NOT NULL \
+         AND (silenced_until_ms IS NULL OR silenced_until_ms <= $7)) \
+     OR ($5 = 3 AND resolved_ms IS NULL AND silenced_until_ms > $6) \
+     OR ($5 = 4 AND resolved_ms IS NOT NULL))";
+
+fn bind_alert_filter<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    f: &AlertFilter,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let state = match f.state {
+        None => 0i64,
+        Some(AlertState::Open) => 1,
+        Some(AlertState::Acked) => 2,
+        Some(AlertState::Silenced) => 3,
+        Some(AlertState::Resolved) => 4,
+    };
+    q.bind(b(f.open))
+        .bind(f.rule.clone().unwrap_or_default())
+        .bind(b(f.business.is_some()))
+        .bind(f.business.unwrap_or(0))
+        .bind(state)
+        .bind(f.now_ms)
+        .bind(f.now_ms)
+}
+
+/// `CASE … END,` putting the given businesses first (integers only, so no injection).
+fn first_order(businesses: &[i64]) -> String {
+    if businesses.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = businesses.iter().take(1000).map(i64::to_string).collect();
+    format!(
+        "CASE WHEN game_id IN ({}) THEN 0 ELSE 1 END,",
+        list.join(",")
+    )
+}
+
 fn b(v: bool) -> i64 {
     i64::from(v)
 }
@@ -772,6 +814,19 @@ impl Catalog for SqlCatalog {
         Ok(removed)
     }
 
+    async fn instances_per_business(&self) -> Result<Vec<(i64, i64)>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT business_id, COUNT(*) FROM instances WHERE business_id IS NOT NULL \
+             GROUP BY business_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
     async fn instances(&self) -> Result<Vec<Instance>, CatalogError> {
         let rows = sqlx::query(
             "SELECT server_id, type_key, instance, name, business_id, interval_secs, enabled, \
@@ -1110,19 +1165,43 @@ impl Catalog for SqlCatalog {
     }
 
     async fn alerts(&self, f: &AlertFilter) -> Result<Vec<Alert>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ALERT_COLS} FROM alerts WHERE ($1 = 0 OR resolved_ms IS NULL) \
-             AND ($2 = '' OR rule = $2) AND ($3 = 0 OR game_id = $4) \
-             ORDER BY opened_ms DESC, id DESC LIMIT $5"
-        ))
-        .bind(b(f.open))
-        .bind(f.rule.clone().unwrap_or_default())
-        .bind(b(f.business.is_some()))
-        .bind(f.business.unwrap_or(0))
-        .bind(f.limit.unwrap_or(1000).clamp(1, 100_000))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE {ALERT_WHERE} ORDER BY {} opened_ms DESC, \
+             id DESC LIMIT $8 OFFSET $9",
+            first_order(&f.first_businesses)
+        );
+        let rows = bind_alert_filter(sqlx::query(&sql), f)
+            .bind(f.limit.unwrap_or(1000).clamp(1, 100_000))
+            .bind(f.offset.max(0))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(row_alert).collect::<Result<_, _>>()?)
+    }
+
+    async fn count_alerts(&self, f: &AlertFilter) -> Result<i64, CatalogError> {
+        let sql = format!("SELECT COUNT(*) FROM alerts WHERE {ALERT_WHERE}");
+        let row = bind_alert_filter(sqlx::query(&sql), f)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn alert(&self, id: i64) -> Result<Option<Alert>, CatalogError> {
+        let row = sqlx::query(&format!("SELECT {ALERT_COLS} FROM alerts WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(row_alert).transpose()?)
+    }
+
+    async fn open_alert_rules(&self) -> Result<Vec<String>, CatalogError> {
+        let rows = sqlx::query("SELECT DISTINCT rule FROM alerts WHERE resolved_ms IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn put_user(

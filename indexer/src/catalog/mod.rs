@@ -85,6 +85,8 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     // --- registry ---
     /// Registered instances (all of them; the registry is tens of thousands of rows).
     async fn instances(&self) -> Result<Vec<Instance>, CatalogError>;
+    /// (business id, registered instances) for every business that has some.
+    async fn instances_per_business(&self) -> Result<Vec<(i64, i64)>, CatalogError>;
     /// Inserts or updates registry rows by (server_id, type, instance).
     async fn upsert_instances(&self, rows: &[Instance], now_ms: i64) -> Result<u64, CatalogError>;
     /// Removes a registry row.
@@ -135,8 +137,14 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn ack_alert(&self, id: i64, user: &str, now_ms: i64) -> Result<bool, CatalogError>;
     /// Silences an alert until `until_ms`.
     async fn silence_alert(&self, id: i64, until_ms: i64) -> Result<bool, CatalogError>;
-    /// Alerts, filtered.
+    /// Alerts, filtered (`offset` and `limit` page them).
     async fn alerts(&self, f: &AlertFilter) -> Result<Vec<Alert>, CatalogError>;
+    /// How many alerts match the filter (ignoring `offset` and `limit`).
+    async fn count_alerts(&self, f: &AlertFilter) -> Result<i64, CatalogError>;
+    /// One alert by id.
+    async fn alert(&self, id: i64) -> Result<Option<Alert>, CatalogError>;
+    /// The rules of the open alerts (distinct).
+    async fn open_alert_rules(&self) -> Result<Vec<String>, CatalogError>;
 
     // --- users, tokens, audit ---
     /// Adds a user (or replaces its role and password).

@@ -355,6 +355,32 @@ pub struct AlertFilter {
     pub business: Option<i64>,
     /// At most this many (newest first; default 1000).
     pub limit: Option<i64>,
+    /// Skip this many first (paging).
+    #[serde(default)]
+    pub offset: i64,
+    /// Only alerts in this state at `now_ms`.
+    #[serde(default)]
+    pub state: Option<AlertState>,
+    /// The moment `state` is judged at (ms; silences end).
+    #[serde(default)]
+    pub now_ms: i64,
+    /// Alerts of these businesses come first (a user's focus businesses).
+    #[serde(default)]
+    pub first_businesses: Vec<i64>,
+}
+
+/// The state of an alert at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Not resolved, not acknowledged, not silenced.
+    Open,
+    /// Not resolved, acknowledged, not silenced.
+    Acked,
+    /// Not resolved, silenced.
+    Silenced,
+    /// Resolved.
+    Resolved,
 }
 
 /// One audit-log entry.

@@ -15,11 +15,15 @@ use super::errors::PageError;
 use super::html::{csrf_field, esc, layout, thead, time, url};
 use super::instances::backups_table;
 use super::session::{PageOperator, PageViewer, Session};
-use crate::catalog::{Alert, AlertFilter, InstanceKey, Page, Role};
+use crate::catalog::{Alert, AlertFilter, AlertState, InstanceKey, Page, Role};
 use crate::http::AppState;
 
-/// Newest alerts read for a list.
-const LIST_LIMIT: i64 = 5000;
+/// Alerts shown per page of the list (the catalog pages them: one query for the rows and one
+/// for the count, whatever the number of open alerts).
+pub const PAGE_ROWS: i64 = 100;
+
+/// Alerts in the notification feed (newest open ones, focus businesses first).
+pub const FEED_ROWS: i64 = 500;
 
 /// Backups shown in the per-alert view (UBackup's 480).
 pub const HISTORY_ROWS: i64 = 480;
@@ -42,6 +46,16 @@ pub enum StateFilter {
 }
 
 impl StateFilter {
+    fn catalog(self) -> Option<AlertState> {
+        match self {
+            StateFilter::Open => Some(AlertState::Open),
+            StateFilter::Acked => Some(AlertState::Acked),
+            StateFilter::Silenced => Some(AlertState::Silenced),
+            StateFilter::Resolved => Some(AlertState::Resolved),
+            StateFilter::All => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             StateFilter::Open => "open",
@@ -86,26 +100,9 @@ pub struct ListQuery {
     business: String,
     #[serde(default)]
     done: String,
-}
-
-async fn select(
-    s: &AppState,
-    state: StateFilter,
-    rule: &str,
-    business: Option<i64>,
-) -> Result<Vec<Alert>, PageError> {
-    let f = AlertFilter {
-        open: !matches!(state, StateFilter::Resolved | StateFilter::All),
-        rule: (!rule.is_empty()).then(|| rule.to_string()),
-        business,
-        limit: Some(LIST_LIMIT),
-    };
-    let now = s.clock.now_ms();
-    let mut v = s.catalog.alerts(&f).await?;
-    if state != StateFilter::All {
-        v.retain(|a| state_of(a, now) == state);
-    }
-    Ok(v)
+    /// 1-based page of the list.
+    #[serde(default)]
+    page: Option<i64>,
 }
 
 /// `GET /alerts`.
@@ -121,25 +118,35 @@ pub async fn list(
                 .map_err(|_| PageError::BadRequest(format!("business {b:?} is not a number")))?,
         ),
     };
-    let mut alerts = select(&s, q.state, q.rule.trim(), business).await?;
     let focus = focus_of(&me);
-    // Focus businesses first, then newest first.
-    alerts.sort_by_key(|a| {
-        (
-            !a.game_id.is_some_and(|g| focus.contains(&g)),
-            std::cmp::Reverse(a.opened_ms),
-        )
-    });
+    let mut first: Vec<i64> = focus.iter().copied().collect();
+    first.sort_unstable();
+    let now = s.clock.now_ms();
+    let rule = q.rule.trim();
+    let mut f = AlertFilter {
+        open: false,
+        rule: (!rule.is_empty()).then(|| rule.to_string()),
+        business,
+        limit: Some(PAGE_ROWS),
+        offset: 0,
+        state: q.state.catalog(),
+        now_ms: now,
+        first_businesses: first,
+    };
+    let total = s.catalog.count_alerts(&f).await?;
+    let pages = ((total + PAGE_ROWS - 1) / PAGE_ROWS).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, pages);
+    f.offset = (page - 1) * PAGE_ROWS;
+    // Focus businesses first, then newest first (ordered by the catalog).
+    let alerts = s.catalog.alerts(&f).await?;
     let rules: BTreeSet<String> = s
         .catalog
-        .open_alerts()
+        .open_alert_rules()
         .await?
         .into_iter()
-        .map(|a| a.rule)
         .chain(crate::alerts::RULES.iter().map(|r| r.to_string()))
         .collect();
     let businesses = s.catalog.businesses().await?;
-    let now = s.clock.now_ms();
     let can_write = me.user.role >= Role::Operator;
 
     let mut o = String::with_capacity(256 * alerts.len() + 4096);
@@ -193,10 +200,11 @@ pub async fn list(
     o.push_str("<p id=\"notify\" class=\"muted\"><span></span> <button type=\"button\" class=\"secondary\" id=\"notify-enable\">Enable notifications</button></p></form>");
     let _ = write!(
         o,
-        "<p class=\"muted\"><b id=\"alert-count\">{}</b> {} alert(s); ★ = one of your focus businesses. Times in <span id=\"tz\">your zone</span>.</p>",
-        alerts.len(),
+        "<p class=\"muted\"><b id=\"alert-count\">{total}</b> {} alert(s); ★ = one of your focus businesses. Times in <span id=\"tz\">your zone</span>.</p>",
         q.state.name()
     );
+    let pager = pager(&q, page, pages);
+    o.push_str(&pager);
     o.push_str("<div class=\"scroll\"><table id=\"alerts\">");
     o.push_str(&thead(&[
         "", "Rule", "Subject", "Business", "Host", "Message", "Opened", "Updated", "State",
@@ -231,7 +239,37 @@ pub async fn list(
         o.push_str("</td></tr>");
     }
     o.push_str("</tbody></table></div>");
+    o.push_str(&pager);
     Ok(Html(layout("Alerts", "/alerts", Some(&me), &o)))
+}
+
+/// Previous / next links keeping the filters.
+fn pager(q: &ListQuery, page: i64, pages: i64) -> String {
+    if pages <= 1 {
+        return String::new();
+    }
+    let link = |p: i64| {
+        format!(
+            "/alerts?state={}&amp;rule={}&amp;business={}&amp;page={p}",
+            q.state.name(),
+            url(q.rule.trim()),
+            url(q.business.trim())
+        )
+    };
+    let mut o = String::from("<nav class=\"pager\" aria-label=\"Alert pages\">");
+    if page > 1 {
+        let _ = write!(
+            o,
+            "<a href=\"{}\" rel=\"prev\">← Previous</a> ",
+            link(page - 1)
+        );
+    }
+    let _ = write!(o, "<span>Page {page} of {pages}</span>");
+    if page < pages {
+        let _ = write!(o, " <a href=\"{}\" rel=\"next\">Next →</a>", link(page + 1));
+    }
+    o.push_str("</nav>");
+    o
 }
 
 fn action_forms(me: &Session, id: i64, st: StateFilter) -> String {
@@ -260,25 +298,7 @@ fn action_forms(me: &Session, id: i64, st: StateFilter) -> String {
 }
 
 async fn find(s: &AppState, id: i64) -> Result<Alert, PageError> {
-    if let Some(a) = s
-        .catalog
-        .open_alerts()
-        .await?
-        .into_iter()
-        .find(|a| a.id == id)
-    {
-        return Ok(a);
-    }
-    let all = s
-        .catalog
-        .alerts(&AlertFilter {
-            limit: Some(100_000),
-            ..AlertFilter::default()
-        })
-        .await?;
-    all.into_iter()
-        .find(|a| a.id == id)
-        .ok_or(PageError::NotFound)
+    s.catalog.alert(id).await?.ok_or(PageError::NotFound)
 }
 
 /// `GET /alerts/{id}`: the alert and its instance's latest 480 backups.
@@ -418,12 +438,21 @@ pub async fn feed(
 ) -> Result<Json<serde_json::Value>, PageError> {
     let now = s.clock.now_ms();
     let focus = focus_of(&me);
+    let mut first: Vec<i64> = focus.iter().copied().collect();
+    first.sort_unstable();
+    // Bounded: the newest open alerts, focus businesses first (the ones that notify).
+    let f = AlertFilter {
+        state: Some(AlertState::Open),
+        now_ms: now,
+        limit: Some(FEED_ROWS),
+        first_businesses: first,
+        ..AlertFilter::default()
+    };
     let v: Vec<serde_json::Value> = s
         .catalog
-        .open_alerts()
+        .alerts(&f)
         .await?
         .into_iter()
-        .filter(|a| state_of(a, now) == StateFilter::Open)
         .map(|a| {
             serde_json::json!({
                 "id": a.id, "rule": a.rule, "subject": a.subject, "message": a.message,

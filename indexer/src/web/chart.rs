@@ -31,7 +31,7 @@ pub fn bars(points: &[Point], caption: &str, label_every: usize) -> String {
     let mut o = String::with_capacity(points.len() * 200 + 1024);
     let _ = write!(
         o,
-        "<figure><svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>",
+        "<figure class=\"chart\"><div class=\"scroll\"><svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>",
         esc(caption),
         esc(caption)
     );
@@ -92,7 +92,7 @@ pub fn bars(points: &[Point], caption: &str, label_every: usize) -> String {
     }
     let _ = write!(
         o,
-        "<polyline points=\"{line}\" fill=\"none\" stroke=\"#1d4ed8\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#1d4ed8\">max {}</text></svg>",
+        "<polyline points=\"{line}\" fill=\"none\" stroke=\"#1d4ed8\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#1d4ed8\">max {}</text></svg></div>",
         w - 10.0,
         pad_t + 10.0,
         bytes(max_b as i64)

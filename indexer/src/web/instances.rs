@@ -600,12 +600,13 @@ pub async fn businesses(
     Query(q): Query<ListQuery>,
 ) -> Result<Html<String>, PageError> {
     let rows = s.catalog.businesses().await?;
-    let mut count: HashMap<i64, usize> = HashMap::new();
-    for i in s.catalog.instances().await? {
-        if let Some(b) = i.business_id {
-            *count.entry(b).or_default() += 1;
-        }
-    }
+    // Counted by the catalog (one GROUP BY), not by reading the whole registry.
+    let count: HashMap<i64, i64> = s
+        .catalog
+        .instances_per_business()
+        .await?
+        .into_iter()
+        .collect();
     let mut o = String::new();
     if !q.done.is_empty() {
         let _ = write!(

@@ -10,7 +10,7 @@ use super::chart::{bars, Point};
 use super::errors::PageError;
 use super::html::{bytes, duration, esc, layout, thead, url};
 use super::session::PageViewer;
-use crate::catalog::InstanceTotals;
+use crate::catalog::{AlertFilter, AlertState, InstanceTotals};
 use crate::http::AppState;
 
 const HOUR: i64 = 3_600_000;
@@ -55,24 +55,26 @@ pub async fn page(
     let now = s.clock.now_ms();
     let end = (now / HOUR + 1) * HOUR;
     let start = end - 48 * HOUR;
-    let hours = s.catalog.hourly(start, end).await?;
     let day_from = now - 24 * HOUR;
+    // Open alerts are counted by the catalog (there can be tens of thousands), and the four
+    // independent queries run at once on the pool.
+    let open_filter = AlertFilter {
+        state: Some(AlertState::Open),
+        now_ms: now,
+        ..AlertFilter::default()
+    };
+    let (hours, open_n, failing, slowest) = tokio::try_join!(
+        s.catalog.hourly(start, end),
+        s.catalog.count_alerts(&open_filter),
+        s.catalog.top_instances(day_from, now + 1, true, 10),
+        s.catalog.top_instances(day_from, now + 1, false, 10),
+    )?;
     let (mut count, mut bytes_sum, mut failed) = (0i64, 0i64, 0i64);
     for h in hours.iter().filter(|h| h.hour_ms + HOUR > day_from) {
         count += h.count;
         bytes_sum += h.bytes;
         failed += h.failures;
     }
-    let open = s.catalog.open_alerts().await?;
-    let open_n = open
-        .iter()
-        .filter(|a| super::alerts::state_of(a, now) == super::alerts::StateFilter::Open)
-        .count();
-    let failing = s.catalog.top_instances(day_from, now + 1, true, 10).await?;
-    let slowest = s
-        .catalog
-        .top_instances(day_from, now + 1, false, 10)
-        .await?;
     let mut pts = Vec::with_capacity(48);
     let mut it = hours.iter().peekable();
     for i in 0..48 {
