@@ -85,7 +85,7 @@ pub fn job_legacy(data: &[u8]) {
 
 /// A job message in either form, mostly the versioned schema: [`Job::parse`].
 ///
-/// May not: panic; accept a job that [`check_job`] refuses (a name that leaves its directory,
+/// May not: panic; accept a job that `check_job` refuses (a name that leaves its directory,
 /// a port 0, a success without a file); produce a v1 job whose own encoding
 /// ([`Job::to_v1_json`]) parses to anything else.
 pub fn job_v1(data: &[u8]) {

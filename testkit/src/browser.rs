@@ -11,9 +11,9 @@
 //! a full client crate (fantoccini, thirtyfour) would add hyper/reqwest and a TLS stack to the
 //! build for no gain here.
 //!
-//! A test that fails calls [`Browser::screenshot_on_panic`] (or keeps a [`Browser`] alive until
-//! its `Drop`, which saves one when the thread is panicking) so the page as the browser saw it
-//! is kept under `target/browser-failures/`.
+//! A test step run through [`Browser::check`] or [`Browser::ensure`] saves a screenshot when it
+//! fails, and so does a [`Browser`]'s `Drop` when the thread is panicking, so the page as the
+//! browser saw it is kept under `target/browser-failures/`.
 //!
 //! With `UBACKUP_INTEROP=required` a missing chromium or chromedriver is a failure.
 
