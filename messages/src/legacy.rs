@@ -52,7 +52,10 @@ impl LegacyJob {
             problems: Vec::new(),
         };
         let success = f.boolean("success");
-        let filename = f.string("filename", false);
+        // A failed run may name no file as null or as "" (both mean none); a success needs one.
+        let filename = f
+            .string("filename", false)
+            .filter(|n| !n.is_empty() || success == Some(true));
         let last_all_filename = f.string("last_all_filename", false);
         let last_all_time = f.int("last_all_time", false).unwrap_or(0);
         let size = f.int("size", false);
@@ -194,6 +197,23 @@ mod tests {
         ] {
             assert!(fields.contains(&want), "{want} not in {fields:?}");
         }
+    }
+
+    #[test]
+    fn a_failed_run_with_an_empty_filename_names_no_file() {
+        let text = CLIENT_OK
+            .replace(
+                "\"filename\": \"20161001/redis_6379.rdb\"",
+                "\"filename\": \"\"",
+            )
+            .replace("\"success\": true", "\"success\": false");
+        let j = LegacyJob::parse(text.as_bytes()).unwrap();
+        assert_eq!(j.filename, None);
+        let ok_but_empty = CLIENT_OK.replace(
+            "\"filename\": \"20161001/redis_6379.rdb\"",
+            "\"filename\": \"\"",
+        );
+        assert!(LegacyJob::parse(ok_but_empty.as_bytes()).is_err());
     }
 
     #[test]
