@@ -15,7 +15,7 @@
 //! let relay = Relay::start(daemon, RelayConfig::wan(Duration::from_millis(25)))?;
 //! // connect to relay.addr() instead of the daemon ...
 //! let stats = relay.stats();
-//! println!("{} client turns", stats.client_turns);
+//! println!("{} client turns", stats.total.client_turns);
 //! # Ok(()) }
 //! ```
 //!
