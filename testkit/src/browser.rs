@@ -231,7 +231,7 @@ impl Browser {
             None => {
                 (&mut s).take(256 << 20).read_to_end(&mut payload)?;
                 if lower.contains("transfer-encoding: chunked") {
-                    payload = dechunk(&payload)?;
+                    payload = crate::http::dechunk(&payload)?;
                 }
             }
         }
@@ -455,25 +455,6 @@ fn element(v: &Value) -> anyhow::Result<Element> {
         .ok_or_else(|| anyhow!("not an element: {v}"))
 }
 
-fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("bad chunk"))?;
-        let size_str = std::str::from_utf8(&b[..eol])?;
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = b.get(..size).ok_or_else(|| anyhow!("short chunk"))?;
-        out.extend_from_slice(chunk);
-        b = b.get(size + 2..).unwrap_or(&[]);
-    }
-}
-
 impl Drop for Browser {
     fn drop(&mut self) {
         if std::thread::panicking() && !self.session.is_empty() {
@@ -550,9 +531,9 @@ mod tests {
     #[test]
     fn dechunks() {
         assert_eq!(
-            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").expect("ok"),
+            crate::http::dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").expect("ok"),
             b"abc".iter().chain(b"de").copied().collect::<Vec<u8>>()
         );
-        assert!(dechunk(b"zz\r\n").is_err());
+        assert!(crate::http::dechunk(b"zz\r\n").is_err());
     }
 }

@@ -213,7 +213,9 @@ impl Engine {
             let deadline = since.saturating_add((interval + c.grace_secs).saturating_mul(1000));
             if now > deadline {
                 let last = match s {
-                    Some(s) if s.last_ok_ms > 0 => format!("last success at {} ms", s.last_ok_ms),
+                    Some(s) if s.last_ok_ms > 0 => {
+                        format!("last success {}", crate::clock::rfc3339(s.last_ok_ms))
+                    }
                     _ => "never succeeded".into(),
                 };
                 let mut a = instance_alert(

@@ -396,29 +396,6 @@ pub struct HistoryQuery {
 /// Rows per history page.
 pub const HISTORY_PAGE: i64 = 100;
 
-/// RFC 3339 UTC seconds of epoch ms (for the restore command).
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
 /// The agent command that restores `key` as of `at_ms` into a directory.
 pub fn restore_command(key: &InstanceKey, at_ms: i64) -> String {
     let q = |s: &str| {
@@ -435,7 +412,7 @@ pub fn restore_command(key: &InstanceKey, at_ms: i64) -> String {
         q(&key.server_id),
         q(&key.type_key),
         key.instance,
-        rfc3339(at_ms),
+        crate::clock::rfc3339(at_ms),
         q(&key.server_id),
         key.instance
     )
@@ -754,8 +731,11 @@ mod tests {
 
     #[test]
     fn formats_utc_and_quotes_the_restore_command() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_764_489_600_000), "2025-11-30T08:00:00Z");
+        assert_eq!(crate::clock::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            crate::clock::rfc3339(1_764_489_600_000),
+            "2025-11-30T08:00:00Z"
+        );
         let k = InstanceKey::new("S1 x", "MySQL", 3306);
         assert_eq!(
             restore_command(&k, 0),

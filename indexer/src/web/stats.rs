@@ -57,7 +57,7 @@ pub fn parse_day(s: &str) -> Option<i64> {
 }
 
 fn day_str(days: i64) -> String {
-    super::instances::rfc3339(days * DAY)[..10].to_string()
+    crate::clock::rfc3339(days * DAY)[..10].to_string()
 }
 
 fn csv_field(s: &str) -> String {
