@@ -8,7 +8,8 @@
 #
 # Reports per case: wall, jobs/s, client CPU per job (user+sys of the node, or of every rsync
 # process), the daemons' CPU per job, peak RSS (node; for rsync the largest single process),
-# and the relay's client turns per connection (how many times a pull waited for its daemon).
+# the relay's CPU per job (the WAN simulation's own cost, on the same cores), and the relay's
+# client turns per connection (how many times a pull waited for its daemon).
 #
 #   bash benches/scripts/burst.sh [WORKDIR]     RUNS=1 JOBS=2000 HOSTS=20 DELAY_MS=25
 #                                               NODE_WORKERS="16 64 256" RSYNC_LOOPS="4 64"
@@ -107,6 +108,7 @@ daemon_ticks() {
     echo "$t"
 }
 TCK=$(getconf CLK_TCK)
+relay_ticks() { read -r -a f <"/proc/$RELAYPROC_PID/stat"; echo $((f[13] + f[14])); }
 
 config() { # workers
     cat >"$WORK/run/node.toml" <<EOF
@@ -155,19 +157,21 @@ EOF
 now() { date +%s.%N; }
 jq_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
-# report NAME WALL CPU_S RSS_KIB DAEMON_TICKS RELAY_BEFORE RELAY_AFTER
+# report NAME WALL CPU_S RSS_KIB DAEMON_TICKS RELAY_BEFORE RELAY_AFTER RELAY_TICKS
 report() {
     local c0 c1 t0 t1
     c0=$(jq_field "$6" connections); c1=$(jq_field "$7" connections)
     t0=$(jq_field "$6" client_turns); t1=$(jq_field "$7" client_turns)
     python3 - "$@" "$JOBS" "$TCK" "$c0" "$c1" "$t0" "$t1" <<'EOF'
 import sys
-name, wall, cpu, rss, dt, _, _, jobs, tck, c0, c1, t0, t1 = sys.argv[1:]
+name, wall, cpu, rss, dt, _, _, rt, jobs, tck, c0, c1, t0, t1 = sys.argv[1:]
 wall, cpu, rss, dt, jobs, tck = float(wall), float(cpu), int(rss), int(dt), int(jobs), int(tck)
+rt = int(rt)
 conns = int(c1) - int(c0)
 turns = (int(t1) - int(t0)) / conns if conns else float("nan")
 print(f"| {name} | {wall:.1f} | {jobs / wall:.1f} | {1000 * cpu / jobs:.2f} | "
-      f"{1000 * dt / tck / jobs:.2f} | {rss / 1024:.1f} MiB | {turns:.2f} | {conns} |")
+      f"{1000 * dt / tck / jobs:.2f} | {1000 * rt / tck / jobs:.2f} | {rss / 1024:.1f} MiB | "
+      f"{turns:.2f} | {conns} |")
 EOF
 }
 
@@ -176,20 +180,20 @@ run_node() { # workers
     R DEL message >/dev/null
     config "$1"
     queue
-    local before after d0 d1 t0 t1
-    before=$(relay_totals); d0=$(daemon_ticks)
+    local before after d0 d1 r0 r1 t0 t1
+    before=$(relay_totals); d0=$(daemon_ticks); r0=$(relay_ticks)
     t0=$(now)
     timeout "$CASE_LIMIT" /usr/bin/time -f '%U %S %M' -o "$WORK/run/time" \
         "$PULLER" run --config "$WORK/run/node.toml" --until-idle
     t1=$(now)
-    d1=$(daemon_ticks); after=$(relay_totals)
+    d1=$(daemon_ticks); after=$(relay_totals); r1=$(relay_ticks)
     local n ok
     n=$(R LLEN message)
     ok=$(R LRANGE message 0 -1 | grep -c '"succeed":1' || true)
     [[ $n == "$JOBS" && $ok == "$JOBS" ]] || { echo "node: $ok of $n results succeeded (of $JOBS)" >&2; exit 1; }
     read -r u s m <"$WORK/run/time"
     report "node, $1 workers" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$u + $s" | bc -l)" "$m" \
-        "$((d1 - d0))" "$before" "$after"
+        "$((d1 - d0))" "$before" "$after" "$((r1 - r0))"
 }
 
 run_rsync() { # parallel loops
@@ -207,27 +211,27 @@ for name, h in files:
     print(f"rsync://127.0.0.{10 + h}:{port}/backup/{name} {dest}/h{h:02d}/")
 EOF
     for h in $(seq 0 $((HOSTS - 1))); do mkdir -p "$WORK/dest-rsync/h$(printf %02d "$h")"; done
-    local before after d0 d1 t0 t1
-    before=$(relay_totals); d0=$(daemon_ticks)
+    local before after d0 d1 r0 r1 t0 t1
+    before=$(relay_totals); d0=$(daemon_ticks); r0=$(relay_ticks)
     t0=$(now)
     # One rsync process per job, as UBackup's work_thread loops run them; %M of xargs is the
     # largest child's peak RSS.
     timeout "$CASE_LIMIT" /usr/bin/time -f '%U %S %M' -o "$WORK/run/time" \
         xargs -P "$1" -L 1 rsync -a <"$WORK/run/urls"
     t1=$(now)
-    d1=$(daemon_ticks); after=$(relay_totals)
+    d1=$(daemon_ticks); after=$(relay_totals); r1=$(relay_ticks)
     local got
     got=$(find "$WORK/dest-rsync" -type f | wc -l)
     [[ $got == "$JOBS" ]] || { echo "rsync: $got of $JOBS files" >&2; exit 1; }
     read -r u s m <"$WORK/run/time"
     report "rsync -a per job, $1 at a time" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$u + $s" | bc -l)" \
-        "$m" "$((d1 - d0))" "$before" "$after"
+        "$m" "$((d1 - d0))" "$before" "$after" "$((r1 - r0))"
 }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| case | wall s | jobs/s | client CPU ms/job | daemons' CPU ms/job | peak RSS | client turns per pull | connections |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| case | wall s | jobs/s | client CPU ms/job | daemons' CPU ms/job | relay CPU ms/job | peak RSS | client turns per pull | connections |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for r in $(seq "$RUNS"); do
     for w in $NODE_WORKERS; do run_node "$w"; done
     for l in $RSYNC_LOOPS; do run_rsync "$l"; done

@@ -116,6 +116,10 @@ pub struct ConnectionConfig {
     pub limits: Limits,
     /// Longest quiet period on our side before we send a keep-alive.
     pub keepalive: Duration,
+    /// End the redo phase together with phase 0 when every file is requested whole (default
+    /// on): one round trip less per session, but a whole file that fails verification is not
+    /// requested again in the same session. See [`Connection::finish_requests`].
+    pub early_end: bool,
 }
 
 impl ConnectionConfig {
@@ -137,6 +141,7 @@ impl ConnectionConfig {
             },
             limits: Limits::default(),
             keepalive: Duration::from_secs(20),
+            early_end: true,
         }
     }
 }
@@ -387,6 +392,10 @@ struct Transfer {
     redo: Vec<(i32, bool)>,
     /// In phase 1 before `finish_requests`: redo files the driver must still request.
     redo_wanted: BTreeSet<i32>,
+    /// Every phase-0 request so far is for a whole file (no basis).
+    all_whole: bool,
+    /// The NDX_DONEs that end the redo phase went out with phase 0's: no redo this session.
+    ends_sent: bool,
     recv: Receiving,
     /// The compressed-token decoder, for the whole session (zstd's context spans files).
     decoder: Option<Box<CompressedTokenDecoder>>,
@@ -697,6 +706,9 @@ impl Connection {
             return Err(ProtocolError::Misuse("redo request for a file that needs no redo").into());
         }
         t.pending.insert(ndx.0, sig.head);
+        if sig.head.count > 0 {
+            t.all_whole = false;
+        }
         let iflags = if t.phase == 0 {
             ITEM_TRANSFER | ITEM_IS_NEW | ITEM_REPORT_TIME
         } else {
@@ -729,6 +741,17 @@ impl Connection {
     /// Ends the requests of the current phase: NDX_DONE after phase 0's
     /// requests; after the redo requests, the NDX_DONEs that end the redo
     /// phase (generator.c generate_files).
+    ///
+    /// When every phase-0 request was for a whole file, the redo phase's
+    /// NDX_DONEs go out with phase 0's, saving the client one round trip per
+    /// session. The daemon's sender reads them only after it has sent every
+    /// requested file (sender.c send_files reads one index at a time), so it
+    /// sees the same stream as with an empty redo phase. The cost: a whole
+    /// file that fails verification is not requested again in this session.
+    /// It fails ([`FileOutcome::VerificationFailed`]) and the caller retries
+    /// the pull. A whole-file checksum covers exactly what the sender sent,
+    /// so only corruption on the way fails one: a redo is for deltas against
+    /// a basis that changed, and such sessions keep it.
     pub fn finish_requests(&mut self) -> Result<(), SessionError> {
         let protocol = self.protocol;
         let State::Transfer(t) = &mut self.state else {
@@ -743,10 +766,19 @@ impl Connection {
             );
         }
         t.requests_open = false;
-        let phase = t.phase;
+        // Not when a file already failed (its data arrived ahead of this call): it was
+        // promised a redo.
+        if t.phase == 0 && t.all_whole && t.redo.is_empty() && self.config.early_end {
+            t.ends_sent = true;
+        }
+        let ends = t.phase == 1 || t.ends_sent;
         let mut buf = Vec::new();
         self.ndx_out.encode(NDX_DONE, &mut buf);
-        if phase == 1 {
+        if ends {
+            if t.phase == 0 {
+                // The redo phase's own NDX_DONE, with nothing requested in it.
+                self.ndx_out.encode(NDX_DONE, &mut buf);
+            }
             // The early delay-updates done, then (>= 31) the early delete-stats done.
             self.ndx_out.encode(NDX_DONE, &mut buf);
             if protocol.has_delete_done_ndx() {
@@ -1585,6 +1617,8 @@ impl Connection {
                         pending: BTreeMap::new(),
                         redo: Vec::new(),
                         redo_wanted: BTreeSet::new(),
+                        all_whole: true,
+                        ends_sent: false,
                         recv: Receiving::Idle,
                         decoder,
                     }));
@@ -1839,7 +1873,7 @@ impl Connection {
                     self.stats.files_transferred += 1;
                     self.events.push_back(Event::FileVerified(fs.ndx, sum));
                     FileOutcome::Verified
-                } else if t.phase == 0 {
+                } else if t.phase == 0 && !t.ends_sent {
                     t.redo.push((fs.ndx.0, fs.head.count > 0));
                     FileOutcome::RetryScheduled
                 } else {
@@ -1864,6 +1898,8 @@ impl Connection {
         }
         t.phase += 1;
         match t.phase {
+            // The redo phase was ended with phase 0's requests (and nothing awaited a redo).
+            1 if t.ends_sent => {}
             1 => {
                 // The redo phase (generator.c: requests again with full sums).
                 t.requests_open = true;

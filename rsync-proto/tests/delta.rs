@@ -1043,7 +1043,8 @@ fn first_file(steps: &[Step], what: &str) -> anyhow::Result<FileIndex> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupted_file_data_is_redone_and_verified() -> anyhow::Result<()> {
+async fn corrupted_file_data_is_redone_and_verified_or_failed_with_an_early_end(
+) -> anyhow::Result<()> {
     let size = 4 * MIB as usize;
     let mut rng = Rng::new(4);
     let marker = rng.bytes(32);
@@ -1077,16 +1078,19 @@ async fn corrupted_file_data_is_redone_and_verified() -> anyhow::Result<()> {
             ProtocolVersion::V29,
         ] {
             let cell = cell(v, p);
-            for (name, with_basis, every) in [
-                ("whole.bin", false, false),
-                ("delta.bin", true, false),
-                ("whole.bin", false, true),
-                ("delta.bin", true, true),
+            // (name, against a basis, corrupt every attempt, early end)
+            for (name, with_basis, every, early) in [
+                ("whole.bin", false, false, false),
+                ("delta.bin", true, false, true),
+                ("whole.bin", false, true, false),
+                ("delta.bin", true, true, true),
+                ("whole.bin", false, false, true),
             ] {
                 let what = format!(
-                    "{cell}, {name}{}, corrupting {}",
+                    "{cell}, {name}{}, corrupting {}{}",
                     if with_basis { " against a basis" } else { "" },
-                    if every { "every time" } else { "once" }
+                    if every { "every time" } else { "once" },
+                    if early { "" } else { ", redo kept" }
                 );
                 let dest = tempfile::tempdir()?;
                 let dest_file = dest.path().join(name);
@@ -1104,13 +1108,37 @@ async fn corrupted_file_data_is_redone_and_verified() -> anyhow::Result<()> {
                 )?;
                 let mut sink = FsSink::new(dest.path())?;
                 let src = relay.source(&format!("data/{name}"))?;
-                let (result, events) = pull_events(&src, &options(p), &mut sink).await;
+                let opts = PullOptions {
+                    early_end: early,
+                    ..options(p)
+                };
+                let (result, events) = pull_events(&src, &opts, &mut sink).await;
                 drop(sink);
                 let steps = steps(&events);
                 let n = first_file(&steps, &what)?;
                 let retry = Step::Done(n, FileOutcome::RetryScheduled);
                 let redo = Step::Redo(vec![n]);
-                if every {
+                if early && !with_basis {
+                    // The redo phase ended with the request: one failure, no second attempt.
+                    let err = match result {
+                        Ok(r) => bail!("{what}: pull succeeded: {r:?}"),
+                        Err(e) => e,
+                    };
+                    let Error::Partial { failed, report, .. } = &err else {
+                        bail!("{what}: expected a partial transfer, got {err:?}");
+                    };
+                    assert_eq!((*failed, report.stats.files_failed), (1, 1), "{what}");
+                    assert_eq!(
+                        steps,
+                        [Step::Done(n, FileOutcome::VerificationFailed)],
+                        "{what}"
+                    );
+                    assert_eq!(relay.corrupted(), 1, "{what}");
+                    let temps = temp_files_after(dest.path(), SETTLE).await?;
+                    assert!(temps.is_empty(), "{what}: temp files left: {temps:?}");
+                    let left = list_tree(dest.path())?;
+                    assert!(left.is_empty(), "{what}: left behind: {left:?}");
+                } else if every {
                     let err = match result {
                         Ok(r) => bail!("{what}: pull succeeded: {r:?}"),
                         Err(e) => e,
@@ -1183,8 +1211,9 @@ async fn corrupted_file_data_is_redone_and_verified() -> anyhow::Result<()> {
                         s.literal_bytes, s.matched_bytes, s.bytes_received
                     );
                 }
-                // Seen in the first attempt and again in the redo.
-                assert_eq!(relay.seen(), 2, "{what}");
+                // Seen in the first attempt and again in the redo (none with an early end).
+                let attempts = if early && !with_basis { 1 } else { 2 };
+                assert_eq!(relay.seen(), attempts, "{what}");
                 assert!(relay.frames() > 0, "{what}");
                 relay.join().with_context(|| what.clone())?;
             }

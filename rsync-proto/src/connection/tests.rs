@@ -306,6 +306,14 @@ fn config() -> ConnectionConfig {
     cfg
 }
 
+/// [`config`] that keeps the redo phase for whole files (no early end).
+fn config_with_redo() -> ConnectionConfig {
+    ConnectionConfig {
+        early_end: false,
+        ..config()
+    }
+}
+
 /// A whole successful session: (bytes before the client's requests,
 /// bytes after them).
 fn standard_session(p: u32) -> (Vec<u8>, Vec<u8>) {
@@ -748,7 +756,7 @@ fn client_sends_nothing_more_until_the_sender_ends_phase_0() {
         }
         let files_len = s.take().len();
         let run = drive_parts(
-            config(),
+            config_with_redo(),
             [before.as_slice(), &after[..files_len]],
             all_regular,
         );
@@ -761,6 +769,84 @@ fn client_sends_nothing_more_until_the_sender_ends_phase_0() {
         want.extend(REGULAR.iter().map(|&n| Sent::Request(n, IFLAGS_NEW)));
         want.push(Sent::Done);
         assert_eq!(client_items(&run, &f, None), want, "protocol {p}");
+    }
+}
+
+#[test]
+fn whole_file_sessions_end_the_redo_phase_with_the_requests() {
+    for p in [29, 30, 31, 32] {
+        let (before, after) = standard_session(p);
+        // The daemon has sent every file but not yet its first NDX_DONE: the client has
+        // already sent everything but the final goodbye.
+        let mut s = Server::new(p);
+        for ndx in REGULAR {
+            s.file(ndx, IFLAGS_NEW, &tree_content(ndx), true);
+        }
+        let files_len = s.take().len();
+        let run = drive_parts(
+            config(),
+            [before.as_slice(), &after[..files_len]],
+            all_regular,
+        );
+        let f = flavor(p);
+        let mut want = vec![Sent::Filters(0)];
+        want.extend(REGULAR.iter().map(|&n| Sent::Request(n, IFLAGS_NEW)));
+        want.extend(dones(if p >= 31 { 4 } else { 3 }));
+        assert_eq!(client_items(&run, &f, None), want, "protocol {p}");
+        // And the whole session sends what it sends with a redo phase, no more.
+        let whole = drive(config(), &[before.clone(), after.clone()].concat());
+        let with_redo = drive(config_with_redo(), &[before, after].concat());
+        whole.result.as_ref().expect("session");
+        assert_eq!(
+            client_items(&whole, &f, None),
+            client_items(&with_redo, &f, None),
+            "protocol {p}"
+        );
+    }
+}
+
+#[test]
+fn with_an_early_end_a_whole_file_that_fails_verification_fails_without_a_redo() {
+    for p in [29, 30, 31, 32] {
+        let entries = vec![entry(".", 0o040755, 0, 0), entry("f", 0o100644, 3000, 0)];
+        let mut s = Server::new(p);
+        s.setup().flist(&entries);
+        let before = s.take();
+        s.file(1, IFLAGS_NEW, &content("f", 3000), false);
+        s.ndx(NDX_DONE).end_of_run();
+        let after = s.take();
+        // As a daemon sends it: the data after the requests.
+        let run = drive_parts(config(), [before.as_slice(), after.as_slice()], all_regular);
+        run.result.as_ref().expect("session completes");
+        let outcomes: Vec<&Event> = run
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::FileDone(..)))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [&Event::FileDone(
+                FileIndex(1),
+                FileOutcome::VerificationFailed
+            )],
+            "protocol {p}"
+        );
+        let stats = run.finished();
+        assert_eq!((stats.files_failed, stats.files_transferred), (1, 0));
+        let f = flavor(p);
+        let mut want = vec![Sent::Filters(0), Sent::Request(1, IFLAGS_NEW)];
+        want.extend(dones(if p >= 31 { 5 } else { 4 }));
+        assert_eq!(client_items(&run, &f, None), want, "protocol {p}");
+        // Data buffered ahead of the requests: the file failed before they were finished
+        // and was promised a redo, so the session keeps its redo phase.
+        let buffered = drive(config(), &[before, after].concat());
+        assert!(buffered
+            .events
+            .contains(&Event::FileDone(FileIndex(1), FileOutcome::RetryScheduled)));
+        assert!(
+            client_items(&buffered, &f, None).contains(&Sent::Request(1, IFLAGS_REDO)),
+            "protocol {p}"
+        );
     }
 }
 
@@ -888,7 +974,7 @@ fn checksum_mismatch_schedules_a_redo_then_fails() {
         let f = flavor(p);
         // Before the sender's NDX_DONE: only the phase-0 request and NDX_DONE.
         let early = drive_parts(
-            config(),
+            config_with_redo(),
             [before.as_slice(), phase0.as_slice()],
             all_regular,
         );
@@ -902,7 +988,7 @@ fn checksum_mismatch_schedules_a_redo_then_fails() {
         );
 
         let run = drive_parts(
-            config(),
+            config_with_redo(),
             [before.as_slice(), phase0.as_slice(), rest.as_slice()],
             all_regular,
         );
@@ -933,7 +1019,7 @@ fn checksum_mismatch_schedules_a_redo_then_fails() {
         assert_eq!(client_items(&run, &f, None), want, "protocol {p}");
         // Byte by byte gives the same.
         let whole = [before, phase0, rest].concat();
-        let bytewise = drive_bytewise(config(), &whole);
+        let bytewise = drive_bytewise(config_with_redo(), &whole);
         assert_eq!(normalize(&bytewise.events), normalize(&run.events));
         assert_eq!(client_items(&bytewise, &f, None), want);
     }
@@ -944,7 +1030,7 @@ fn redo_that_verifies_counts_as_transferred() {
     for p in [29, 32] {
         let (before, phase0, rest) = redo_session(p, true);
         let run = drive_parts(
-            config(),
+            config_with_redo(),
             [before.as_slice(), phase0.as_slice(), rest.as_slice()],
             all_regular,
         );
