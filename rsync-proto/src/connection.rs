@@ -273,6 +273,10 @@ pub struct Stats {
     pub files_transferred: u64,
     /// Files that failed verification twice, were not sent, or vanished.
     pub files_failed: u64,
+    /// Of `files_failed`: whole files that failed verification once, in a session whose redo
+    /// phase ended with the requests ([`ConnectionConfig::early_end`]). A new session can
+    /// fetch them.
+    pub files_not_redone: u64,
     /// The sender's io_error flags.
     pub io_error: i32,
     /// Error messages the daemon sent (MSG_ERROR, MSG_ERROR_XFER, ...).
@@ -1878,6 +1882,9 @@ impl Connection {
                     FileOutcome::RetryScheduled
                 } else {
                     self.stats.files_failed += 1;
+                    if t.ends_sent {
+                        self.stats.files_not_redone += 1;
+                    }
                     FileOutcome::VerificationFailed
                 };
                 self.events.push_back(Event::FileDone(fs.ndx, outcome));

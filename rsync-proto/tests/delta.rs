@@ -1128,6 +1128,9 @@ async fn corrupted_file_data_is_redone_and_verified_or_failed_with_an_early_end(
                         bail!("{what}: expected a partial transfer, got {err:?}");
                     };
                     assert_eq!((*failed, report.stats.files_failed), (1, 1), "{what}");
+                    assert_eq!(report.stats.files_not_redone, 1, "{what}");
+                    // The redo it did not get in the session: a retry of the pull.
+                    assert!(err.is_retryable(), "{what}");
                     assert_eq!(
                         steps,
                         [Step::Done(n, FileOutcome::VerificationFailed)],
@@ -1150,6 +1153,7 @@ async fn corrupted_file_data_is_redone_and_verified_or_failed_with_an_early_end(
                     assert_eq!(report.stats.files_failed, 1, "{what}: {report:?}");
                     assert_eq!(report.stats.files_transferred, 0, "{what}: {report:?}");
                     assert_eq!(err.exit_code(), 23, "{what}");
+                    assert!(!err.is_retryable(), "{what}: failed twice");
                     let failed = Step::Done(n, FileOutcome::VerificationFailed);
                     let want = if with_basis {
                         vec![retry, redo, failed]

@@ -265,8 +265,11 @@ impl Error {
             | Error::Io(_)
             | Error::Timeout { .. } => true,
             // A missing file or a second verification failure will not
-            // change by asking again.
-            Error::Partial { .. } => false,
+            // change by asking again; a whole file that was not redone in
+            // its session (PullOptions::early_end) gets its redo that way.
+            Error::Partial { failed, report, .. } => {
+                report.stats.files_not_redone > 0 && report.stats.files_not_redone >= *failed
+            }
             Error::Session(SessionError::Refused { kind, .. }) => {
                 *kind == RefusalKind::MaxConnections
             }
