@@ -36,8 +36,11 @@ use serde::{Deserialize, Serialize};
 use ubackup_messages::{EventKind, Job, JobForm, NodeEvent, PullResult};
 
 use crate::basis::STATE_DIR;
+
+mod group;
 use crate::config::NodeConfig;
 use crate::pull::JobReport;
+pub use group::GroupAppender;
 
 /// The manifest's file name under the state directory.
 pub const FILE: &str = "manifest.log";
@@ -649,34 +652,39 @@ pub fn entry_for_pull(job: &Job, job_id: &str, report: &JobReport, result: &Pull
 }
 
 /// The hook the node calls after a pull committed and before its result is published:
-/// appends the file to the manifest. A failure is logged, never fatal: the file is durable
+/// appends the file to the manifest (through the node's [`GroupAppender`]: concurrent jobs
+/// share a write and its fdatasync). A failure is logged, never fatal: the file is durable
 /// and verified; the manifest only misses it (it is then never expired, and a rebuild adopts
 /// it).
 pub async fn record_pull(
-    root: &Path,
+    appender: &std::sync::Arc<GroupAppender>,
     job: &Job,
     job_id: &str,
     report: &JobReport,
     result: &PullResult,
 ) {
     let mut entry = entry_for_pull(job, job_id, report, result);
-    let manifest = Manifest::new(root);
-    let r = tokio::task::spawn_blocking(move || {
-        if entry.checksum.is_none() {
-            // md4 (or none): our own sum, so that the scrub can verify the file.
+    if entry.checksum.is_none() {
+        // md4 (or none): our own sum, so that the scrub can verify the file.
+        let r = tokio::task::spawn_blocking(move || {
             if let Some(d) = Digest::for_checksum("xxh128:") {
                 if let Ok(Some((sum, _))) = digest_file(&entry.path, d, 1 << 20, no_pace) {
                     entry.checksum = Some(sum);
                 }
             }
+            entry
+        })
+        .await;
+        match r {
+            Ok(e) => entry = e,
+            Err(e) => {
+                tracing::error!("cannot record the file in the manifest: {e}");
+                return;
+            }
         }
-        manifest.append(std::slice::from_ref(&entry))
-    })
-    .await;
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("cannot record the file in the manifest: {e}"),
-        Err(e) => tracing::error!("cannot record the file in the manifest: {e}"),
+    }
+    if let Err(e) = appender.append(entry).await {
+        tracing::error!("cannot record the file in the manifest: {e}");
     }
 }
 

@@ -130,6 +130,8 @@ struct Node {
     active: Mutex<HashSet<String>>,
     /// Final paths this process is writing.
     writing: Mutex<HashSet<PathBuf>>,
+    /// The manifest's appends, several jobs per fdatasync.
+    manifest: Arc<crate::manifest::GroupAppender>,
 }
 
 /// Runs the node until `control.stop` (or idleness with `until_idle`).
@@ -178,6 +180,7 @@ pub async fn run(cfg: NodeConfig, mut control: Control) -> anyhow::Result<Arc<St
         pause_until: Mutex::new(None),
         active: Mutex::new(HashSet::new()),
         writing: Mutex::new(HashSet::new()),
+        manifest: crate::manifest::GroupAppender::new(crate::manifest::Manifest::new(&cfg.root)),
     });
 
     // The first heartbeat before anything else: a node that holds jobs is never without one.
@@ -842,7 +845,7 @@ impl Node {
                     crate::basis::record(&self.cfg.root, &key, &r.final_path);
                 }
                 if ok || result.size_mismatch {
-                    crate::manifest::record_pull(&self.cfg.root, &job, &job_id, &r, &result).await;
+                    crate::manifest::record_pull(&self.manifest, &job, &job_id, &r, &result).await;
                 }
                 self.publish(&t, result, None).await
             }
