@@ -230,6 +230,38 @@ fn render(
             pairwise(s, Client::Fetch, Client::RsyncFsync),
         );
     }
+    if samples.keys().any(|(_, c)| *c == Client::RsyncSync) {
+        let _ = writeln!(
+            out,
+            "\n## Against rsync followed by `sync -f` (the same durability, one flush), same loop\n"
+        );
+        let _ = writeln!(
+            out,
+            "Pairwise: each round's wall over the same round's `rsync; sync -f DEST`, median (min-max) over rounds.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | fetch / rsync+sync | library / rsync+sync | CPU fetch / rsync+sync |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|");
+        for &s in scenarios {
+            let (Some(f), Some(rs)) = (m(s, Client::Fetch), m(s, Client::RsyncSync)) else {
+                continue;
+            };
+            let cpu = match (f.cpu, rs.cpu) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "–".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                s.name(&fx.sizes),
+                pairwise(s, Client::Fetch, Client::RsyncSync),
+                pairwise(s, Client::Library, Client::RsyncSync),
+                cpu,
+            );
+        }
+    }
     let _ = writeln!(out, "\n## Medians per client\n");
     let _ = writeln!(
         out,

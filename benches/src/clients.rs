@@ -22,6 +22,10 @@ pub enum Client {
     Rsync,
     /// The stock client with `--fsync`: the same durability as ours.
     RsyncFsync,
+    /// The stock client, then `sync -f` of the destination's filesystem: the same
+    /// durability as ours for the whole pull, with one flush at the end instead of one per
+    /// file (what an operator would script around rsync for a tree).
+    RsyncSync,
     /// Our library into a sink that throws the data away: no disk, so this is (nearly) the
     /// rate at which the daemon can send at all, the ceiling for every client.
     Discard,
@@ -32,11 +36,12 @@ pub enum Client {
 
 impl Client {
     /// Every client, in report order.
-    pub const ALL: [Client; 6] = [
+    pub const ALL: [Client; 7] = [
         Client::Library,
         Client::Fetch,
         Client::Rsync,
         Client::RsyncFsync,
+        Client::RsyncSync,
         Client::Discard,
         Client::DiskFloor,
     ];
@@ -48,6 +53,7 @@ impl Client {
             Client::Fetch => "fetch",
             Client::Rsync => "stock-rsync",
             Client::RsyncFsync => "stock-rsync-fsync",
+            Client::RsyncSync => "stock-rsync+sync",
             Client::Discard => "daemon-ceiling",
             Client::DiskFloor => "disk-floor-dd",
         }
@@ -57,7 +63,11 @@ impl Client {
     pub fn is_process(self) -> bool {
         matches!(
             self,
-            Client::Fetch | Client::Rsync | Client::RsyncFsync | Client::DiskFloor
+            Client::Fetch
+                | Client::Rsync
+                | Client::RsyncFsync
+                | Client::RsyncSync
+                | Client::DiskFloor
         )
     }
 
@@ -67,6 +77,7 @@ impl Client {
         match self {
             Client::Discard => matches!(s, Scenario::WholeFile | Scenario::SmallFiles),
             Client::DiskFloor => s == Scenario::WholeFile,
+            Client::RsyncSync => matches!(s, Scenario::WholeFile | Scenario::SmallFiles),
             _ => true,
         }
     }
@@ -141,6 +152,18 @@ impl Client {
                             cmd.arg(&dest);
                         }
                     }
+                }
+                if self == Client::RsyncSync {
+                    // rsync, then one flush of the destination's filesystem (timed with it).
+                    let mut sh = Command::new("sh");
+                    // (measure.rs rebuilds commands from program and arguments: no env.)
+                    sh.arg("-c")
+                        .arg(r#"d=$1; shift; "$@" && exec sync -f "$d""#)
+                        .arg("sh")
+                        .arg(&dest)
+                        .arg(cmd.get_program())
+                        .args(cmd.get_args());
+                    cmd = sh;
                 }
                 cmd.stdin(Stdio::null())
                     .stdout(Stdio::piped())
