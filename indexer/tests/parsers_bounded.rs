@@ -1,5 +1,6 @@
 //! Proptests over the indexer's fuzz entry points (`ubackup_indexer::fuzzing`): the registry
-//! import formats (batch-add lines, CSV, TOML, JSON) and the results-list reader, on
+//! import formats (batch-add lines, CSV, TOML, JSON), the results-list reader and the
+//! dashboard's query strings and forms (`web_forms`), on
 //! arbitrary bytes and on the seeds in `fuzz/seeds/` mutated. Each entry point asserts its own rules (never a panic on a
 //! hostile registry file or result); here they must also hold within a capped address
 //! space (see `ubackup_testkit::bounded`).
@@ -8,7 +9,7 @@
 
 use ubackup_testkit::bounded::{self, Entry};
 
-const ENTRY_POINTS: [(&str, Entry); 5] = [
+const ENTRY_POINTS: [(&str, Entry); 6] = [
     ("indexer_batch_lines", ubackup_indexer::fuzzing::batch_lines),
     ("indexer_csv", ubackup_indexer::fuzzing::csv),
     (
@@ -20,6 +21,7 @@ const ENTRY_POINTS: [(&str, Entry); 5] = [
         ubackup_indexer::fuzzing::registry_json,
     ),
     ("indexer_result", ubackup_indexer::fuzzing::result_message),
+    ("web_forms", ubackup_indexer::fuzzing::web_forms),
 ];
 
 #[test]

@@ -414,6 +414,19 @@ fn batch_add_registers_instances() {
         Ok(())
     });
     assert_eq!(site.rt.block_on(site.catalog.instances()).unwrap().len(), 2);
+    // A batch delete with one malformed key is refused whole: the good key before it stays
+    // (it used to be deleted, with no audit record, before the bad key failed the request).
+    b.check("batch delete with a bad key", |b| {
+        b.goto(&site.url("/instances"))?;
+        let status = site.fetch_status(
+            b,
+            "fetch('/instances/delete', {method: 'POST', headers: {'Content-Type': 'application/x-www-form-urlencoded'}, \
+             body: 'csrf=' + encodeURIComponent(document.querySelector('input[name=csrf]').value) + '&key=S100%09mysql%093306&key=S101%09mysql'})",
+        );
+        anyhow::ensure!(status == 400, "status {status}");
+        Ok(())
+    });
+    assert_eq!(site.rt.block_on(site.catalog.instances()).unwrap().len(), 2);
     // Batch delete.
     b.check("batch delete", |b| {
         b.goto(&site.url("/instances"))?;

@@ -90,6 +90,18 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// When an instance whose last success (or registration) was at `since_ms` becomes overdue:
+/// `since_ms + (interval_secs + grace_secs) * 1000`, saturating. The period comes from the
+/// registry (an operator's form, a registry file) or from the results (a node), the grace from
+/// the configuration: none of them bounds it, so the sum may not overflow.
+pub fn overdue_deadline(since_ms: i64, interval_secs: i64, grace_secs: i64) -> i64 {
+    since_ms.saturating_add(
+        interval_secs
+            .saturating_add(grace_secs)
+            .saturating_mul(1000),
+    )
+}
+
 fn instance_alert(rule: &str, key: &InstanceKey, message: String) -> NewAlert {
     NewAlert {
         rule: rule.into(),
@@ -210,7 +222,7 @@ impl Engine {
                 .map(|s| s.last_ok_ms)
                 .filter(|t| *t > 0)
                 .unwrap_or(reg.created_ms);
-            let deadline = since.saturating_add((interval + c.grace_secs).saturating_mul(1000));
+            let deadline = overdue_deadline(since, interval, c.grace_secs);
             if now > deadline {
                 let last = match s {
                     Some(s) if s.last_ok_ms > 0 => {
@@ -412,5 +424,21 @@ impl Engine {
             .evaluation_ms
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overdue_deadline;
+
+    #[test]
+    fn an_overdue_deadline_with_a_huge_period_saturates() {
+        // Found writing the web_forms fuzz target: the dashboard's instance form took any
+        // period, and `interval + grace` overflowed in the alert evaluation for a period of
+        // i64::MAX (a panic with overflow checks, a deadline in the past without).
+        assert_eq!(overdue_deadline(1_000, i64::MAX, 3000), i64::MAX);
+        assert_eq!(overdue_deadline(i64::MAX, 3600, 3000), i64::MAX);
+        assert_eq!(overdue_deadline(1_000, 3600, 3000), 1_000 + 6_600_000);
+        assert_eq!(overdue_deadline(0, i64::MIN, 0), i64::MIN);
     }
 }

@@ -93,16 +93,40 @@ pub fn focus_of(s: &Session) -> HashSet<i64> {
 #[derive(Debug, Deserialize, Default)]
 pub struct ListQuery {
     #[serde(default)]
-    state: StateFilter,
+    pub(crate) state: StateFilter,
     #[serde(default)]
-    rule: String,
+    pub(crate) rule: String,
     #[serde(default)]
-    business: String,
+    pub(crate) business: String,
     #[serde(default)]
-    done: String,
+    pub(crate) done: String,
     /// 1-based page of the list.
     #[serde(default)]
-    page: Option<i64>,
+    pub(crate) page: Option<i64>,
+}
+
+impl ListQuery {
+    /// The business filter: none when empty, else an integer.
+    pub fn business(&self) -> Result<Option<i64>, PageError> {
+        match self.business.trim() {
+            "" => Ok(None),
+            b => b
+                .parse()
+                .map(Some)
+                .map_err(|_| PageError::BadRequest(format!("business {b:?} is not a number"))),
+        }
+    }
+}
+
+/// The page of the alert list to show (1-based), the number of pages and the offset of its
+/// first row, for a requested `page` (1 when none) and `total` matching alerts (a count, not
+/// negative): at least one page, the page within them, the offset `(page - 1) * PAGE_ROWS`.
+pub fn list_page(page: Option<i64>, total: i64) -> (i64, i64, i64) {
+    let total = total.max(0);
+    // div_ceil without the overflow of `total + PAGE_ROWS - 1`.
+    let pages = (total / PAGE_ROWS + i64::from(total % PAGE_ROWS != 0)).max(1);
+    let page = page.unwrap_or(1).clamp(1, pages);
+    (page, pages, (page - 1) * PAGE_ROWS)
 }
 
 /// `GET /alerts`.
@@ -111,13 +135,7 @@ pub async fn list(
     PageViewer(me): PageViewer,
     Query(q): Query<ListQuery>,
 ) -> Result<Html<String>, PageError> {
-    let business: Option<i64> = match q.business.trim() {
-        "" => None,
-        b => Some(
-            b.parse()
-                .map_err(|_| PageError::BadRequest(format!("business {b:?} is not a number")))?,
-        ),
-    };
+    let business = q.business()?;
     let focus = focus_of(&me);
     let mut first: Vec<i64> = focus.iter().copied().collect();
     first.sort_unstable();
@@ -134,9 +152,8 @@ pub async fn list(
         first_businesses: first,
     };
     let total = s.catalog.count_alerts(&f).await?;
-    let pages = ((total + PAGE_ROWS - 1) / PAGE_ROWS).max(1);
-    let page = q.page.unwrap_or(1).clamp(1, pages);
-    f.offset = (page - 1) * PAGE_ROWS;
+    let (page, pages, offset) = list_page(q.page, total);
+    f.offset = offset;
     // Focus businesses first, then newest first (ordered by the catalog).
     let alerts = s.catalog.alerts(&f).await?;
     let rules: BTreeSet<String> = s
@@ -365,9 +382,33 @@ pub async fn detail(
 #[derive(Debug, Deserialize)]
 pub struct ActionForm {
     #[serde(default)]
-    comment: String,
+    pub(crate) comment: String,
     #[serde(default)]
-    hours: Option<i64>,
+    pub(crate) hours: Option<i64>,
+}
+
+/// Longest silence (hours): 90 days.
+pub const MAX_SILENCE_HOURS: i64 = 24 * 90;
+
+/// Longest comment kept (characters).
+pub const MAX_COMMENT_CHARS: usize = 500;
+
+impl ActionForm {
+    /// How long a silence lasts: 24 h when not given, else 1 to [`MAX_SILENCE_HOURS`].
+    pub fn silence_hours(&self) -> Result<i64, PageError> {
+        let hours = self.hours.unwrap_or(24);
+        if !(1..=MAX_SILENCE_HOURS).contains(&hours) {
+            return Err(PageError::BadRequest(
+                "silence for 1 hour to 90 days".into(),
+            ));
+        }
+        Ok(hours)
+    }
+
+    /// The comment as audited: at most [`MAX_COMMENT_CHARS`] characters.
+    pub fn comment(&self) -> String {
+        self.comment.chars().take(MAX_COMMENT_CHARS).collect()
+    }
 }
 
 /// `POST /alerts/{id}/ack`.
@@ -381,7 +422,7 @@ pub async fn ack(
     if !s.catalog.ack_alert(id, &me.user.name, now).await? {
         return Err(PageError::NotFound);
     }
-    let comment: String = f.comment.chars().take(500).collect();
+    let comment = f.comment();
     s.catalog
         .audit(
             now,
@@ -404,18 +445,13 @@ pub async fn silence(
     Path(id): Path<i64>,
     Form(f): Form<ActionForm>,
 ) -> Result<Response, PageError> {
-    let hours = f.hours.unwrap_or(24);
-    if !(1..=24 * 90).contains(&hours) {
-        return Err(PageError::BadRequest(
-            "silence for 1 hour to 90 days".into(),
-        ));
-    }
+    let hours = f.silence_hours()?;
     let now = s.clock.now_ms();
     let until = now + hours * 3_600_000;
     if !s.catalog.silence_alert(id, until).await? {
         return Err(PageError::NotFound);
     }
-    let comment: String = f.comment.chars().take(500).collect();
+    let comment = f.comment();
     s.catalog
         .audit(
             now,

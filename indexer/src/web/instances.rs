@@ -22,16 +22,24 @@ pub const PAGE_ROWS: usize = 50;
 #[derive(Debug, Deserialize, Default)]
 pub struct ListQuery {
     #[serde(default)]
-    q: String,
+    pub(crate) q: String,
     #[serde(default)]
-    field: String,
+    pub(crate) field: String,
     #[serde(default)]
-    page: usize,
+    pub(crate) page: usize,
     #[serde(default)]
-    done: String,
+    pub(crate) done: String,
 }
 
-fn matches(i: &Instance, field: &str, q: &str, biz: &HashMap<i64, String>) -> bool {
+/// The page of the instance list to show (0-based) and the number of pages, for a requested
+/// `page` and `hits` matching instances: at least one page, and the page within them.
+pub fn list_page(page: usize, hits: usize) -> (usize, usize) {
+    let pages = hits.div_ceil(PAGE_ROWS).max(1);
+    (page.min(pages - 1), pages)
+}
+
+/// Whether `i` matches the search `q` in `field` (any field when `field` is not one of them).
+pub fn matches(i: &Instance, field: &str, q: &str, biz: &HashMap<i64, String>) -> bool {
     if q.is_empty() {
         return true;
     }
@@ -78,8 +86,7 @@ pub async fn list(
         .iter()
         .filter(|i| matches(i, &q.field, query, &biz))
         .collect();
-    let pages = hits.len().div_ceil(PAGE_ROWS).max(1);
-    let pg = q.page.min(pages - 1);
+    let (pg, pages) = list_page(q.page, hits.len());
     let can_write = me.user.role >= Role::Operator;
     let mut o = String::with_capacity(PAGE_ROWS * 600 + 4096);
     if !q.done.is_empty() {
@@ -233,18 +240,56 @@ pub async fn list(
 /// One instance from the add/edit form.
 #[derive(Debug, Deserialize)]
 pub struct SaveForm {
-    server_id: String,
+    pub(crate) server_id: String,
     #[serde(rename = "type")]
-    back_type: String,
-    instance: String,
+    pub(crate) back_type: String,
+    pub(crate) instance: String,
     #[serde(default)]
-    name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    business_id: String,
+    pub(crate) business_id: String,
     #[serde(default)]
-    interval_secs: String,
+    pub(crate) interval_secs: String,
     #[serde(default)]
-    enabled: Option<String>,
+    pub(crate) enabled: Option<String>,
+}
+
+impl SaveForm {
+    /// The instance the form describes: a server id of 1 to 255 bytes and a type of 1 to 64,
+    /// both trimmed and without control characters; an integer instance; a name trimmed and
+    /// cut to 255 characters; a business id and a period that are integers when given, the
+    /// period positive (as the registry file requires: a period of 0 or less would make the
+    /// instance overdue at once, for ever).
+    pub fn instance(&self) -> Result<Instance, PageError> {
+        let server = self.server_id.trim();
+        let ty = self.back_type.trim();
+        if server.is_empty() || server.len() > 255 || server.chars().any(char::is_control) {
+            return Err(PageError::BadRequest(
+                "server id: 1 to 255 printable characters".into(),
+            ));
+        }
+        if ty.is_empty() || ty.len() > 64 || ty.chars().any(char::is_control) {
+            return Err(PageError::BadRequest(
+                "type: 1 to 64 printable characters".into(),
+            ));
+        }
+        let instance = opt_int(&self.instance, "instance")?
+            .ok_or_else(|| PageError::BadRequest("instance is required".into()))?;
+        let interval_secs = opt_int(&self.interval_secs, "period")?;
+        if interval_secs.is_some_and(|p| p <= 0) {
+            return Err(PageError::BadRequest(
+                "period: a positive number of seconds".into(),
+            ));
+        }
+        Ok(Instance {
+            key: InstanceKey::new(server, ty, instance),
+            name: self.name.trim().chars().take(255).collect(),
+            business_id: opt_int(&self.business_id, "business id")?,
+            interval_secs,
+            enabled: self.enabled.is_some(),
+            created_ms: 0,
+        })
+    }
 }
 
 fn opt_int(s: &str, what: &str) -> Result<Option<i64>, PageError> {
@@ -279,28 +324,7 @@ pub async fn save(
     PageOperator(me): PageOperator,
     Form(f): Form<SaveForm>,
 ) -> Result<Response, PageError> {
-    let server = f.server_id.trim();
-    let ty = f.back_type.trim();
-    if server.is_empty() || server.len() > 255 || server.chars().any(char::is_control) {
-        return Err(PageError::BadRequest(
-            "server id: 1 to 255 printable characters".into(),
-        ));
-    }
-    if ty.is_empty() || ty.len() > 64 || ty.chars().any(char::is_control) {
-        return Err(PageError::BadRequest(
-            "type: 1 to 64 printable characters".into(),
-        ));
-    }
-    let instance = opt_int(&f.instance, "instance")?
-        .ok_or_else(|| PageError::BadRequest("instance is required".into()))?;
-    let row = Instance {
-        key: InstanceKey::new(server, ty, instance),
-        name: f.name.trim().chars().take(255).collect(),
-        business_id: opt_int(&f.business_id, "business id")?,
-        interval_secs: opt_int(&f.interval_secs, "period")?,
-        enabled: f.enabled.is_some(),
-        created_ms: 0,
-    };
+    let row = f.instance()?;
     s.catalog
         .upsert_instances(std::slice::from_ref(&row), s.clock.now_ms())
         .await?;
@@ -317,7 +341,7 @@ pub async fn save(
 /// Batch add.
 #[derive(Debug, Deserialize)]
 pub struct BatchForm {
-    lines: String,
+    pub(crate) lines: String,
 }
 
 /// `POST /instances/batch`: UBackup's `name server_id type_id instance business_id` lines.
@@ -348,17 +372,20 @@ pub async fn batch_add(
     ))
 }
 
-/// `POST /instances/delete`: every checked `key` (server_id TAB type TAB instance).
-pub async fn batch_delete(
-    State(s): State<AppState>,
-    PageOperator(me): PageOperator,
-    body: axum::body::Bytes,
-) -> Result<Response, PageError> {
+/// Most keys one batch delete takes (the rest of the request is ignored).
+pub const MAX_DELETE_KEYS: usize = 10_000;
+
+/// The keys of a batch delete body: every `key` field (server_id TAB type TAB instance), at
+/// most [`MAX_DELETE_KEYS`]; one malformed key refuses them all.
+pub fn delete_keys(body: &[u8]) -> Result<Vec<InstanceKey>, PageError> {
     let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_bytes(&body).map_err(|e| PageError::BadRequest(e.to_string()))?;
-    let mut removed = Vec::new();
-    for (k, v) in pairs.iter().filter(|(k, _)| k == "key").take(10_000) {
-        let _ = k;
+        serde_urlencoded::from_bytes(body).map_err(|e| PageError::BadRequest(e.to_string()))?;
+    let mut keys = Vec::new();
+    for (_, v) in pairs
+        .iter()
+        .filter(|(k, _)| k == "key")
+        .take(MAX_DELETE_KEYS)
+    {
         let mut it = v.split('\t');
         let (Some(server), Some(ty), Some(inst)) = (it.next(), it.next(), it.next()) else {
             return Err(PageError::BadRequest(format!("bad key {v:?}")));
@@ -366,7 +393,22 @@ pub async fn batch_delete(
         let inst: i64 = inst
             .parse()
             .map_err(|_| PageError::BadRequest(format!("bad instance in {v:?}")))?;
-        let key = InstanceKey::new(server, ty, inst);
+        keys.push(InstanceKey::new(server, ty, inst));
+    }
+    Ok(keys)
+}
+
+/// `POST /instances/delete`: every checked `key` (server_id TAB type TAB instance).
+pub async fn batch_delete(
+    State(s): State<AppState>,
+    PageOperator(me): PageOperator,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    // Every key is read before the first is deleted: a bad key refuses the whole request
+    // instead of leaving the keys before it deleted and unaudited.
+    let keys = delete_keys(&body)?;
+    let mut removed = Vec::new();
+    for key in keys {
         if s.catalog.delete_instance(&key).await? {
             removed.push(key.subject());
         }
@@ -388,13 +430,29 @@ pub async fn batch_delete(
 #[derive(Debug, Deserialize, Default)]
 pub struct HistoryQuery {
     #[serde(default)]
-    page: i64,
+    pub(crate) page: i64,
     /// Show the chain of this backup id.
-    chain: Option<i64>,
+    pub(crate) chain: Option<i64>,
 }
 
 /// Rows per history page.
 pub const HISTORY_PAGE: i64 = 100;
+
+/// Last history page that can be asked for (0-based).
+pub const MAX_HISTORY_PAGE: i64 = 10_000;
+
+/// The history page to show (0-based, within 0..=[`MAX_HISTORY_PAGE`]) for a requested one,
+/// and the rows it covers.
+pub fn history_page(page: i64) -> (i64, Page) {
+    let pg = page.clamp(0, MAX_HISTORY_PAGE);
+    (
+        pg,
+        Page {
+            offset: pg * HISTORY_PAGE,
+            limit: HISTORY_PAGE,
+        },
+    )
+}
 
 /// The agent command that restores `key` as of `at_ms` into a directory.
 pub fn restore_command(key: &InstanceKey, at_ms: i64) -> String {
@@ -480,17 +538,8 @@ pub async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Html<String>, PageError> {
     let key = InstanceKey::new(&server, &ty, inst);
-    let pg = q.page.clamp(0, 10_000);
-    let rows = s
-        .catalog
-        .history(
-            &key,
-            Page {
-                offset: pg * HISTORY_PAGE,
-                limit: HISTORY_PAGE,
-            },
-        )
-        .await?;
+    let (pg, page) = history_page(q.page);
+    let rows = s.catalog.history(&key, page).await?;
     let mut o = String::new();
     if let Some(id) = q.chain {
         let b = s.catalog.backup(id).await?.ok_or(PageError::NotFound)?;
@@ -662,11 +711,12 @@ pub async fn types(
 /// Business and type forms.
 #[derive(Debug, Deserialize)]
 pub struct IdName {
-    id: i64,
-    name: String,
+    pub(crate) id: i64,
+    pub(crate) name: String,
 }
 
-fn name_ok(n: &str, max: usize) -> Result<String, PageError> {
+/// A business or type name: trimmed, 1 to `max` bytes, no control characters.
+pub fn name_ok(n: &str, max: usize) -> Result<String, PageError> {
     let n = n.trim();
     if n.is_empty() || n.len() > max || n.chars().any(char::is_control) {
         return Err(PageError::BadRequest(format!(
@@ -740,6 +790,75 @@ mod tests {
         assert_eq!(
             restore_command(&k, 0),
             "ubackup-agent restore --server-id 'S1 x' --type mysql --instance 3306 --at 1970-01-01T00:00:00Z --to /restore/'S1 x'-3306"
+        );
+    }
+
+    fn form(body: &str) -> SaveForm {
+        serde_urlencoded::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"))
+    }
+
+    #[test]
+    fn the_instance_form_refuses_a_period_that_is_not_positive() {
+        // Found writing the web_forms fuzz target: the form took any period (the registry
+        // file refuses one that is not positive), so an instance saved with a period of 0 or
+        // less was overdue at once and for ever, and one of i64::MAX overflowed the alert
+        // evaluation (alerts::tests::an_overdue_deadline_with_a_huge_period_saturates).
+        for p in ["0", "-60", "-9223372036854775808"] {
+            let f = form(&format!(
+                "server_id=S1&type=mysql&instance=3306&interval_secs={p}"
+            ));
+            assert!(matches!(f.instance(), Err(PageError::BadRequest(_))), "{p}");
+        }
+        let f =
+            form("server_id=+S1+&type=MySQL&instance=3306&interval_secs=3600&enabled=on&name=db");
+        let i = f.instance().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(i.key, InstanceKey::new("S1", "mysql", 3306));
+        assert_eq!(
+            (i.interval_secs, i.enabled, i.name.as_str()),
+            (Some(3600), true, "db")
+        );
+        let f = form("server_id=S1&type=mysql&instance=1&interval_secs=");
+        assert_eq!(f.instance().map(|i| i.interval_secs).ok(), Some(None));
+    }
+
+    #[test]
+    fn a_batch_delete_with_one_bad_key_deletes_nothing() {
+        assert_eq!(
+            delete_keys(b"key=S1%09mysql%093306&csrf=x&key=S2%09redis%096379").unwrap_or_default(),
+            vec![
+                InstanceKey::new("S1", "mysql", 3306),
+                InstanceKey::new("S2", "redis", 6379)
+            ]
+        );
+        // The handler deleted S1 before it met the bad key, and audited nothing.
+        assert!(delete_keys(b"key=S1%09mysql%093306&key=S2%09redis").is_err());
+        assert!(delete_keys(b"key=S1%09mysql%09x").is_err());
+        let many = "key=S%09t%091&".repeat(MAX_DELETE_KEYS + 5);
+        assert_eq!(
+            delete_keys(many.as_bytes()).map(|k| k.len()).ok(),
+            Some(MAX_DELETE_KEYS)
+        );
+    }
+
+    #[test]
+    fn list_and_history_pages_stay_in_range() {
+        assert_eq!(list_page(0, 0), (0, 1));
+        assert_eq!(list_page(usize::MAX, 0), (0, 1));
+        assert_eq!(list_page(1, PAGE_ROWS), (0, 1));
+        assert_eq!(list_page(1, PAGE_ROWS + 1), (1, 2));
+        assert_eq!(
+            list_page(usize::MAX, usize::MAX).1,
+            usize::MAX.div_ceil(PAGE_ROWS)
+        );
+        assert_eq!(history_page(i64::MIN).0, 0);
+        let (pg, p) = history_page(i64::MAX);
+        assert_eq!(
+            (pg, p.offset, p.limit),
+            (
+                MAX_HISTORY_PAGE,
+                MAX_HISTORY_PAGE * HISTORY_PAGE,
+                HISTORY_PAGE
+            )
         );
     }
 }

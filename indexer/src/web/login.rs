@@ -48,8 +48,26 @@ pub async fn form() -> Html<String> {
 /// The login form.
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
-    name: String,
-    password: String,
+    pub(crate) name: String,
+    pub(crate) password: String,
+}
+
+/// Longest name a login attempt may give (bytes).
+pub const MAX_LOGIN_NAME_BYTES: usize = 256;
+
+/// Longest password a login attempt may give (bytes).
+pub const MAX_LOGIN_PASSWORD_BYTES: usize = 1024;
+
+impl LoginForm {
+    /// Refuses a name over [`MAX_LOGIN_NAME_BYTES`] or a password over
+    /// [`MAX_LOGIN_PASSWORD_BYTES`] before any hash is computed.
+    pub fn check_lengths(&self) -> Result<(), PageError> {
+        if self.name.len() > MAX_LOGIN_NAME_BYTES || self.password.len() > MAX_LOGIN_PASSWORD_BYTES
+        {
+            return Err(PageError::BadRequest("name or password too long".into()));
+        }
+        Ok(())
+    }
 }
 
 fn client(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
@@ -81,9 +99,7 @@ pub async fn submit(
         )
             .into_response());
     }
-    if f.name.len() > 256 || f.password.len() > 1024 {
-        return Err(PageError::BadRequest("name or password too long".into()));
-    }
+    f.check_lengths()?;
     let user = s.catalog.user(&f.name).await?;
     // Verify against a fixed hash when the user is unknown, so timing does not tell names.
     let phc = user

@@ -23,7 +23,7 @@ pub const WARN_USE: f64 = 0.80;
 #[derive(Debug, Deserialize, Default)]
 pub struct PageQuery {
     #[serde(default)]
-    done: String,
+    pub(crate) done: String,
 }
 
 fn use_bar(used: u64, total: u64) -> String {
@@ -220,18 +220,97 @@ pub async fn page(
     Ok(Html(layout("Clusters and nodes", "/nodes", Some(&me), &o)))
 }
 
+/// Most workers a node can be set to.
+pub const MAX_WORKERS: u32 = 256;
+
+/// Highest bandwidth cap the form takes (MiB/s).
+pub const MAX_BWLIMIT_MIB: f64 = 1_000_000.0;
+
+/// Longest reason kept (characters).
+pub const MAX_REASON_CHARS: usize = 200;
+
 /// The control form.
 #[derive(Debug, Deserialize)]
 pub struct ControlForm {
-    cluster: String,
-    node: String,
-    action: String,
+    pub(crate) cluster: String,
+    pub(crate) node: String,
+    pub(crate) action: String,
     #[serde(default)]
-    workers: String,
+    pub(crate) workers: String,
     #[serde(default)]
-    bwlimit_mib: String,
+    pub(crate) bwlimit_mib: String,
     #[serde(default)]
-    reason: String,
+    pub(crate) reason: String,
+}
+
+impl ControlForm {
+    /// The change the form asks for, and the reason as audited (trimmed, at most
+    /// [`MAX_REASON_CHARS`] characters): a node id of 1 to 255 bytes without control
+    /// characters; an action among pause, resume, drain and tune; workers a whole number up to
+    /// [`MAX_WORKERS`] when given; a bandwidth cap from 0 to [`MAX_BWLIMIT_MIB`] MiB/s when
+    /// given. `user` names who paused or drained when no reason is given.
+    pub fn change(&self, user: &str) -> Result<(ControlChange, String), PageError> {
+        if self.node.is_empty() || self.node.len() > 255 || self.node.chars().any(char::is_control)
+        {
+            return Err(PageError::BadRequest("bad node id".into()));
+        }
+        let reason: String = self.reason.trim().chars().take(MAX_REASON_CHARS).collect();
+        let mut ch = ControlChange::default();
+        match self.action.as_str() {
+            "pause" => {
+                ch.paused = Some(true);
+                ch.drain = Some(false);
+                ch.reason = Some(if reason.is_empty() {
+                    format!("paused by {user}")
+                } else {
+                    reason.clone()
+                });
+            }
+            "resume" => {
+                ch.paused = Some(false);
+                ch.drain = Some(false);
+                ch.reason = Some(String::new());
+            }
+            "drain" => {
+                ch.drain = Some(true);
+                ch.paused = Some(false);
+                ch.reason = Some(if reason.is_empty() {
+                    format!("drained by {user}")
+                } else {
+                    reason.clone()
+                });
+            }
+            "tune" => {}
+            other => return Err(PageError::BadRequest(format!("unknown action {other:?}"))),
+        }
+        match self.workers.trim() {
+            "" => {}
+            w => {
+                let n: u32 = w
+                    .parse()
+                    .map_err(|_| PageError::BadRequest("workers: a whole number".into()))?;
+                if n > MAX_WORKERS {
+                    return Err(PageError::BadRequest("workers: at most 256".into()));
+                }
+                ch.workers = Some(Some(n));
+            }
+        }
+        match self.bwlimit_mib.trim() {
+            "" => {}
+            b => {
+                let mib: f64 = b
+                    .parse()
+                    .map_err(|_| PageError::BadRequest("bandwidth: a number of MiB/s".into()))?;
+                if !(0.0..=MAX_BWLIMIT_MIB).contains(&mib) {
+                    return Err(PageError::BadRequest(
+                        "bandwidth: 0 to 1,000,000 MiB/s".into(),
+                    ));
+                }
+                ch.bwlimit = Some(Some((mib * 1_048_576.0) as u64));
+            }
+        }
+        Ok((ch, reason))
+    }
 }
 
 /// `POST /nodes/control`.
@@ -240,64 +319,7 @@ pub async fn control(
     PageOperator(me): PageOperator,
     Form(f): Form<ControlForm>,
 ) -> Result<Response, PageError> {
-    if f.node.is_empty() || f.node.len() > 255 || f.node.chars().any(char::is_control) {
-        return Err(PageError::BadRequest("bad node id".into()));
-    }
-    let reason: String = f.reason.trim().chars().take(200).collect();
-    let mut ch = ControlChange::default();
-    match f.action.as_str() {
-        "pause" => {
-            ch.paused = Some(true);
-            ch.drain = Some(false);
-            ch.reason = Some(if reason.is_empty() {
-                format!("paused by {}", me.user.name)
-            } else {
-                reason.clone()
-            });
-        }
-        "resume" => {
-            ch.paused = Some(false);
-            ch.drain = Some(false);
-            ch.reason = Some(String::new());
-        }
-        "drain" => {
-            ch.drain = Some(true);
-            ch.paused = Some(false);
-            ch.reason = Some(if reason.is_empty() {
-                format!("drained by {}", me.user.name)
-            } else {
-                reason.clone()
-            });
-        }
-        "tune" => {}
-        other => return Err(PageError::BadRequest(format!("unknown action {other:?}"))),
-    }
-    match f.workers.trim() {
-        "" => {}
-        w => {
-            let n: u32 = w
-                .parse()
-                .map_err(|_| PageError::BadRequest("workers: a whole number".into()))?;
-            if n > 256 {
-                return Err(PageError::BadRequest("workers: at most 256".into()));
-            }
-            ch.workers = Some(Some(n));
-        }
-    }
-    match f.bwlimit_mib.trim() {
-        "" => {}
-        b => {
-            let mib: f64 = b
-                .parse()
-                .map_err(|_| PageError::BadRequest("bandwidth: a number of MiB/s".into()))?;
-            if !(0.0..=1_000_000.0).contains(&mib) {
-                return Err(PageError::BadRequest(
-                    "bandwidth: 0 to 1,000,000 MiB/s".into(),
-                ));
-            }
-            ch.bwlimit = Some(Some((mib * 1_048_576.0) as u64));
-        }
-    }
+    let (ch, reason) = f.change(&me.user.name)?;
     let now = s.clock.now_ms();
     let after = s
         .clusters

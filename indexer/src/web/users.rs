@@ -19,7 +19,7 @@ use crate::http::AppState;
 #[derive(Debug, Deserialize, Default)]
 pub struct PageQuery {
     #[serde(default)]
-    done: String,
+    pub(crate) done: String,
 }
 
 /// `GET /users`.
@@ -78,11 +78,69 @@ pub async fn page(
 /// The user form.
 #[derive(Debug, Deserialize)]
 pub struct UserForm {
-    name: String,
-    role: String,
-    password: String,
+    pub(crate) name: String,
+    pub(crate) role: String,
+    pub(crate) password: String,
     #[serde(default)]
-    focus: String,
+    pub(crate) focus: String,
+}
+
+/// A [`UserForm`] checked (the password stays in the form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidUser {
+    /// Trimmed, 1 to 64 bytes, no control or white-space characters.
+    pub name: String,
+    /// The role.
+    pub role: Role,
+    /// Focus business ids.
+    pub focus: Vec<i64>,
+}
+
+/// Longest user name (bytes).
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Shortest password (characters).
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// Longest password (bytes).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+impl UserForm {
+    /// Checks the form: a name of 1 to [`MAX_NAME_BYTES`] bytes without spaces or control
+    /// characters, a role by its name, a password of [`MIN_PASSWORD_CHARS`] characters to
+    /// [`MAX_PASSWORD_BYTES`] bytes, focus business ids separated by commas or spaces.
+    pub fn check(&self) -> Result<ValidUser, PageError> {
+        let name = self.name.trim();
+        if name.is_empty()
+            || name.len() > MAX_NAME_BYTES
+            || name.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(PageError::BadRequest(
+                "name: 1 to 64 characters, no spaces".into(),
+            ));
+        }
+        let role =
+            Role::parse(&self.role).ok_or_else(|| PageError::BadRequest("unknown role".into()))?;
+        if self.password.chars().count() < MIN_PASSWORD_CHARS
+            || self.password.len() > MAX_PASSWORD_BYTES
+        {
+            return Err(PageError::BadRequest(
+                "password: 12 to 1024 characters".into(),
+            ));
+        }
+        let focus: Vec<i64> = self
+            .focus
+            .split([',', ' '])
+            .filter(|x| !x.trim().is_empty())
+            .map(|x| x.trim().parse::<i64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| PageError::BadRequest("focus: business ids separated by commas".into()))?;
+        Ok(ValidUser {
+            name: name.to_string(),
+            role,
+            focus,
+        })
+    }
 }
 
 /// `POST /users`.
@@ -91,28 +149,8 @@ pub async fn save(
     PageAdmin(me): PageAdmin,
     Form(f): Form<UserForm>,
 ) -> Result<Response, PageError> {
-    let name = f.name.trim();
-    if name.is_empty()
-        || name.len() > 64
-        || name.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(PageError::BadRequest(
-            "name: 1 to 64 characters, no spaces".into(),
-        ));
-    }
-    let role = Role::parse(&f.role).ok_or_else(|| PageError::BadRequest("unknown role".into()))?;
-    if f.password.chars().count() < 12 || f.password.len() > 1024 {
-        return Err(PageError::BadRequest(
-            "password: 12 to 1024 characters".into(),
-        ));
-    }
-    let focus: Vec<i64> = f
-        .focus
-        .split([',', ' '])
-        .filter(|x| !x.trim().is_empty())
-        .map(|x| x.trim().parse::<i64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| PageError::BadRequest("focus: business ids separated by commas".into()))?;
+    let ValidUser { name, role, focus } = f.check()?;
+    let name = name.as_str();
     let pw = f.password;
     let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&pw))
         .await
@@ -144,8 +182,31 @@ pub async fn save(
 /// Token form.
 #[derive(Debug, Deserialize)]
 pub struct TokenForm {
-    name: String,
-    op: String,
+    pub(crate) name: String,
+    pub(crate) op: String,
+}
+
+/// What the token form asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOp {
+    /// Issue a token (shown once).
+    Issue,
+    /// Revoke every token of the user.
+    Revoke,
+    /// End every session of the user.
+    Logout,
+}
+
+impl TokenOp {
+    /// The operation named `op` (`issue`, `revoke`, `logout`).
+    pub fn parse(op: &str) -> Option<TokenOp> {
+        match op {
+            "issue" => Some(TokenOp::Issue),
+            "revoke" => Some(TokenOp::Revoke),
+            "logout" => Some(TokenOp::Logout),
+            _ => None,
+        }
+    }
 }
 
 /// `POST /users/token`: issue (shown once), revoke all, or end sessions.
@@ -157,8 +218,8 @@ pub async fn token(
 ) -> Result<Response, PageError> {
     let u = s.catalog.user(&f.name).await?.ok_or(PageError::NotFound)?;
     let now = s.clock.now_ms();
-    let body = match f.op.as_str() {
-        "issue" => {
+    let body = match TokenOp::parse(&f.op) {
+        Some(TokenOp::Issue) => {
             let t = crate::auth::new_token();
             s.catalog
                 .add_token(u.id, &crate::auth::token_hash(&t), now)
@@ -178,7 +239,7 @@ pub async fn token(
                 esc(&t)
             )
         }
-        "revoke" => {
+        Some(TokenOp::Revoke) => {
             let n = s.catalog.revoke_tokens(u.id).await?;
             s.catalog
                 .audit(
@@ -194,7 +255,7 @@ pub async fn token(
             ))
             .into_response());
         }
-        "logout" => {
+        Some(TokenOp::Logout) => {
             let n = web.sessions.remove_user(&u.name);
             s.catalog
                 .audit(
@@ -210,7 +271,7 @@ pub async fn token(
             ))
             .into_response());
         }
-        _ => return Err(PageError::BadRequest("unknown operation".into())),
+        None => return Err(PageError::BadRequest("unknown operation".into())),
     };
     Ok(Html(layout("API token", "/users", Some(&me), &body)).into_response())
 }
