@@ -715,13 +715,21 @@ fn spooled_jobs_survive_a_killed_agent() {
     let log = env.work.path().join("run.log");
     let mut d = start_run(&cfg, &log);
     let spool = env.state_dir().join("spool");
-    wait_until("a spooled job", Duration::from_secs(30), || {
-        std::fs::read_dir(&spool)
+    let state = env.state_dir().join("instances").join("k.json");
+    // The job is spooled and the run recorded. (A kill between the two is the crash window
+    // where the restarted agent runs the instance again: at least once, never lost. Under
+    // load the kill could land there, and the job would then rightly arrive twice.)
+    wait_until("a spooled job and its run recorded", Duration::from_secs(30), || {
+        let spooled = std::fs::read_dir(&spool)
             .map(|r| {
                 r.flatten()
                     .any(|e| e.file_name().to_string_lossy().ends_with(".job"))
             })
-            .unwrap_or(false)
+            .unwrap_or(false);
+        spooled
+            && std::fs::read_to_string(&state)
+                .map(|s| s.contains("\"spooled\""))
+                .unwrap_or(false)
     });
     // kill -9: no chance to flush anything.
     d.0.kill().unwrap();
