@@ -116,7 +116,14 @@ relay_ticks() { read -r -a f <"/proc/$RELAYPROC_PID/stat"; echo $((f[13] + f[14]
 # creating 2,000 files right after deleting 2,000 costs every client several times the CPU
 # (recently_deleted/find_inode_bit in the kernel profile were 18 % of the node's samples).
 case_no=0
-new_dest() { case_no=$((case_no + 1)); dest="$WORK/out/$1-$case_no"; } # sets $dest
+# Each case's files stay until two cases later (then they are old enough), so the disk holds
+# at most three cases' worth (3 x 1.06 GiB by default).
+new_dest() { # sets $dest
+    case_no=$((case_no + 1))
+    dest="$WORK/out/$1-$case_no"
+    local old
+    for old in "$WORK"/out/*-$((case_no - 3)); do rm -rf "$old"; done
+}
 rm -rf "$WORK/out"
 mkdir -p "$WORK/out"
 
