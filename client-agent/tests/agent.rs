@@ -719,18 +719,22 @@ fn spooled_jobs_survive_a_killed_agent() {
     // The job is spooled and the run recorded. (A kill between the two is the crash window
     // where the restarted agent runs the instance again: at least once, never lost. Under
     // load the kill could land there, and the job would then rightly arrive twice.)
-    wait_until("a spooled job and its run recorded", Duration::from_secs(30), || {
-        let spooled = std::fs::read_dir(&spool)
-            .map(|r| {
-                r.flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".job"))
-            })
-            .unwrap_or(false);
-        spooled
-            && std::fs::read_to_string(&state)
-                .map(|s| s.contains("\"spooled\""))
-                .unwrap_or(false)
-    });
+    wait_until(
+        "a spooled job and its run recorded",
+        Duration::from_secs(30),
+        || {
+            let spooled = std::fs::read_dir(&spool)
+                .map(|r| {
+                    r.flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".job"))
+                })
+                .unwrap_or(false);
+            spooled
+                && std::fs::read_to_string(&state)
+                    .map(|s| s.contains("\"spooled\""))
+                    .unwrap_or(false)
+        },
+    );
     // kill -9: no chance to flush anything.
     d.0.kill().unwrap();
     d.0.wait().unwrap();
