@@ -292,6 +292,9 @@ fn options(job: &PullJob, cfg: &EngineConfig) -> PullOptions {
         rate: job.rate,
         forward_bwlimit: cfg.forward_bwlimit,
         compress: job.compress.clone(),
+        // A node job is retried (`attempts`): the one round trip saved per pull is worth
+        // more to it than a redo within the session.
+        early_end: true,
         ..PullOptions::default()
     }
 }

@@ -117,8 +117,9 @@ pub struct ConnectionConfig {
     /// Longest quiet period on our side before we send a keep-alive.
     pub keepalive: Duration,
     /// End the redo phase together with phase 0 when every file is requested whole (default
-    /// on): one round trip less per session, but a whole file that fails verification is not
-    /// requested again in the same session. See [`Connection::finish_requests`].
+    /// off, as stock rsync): one round trip less per session, but a whole file that fails
+    /// verification is not requested again in the same session. See
+    /// [`Connection::finish_requests`].
     pub early_end: bool,
 }
 
@@ -141,7 +142,7 @@ impl ConnectionConfig {
             },
             limits: Limits::default(),
             keepalive: Duration::from_secs(20),
-            early_end: true,
+            early_end: false,
         }
     }
 }

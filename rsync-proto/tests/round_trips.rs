@@ -81,6 +81,7 @@ async fn small_pull_waits_no_more_often_than_stock_rsync() -> anyhow::Result<()>
             let opts = PullOptions {
                 protocol: p,
                 timeout: Some(Duration::from_secs(30)),
+                early_end: true,
                 ..PullOptions::default()
             };
             let source: Source = url.parse()?;

@@ -66,11 +66,12 @@ pub struct PullOptions {
     /// Ask the daemon to compress file data (`-z`); `None` pulls uncompressed.
     pub compress: Option<Compress>,
     /// When every file is pulled whole (no basis), end the session's redo phase together with
-    /// the requests: one round trip less per pull, which a node pays on every job over a WAN
-    /// (default on). The cost: a whole file that fails verification (only corruption on the
-    /// way can do that: its checksum covers exactly what the daemon sent) fails the pull
-    /// instead of being sent again in the same session; retry the pull. Off: stock rsync's
-    /// behaviour, a redo in the same session.
+    /// the requests: one round trip less per pull, which a node pays on every job over a WAN.
+    /// The cost: a whole file that fails verification (only corruption on the way can do
+    /// that: its checksum covers exactly what the daemon sent) fails the pull instead of being
+    /// sent again in the same session, and [`Error::is_retryable`] says to pull again. For a
+    /// caller that retries, as the node does; off by default (stock rsync's behaviour, a redo
+    /// in the same session), so a one-shot pull such as `fetch` keeps the redo.
     pub early_end: bool,
 }
 
@@ -168,7 +169,7 @@ impl Default for PullOptions {
             rate: None,
             forward_bwlimit: false,
             compress: None,
-            early_end: true,
+            early_end: false,
         }
     }
 }

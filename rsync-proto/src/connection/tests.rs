@@ -306,10 +306,10 @@ fn config() -> ConnectionConfig {
     cfg
 }
 
-/// [`config`] that keeps the redo phase for whole files (no early end).
-fn config_with_redo() -> ConnectionConfig {
+/// [`config`] with the redo phase ended early for whole files (the node's setting).
+fn config_early() -> ConnectionConfig {
     ConnectionConfig {
-        early_end: false,
+        early_end: true,
         ..config()
     }
 }
@@ -756,7 +756,7 @@ fn client_sends_nothing_more_until_the_sender_ends_phase_0() {
         }
         let files_len = s.take().len();
         let run = drive_parts(
-            config_with_redo(),
+            config(),
             [before.as_slice(), &after[..files_len]],
             all_regular,
         );
@@ -784,7 +784,7 @@ fn whole_file_sessions_end_the_redo_phase_with_the_requests() {
         }
         let files_len = s.take().len();
         let run = drive_parts(
-            config(),
+            config_early(),
             [before.as_slice(), &after[..files_len]],
             all_regular,
         );
@@ -794,8 +794,8 @@ fn whole_file_sessions_end_the_redo_phase_with_the_requests() {
         want.extend(dones(if p >= 31 { 4 } else { 3 }));
         assert_eq!(client_items(&run, &f, None), want, "protocol {p}");
         // And the whole session sends what it sends with a redo phase, no more.
-        let whole = drive(config(), &[before.clone(), after.clone()].concat());
-        let with_redo = drive(config_with_redo(), &[before, after].concat());
+        let whole = drive(config_early(), &[before.clone(), after.clone()].concat());
+        let with_redo = drive(config(), &[before, after].concat());
         whole.result.as_ref().expect("session");
         assert_eq!(
             client_items(&whole, &f, None),
@@ -816,7 +816,11 @@ fn with_an_early_end_a_whole_file_that_fails_verification_fails_without_a_redo()
         s.ndx(NDX_DONE).end_of_run();
         let after = s.take();
         // As a daemon sends it: the data after the requests.
-        let run = drive_parts(config(), [before.as_slice(), after.as_slice()], all_regular);
+        let run = drive_parts(
+            config_early(),
+            [before.as_slice(), after.as_slice()],
+            all_regular,
+        );
         run.result.as_ref().expect("session completes");
         let outcomes: Vec<&Event> = run
             .events
@@ -846,7 +850,7 @@ fn with_an_early_end_a_whole_file_that_fails_verification_fails_without_a_redo()
         assert_eq!(client_items(&run, &f, None), want, "protocol {p}");
         // Data buffered ahead of the requests: the file failed before they were finished
         // and was promised a redo, so the session keeps its redo phase.
-        let buffered = drive(config(), &[before, after].concat());
+        let buffered = drive(config_early(), &[before, after].concat());
         assert!(buffered
             .events
             .contains(&Event::FileDone(FileIndex(1), FileOutcome::RetryScheduled)));
@@ -981,7 +985,7 @@ fn checksum_mismatch_schedules_a_redo_then_fails() {
         let f = flavor(p);
         // Before the sender's NDX_DONE: only the phase-0 request and NDX_DONE.
         let early = drive_parts(
-            config_with_redo(),
+            config(),
             [before.as_slice(), phase0.as_slice()],
             all_regular,
         );
@@ -995,7 +999,7 @@ fn checksum_mismatch_schedules_a_redo_then_fails() {
         );
 
         let run = drive_parts(
-            config_with_redo(),
+            config(),
             [before.as_slice(), phase0.as_slice(), rest.as_slice()],
             all_regular,
         );
@@ -1026,7 +1030,7 @@ fn checksum_mismatch_schedules_a_redo_then_fails() {
         assert_eq!(client_items(&run, &f, None), want, "protocol {p}");
         // Byte by byte gives the same.
         let whole = [before, phase0, rest].concat();
-        let bytewise = drive_bytewise(config_with_redo(), &whole);
+        let bytewise = drive_bytewise(config(), &whole);
         assert_eq!(normalize(&bytewise.events), normalize(&run.events));
         assert_eq!(client_items(&bytewise, &f, None), want);
     }
@@ -1037,7 +1041,7 @@ fn redo_that_verifies_counts_as_transferred() {
     for p in [29, 32] {
         let (before, phase0, rest) = redo_session(p, true);
         let run = drive_parts(
-            config_with_redo(),
+            config(),
             [before.as_slice(), phase0.as_slice(), rest.as_slice()],
             all_regular,
         );
