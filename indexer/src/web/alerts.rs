@@ -305,7 +305,7 @@ fn action_forms(me: &Session, id: i64, st: StateFilter) -> String {
         o,
         "<form method=\"post\" action=\"/alerts/{id}/silence\" class=\"inline\">{c}\
          <label for=\"sil-h-{id}\" class=\"sr\">Hours</label>\
-         <select id=\"sil-h-{id}\" name=\"hours\"><option>1</option><option>4</option><option selected>24</option><option>168</option></select>\
+         <select id=\"sil-h-{id}\" name=\"hours\"><option value=\"1\">1 h</option><option value=\"4\">4 h</option><option value=\"24\" selected>24 h</option><option value=\"168\">7 days</option></select>\
          <label class=\"sr\" for=\"sil-c-{id}\">Comment</label>\
          <input id=\"sil-c-{id}\" name=\"comment\" placeholder=\"comment\" size=\"10\" maxlength=\"500\">\
          <button type=\"submit\" class=\"secondary\">Silence</button></form>",
