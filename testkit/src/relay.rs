@@ -292,13 +292,15 @@ async fn pump(
     let reader = async move {
         // When the simulated link finishes serializing what it already has.
         let mut link_free = Instant::now();
+        // One read buffer, and each chunk copied out at its size: a fresh zeroed 64 KiB
+        // per read cost the relay a 64 KiB memset for every small read.
+        let mut buf = vec![0u8; CHUNK];
         loop {
-            let mut buf = vec![0u8; CHUNK];
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            buf.truncate(n);
+            let chunk = buf[..n].to_vec();
             let now = Instant::now();
             if c.heard[dir].swap(false, Ordering::AcqRel) {
                 c.turns[dir].fetch_add(1, Ordering::Relaxed);
@@ -309,7 +311,7 @@ async fn pump(
                 Some(r) if r > 0 => start + Duration::from_secs_f64(n as f64 / r as f64),
                 _ => start,
             };
-            if tx.send((link_free + cfg.delay, buf)).await.is_err() {
+            if tx.send((link_free + cfg.delay, chunk)).await.is_err() {
                 break;
             }
         }

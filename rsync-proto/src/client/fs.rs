@@ -293,6 +293,10 @@ pub struct FsSink {
     batch: bool,
     staged: Vec<Staged>,
     staged_bytes: u64,
+    /// The plan wants exactly one file (a backup node's pull): its commit task also
+    /// fsyncs its directory, so the pull needs one hand-off to the blocking pool
+    /// instead of a commit task and then a directory fsync on the runtime's thread.
+    sole_file: bool,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -326,6 +330,7 @@ impl FsSink {
             batch: false,
             staged: Vec::new(),
             staged_bytes: 0,
+            sole_file: false,
         })
     }
 
@@ -639,6 +644,7 @@ impl Sink for FsSink {
             }
         }
         self.batch = wanted.len() >= BATCH_MIN_FILES;
+        self.sole_file = wanted.len() == 1;
         Ok(wanted)
     }
 
@@ -756,8 +762,11 @@ impl Sink for FsSink {
         let Some(f) = self.open.take() else {
             return Ok(());
         };
-        self.touched_dirs.insert(f.parent_path.clone());
         self.committed += 1;
+        let sync_parent = self.sole_file && !self.batch;
+        if !sync_parent {
+            self.touched_dirs.insert(f.parent_path.clone());
+        }
         if self.batch && f.entry.size < BATCH_FILE_MAX {
             let size = f.written;
             self.staged.push(stage(f)?);
@@ -768,7 +777,7 @@ impl Sink for FsSink {
             return Ok(());
         }
         self.wait_commits(MAX_PENDING_COMMITS - 1).await?;
-        self.commits.spawn_blocking(move || commit(f));
+        self.commits.spawn_blocking(move || commit(f, sync_parent));
         Ok(())
     }
 
@@ -823,17 +832,21 @@ fn preallocate(fd: &OwnedFd, size: u64) -> u64 {
     }
 }
 
-/// fsync, then mode and times, then the atomic rename into place; then
+/// Mode and times, then fsync, then the atomic rename into place; then
 /// the partial file it may have started from is removed. If anything fails
 /// (or the task is cancelled), dropping `f` keeps the data as a partial file.
-fn commit(mut f: OpenFile) -> io::Result<()> {
+/// With `sync_parent`, the directory is fsynced last, so that the rename is
+/// durable when this returns (otherwise [`FsSink::finish`] does it).
+fn commit(mut f: OpenFile, sync_parent: bool) -> io::Result<()> {
     let result = (|| -> io::Result<()> {
         f.file.flush()?;
         f.release_unused();
         let file = f.file.get_ref();
-        file.sync_all()?;
+        // Mode and times before the fsync, so that they are durable with the data (set
+        // after it, they could be lost in a crash after the rename).
         rustix::fs::fchmod(file, Mode::from_raw_mode(f.entry.permissions() & 0o777))?;
         rustix::fs::futimens(file, &timestamps(&f.entry))?;
+        file.sync_all()?;
         rustix::fs::renameat(
             &*f.parent,
             f.tmp.as_os_str(),
@@ -853,6 +866,12 @@ fn commit(mut f: OpenFile) -> io::Result<()> {
             }
         }
     }
+    let result = result.and_then(|()| {
+        if sync_parent {
+            rustix::fs::fsync(&*f.parent)?;
+        }
+        Ok(())
+    });
     result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.entry.name_lossy())))
 }
 
