@@ -1402,7 +1402,13 @@ impl Connection {
         fs.received += n as u64;
         *left -= n;
         self.stats.literal_bytes += n as u64;
-        push_file_data(&mut self.events, &mut self.queued_data, fs.ndx, chunk);
+        push_file_data(
+            &mut self.events,
+            &mut self.queued_data,
+            fs.ndx,
+            chunk,
+            input.len(),
+        );
         if *left == 0 {
             let Receiving::Literal(fs, _) = std::mem::replace(&mut t.recv, Receiving::Idle) else {
                 return Some(n);
@@ -1793,7 +1799,13 @@ impl Connection {
                             fs.hasher.update(chunk);
                             fs.received = total;
                             self.stats.literal_bytes += n as u64;
-                            push_file_data(&mut self.events, &mut self.queued_data, fs.ndx, chunk);
+                            push_file_data(
+                                &mut self.events,
+                                &mut self.queued_data,
+                                fs.ndx,
+                                chunk,
+                                0,
+                            );
                         }
                         t.recv = Receiving::Tokens(fs);
                     }
@@ -1852,7 +1864,7 @@ impl Connection {
                 fs.hasher.update(chunk);
                 fs.received += n as u64;
                 self.stats.literal_bytes += n as u64;
-                push_file_data(&mut self.events, &mut self.queued_data, fs.ndx, chunk);
+                push_file_data(&mut self.events, &mut self.queued_data, fs.ndx, chunk, 0);
                 self.stream_pos += n;
                 t.recv = if n == left {
                     Receiving::Tokens(fs)
@@ -1937,8 +1949,18 @@ const MAX_DATA_EVENT: usize = 1 << 20;
 
 /// Appends file bytes as an event, joining them to the previous event when
 /// it is data for the same file: fewer, larger writes for the sink.
-/// `queued` counts the file bytes waiting in `events`.
-fn push_file_data(events: &mut VecDeque<Event>, queued: &mut usize, ndx: FileIndex, chunk: &[u8]) {
+/// `queued` counts the file bytes waiting in `events`. `room` is how many bytes
+/// this event may still be joined (the rest of the input at hand): a new event
+/// is allocated that large, so that joining does not reallocate and copy (the
+/// growth copies were a fifth of the client's user-space copying in a 1 GiB
+/// pull).
+fn push_file_data(
+    events: &mut VecDeque<Event>,
+    queued: &mut usize,
+    ndx: FileIndex,
+    chunk: &[u8],
+    room: usize,
+) {
     *queued += chunk.len();
     if let Some(Event::FileData(last, data)) = events.back_mut() {
         if *last == ndx && data.len() + chunk.len() <= MAX_DATA_EVENT {
@@ -1946,7 +1968,9 @@ fn push_file_data(events: &mut VecDeque<Event>, queued: &mut usize, ndx: FileInd
             return;
         }
     }
-    events.push_back(Event::FileData(ndx, chunk.to_vec()));
+    let mut data = Vec::with_capacity(room.clamp(chunk.len(), MAX_DATA_EVENT.max(chunk.len())));
+    data.extend_from_slice(chunk);
+    events.push_back(Event::FileData(ndx, data));
 }
 
 /// Where block `b` of the basis lies, checked against the request's sum

@@ -61,6 +61,9 @@ use crate::flist::{FileEntry, FileIndex, FileKind, FileList};
 const MAX_PENDING_COMMITS: usize = 16;
 /// Write buffer per open file.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Data handed to [`FsSink::write`] in pieces at least this large is written without
+/// copying it into the file's buffer first.
+const DIRECT_WRITE_MIN: usize = 64 << 10;
 /// Write buffer of a file under [`PREALLOCATE_MIN`].
 const SMALL_WRITE_BUFFER: usize = 128 << 10;
 /// Most directory descriptors kept open for path resolution.
@@ -733,7 +736,13 @@ impl Sink for FsSink {
         match &mut self.open {
             Some(f) if f.ndx == ndx => {
                 f.written += data.len() as u64;
-                f.file.write_all(data)?;
+                if data.len() >= DIRECT_WRITE_MIN {
+                    // Large enough to go to the kernel as it is: no copy into our buffer.
+                    f.file.flush()?;
+                    f.file.get_mut().write_all(data)?;
+                } else {
+                    f.file.write_all(data)?;
+                }
                 f.start_writeback();
                 Ok(())
             }
@@ -1182,6 +1191,48 @@ mod tests {
             let data = std::fs::read(dest.join(e.name_lossy())).expect("read");
             assert_eq!(data, vec![ndx.0 as u8; e.size as usize]);
         }
+    }
+
+    /// Small pieces go through the file's buffer, large ones straight to the file: the
+    /// bytes land in the order they came, and a sole file's commit leaves its final name.
+    #[tokio::test]
+    async fn buffered_and_direct_writes_keep_their_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("one");
+        let sizes = [
+            10usize,
+            DIRECT_WRITE_MIN,
+            3,
+            1,
+            DIRECT_WRITE_MIN + 7,
+            5000,
+            2 << 20,
+            9,
+        ];
+        let total: usize = sizes.iter().sum();
+        let list = FileList::sorted(
+            vec![regular("one", total as u64)],
+            crate::ProtocolVersion::V32,
+        );
+        let mut sink = FsSink::new(&dest).expect("sink");
+        let wanted = sink.plan(&list).await.expect("plan");
+        assert_eq!(wanted.len(), 1);
+        let ndx = wanted[0];
+        sink.begin_file(ndx, list.get(ndx).expect("entry"))
+            .await
+            .expect("begin");
+        let mut expected = Vec::with_capacity(total);
+        for (i, &n) in sizes.iter().enumerate() {
+            let piece: Vec<u8> = (0..n).map(|j| (i * 31 + j % 251) as u8).collect();
+            sink.write(ndx, &piece).await.expect("write");
+            expected.extend_from_slice(&piece);
+        }
+        sink.end_file(ndx, FileOutcome::Verified)
+            .await
+            .expect("end");
+        sink.finish(&list).await.expect("finish");
+        assert_eq!(std::fs::read(&dest).expect("read"), expected);
+        assert_eq!(names_in(dir.path()), vec!["one".to_string()]);
     }
 
     /// A pull that fails before its batch is committed leaves no final name, and keeps every
