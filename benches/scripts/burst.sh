@@ -58,6 +58,7 @@ RPORT=$(free_port)
 pids=()
 cleanup() {
     rm -rf "$WORK/out"
+    date +%s >"$WORK/deleted-at"
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [[ -n ${relay_in:-} ]] && exec {relay_in}>&- || true
 }
@@ -111,20 +112,39 @@ daemon_ticks() {
 TCK=$(getconf CLK_TCK)
 relay_ticks() { read -r -a f <"/proc/$RELAYPROC_PID/stat"; echo $((f[13] + f[14])); }
 
-# Every case writes into a directory of its own, all deleted at the end: ext4 (without a
-# journal, as here) scans the inode table for recently freed inodes when it allocates, so
-# creating 2,000 files right after deleting 2,000 costs every client several times the CPU
-# (recently_deleted/find_inode_bit in the kernel profile were 18 % of the node's samples).
+# Every case writes into a directory of its own: ext4 without a journal (as here) skips
+# inodes freed in the last 60 s when it allocates (`recently_deleted` in fs/ext4/ialloc.c:
+# RECENTCY_MIN is 60 s since Linux 5.7; 360 s while the inode table block is dirty), reading
+# each one's inode, so creating 2,000 files right after deleting 2,000 costs every client
+# several times the CPU (recently_deleted/find_inode_bit were 18 % of the node's samples).
+# So nothing is deleted right before a case: after KEEP_CASES cases (default 4, 1.06 GiB
+# each) they are deleted together, the filesystem synced, and the next case waits 61 s.
+# The last cases are deleted at exit, and the time noted, so that a run started within the
+# minute waits out the rest.
+KEEP_CASES=${KEEP_CASES:-4}
 case_no=0
-# Each case's files stay until two cases later (then they are old enough), so the disk holds
-# at most three cases' worth (3 x 1.06 GiB by default).
+inode_pause() { # waits until the inodes freed at $1 (epoch seconds) are reusable
+    local left=$(($1 + 61 - $(date +%s)))
+    if [ "$left" -gt 0 ]; then
+        echo "(waiting ${left} s for ext4 to reuse the inodes freed $(($(date +%s) - $1)) s ago)"
+        sleep "$left"
+    fi
+}
 new_dest() { # sets $dest
     case_no=$((case_no + 1))
     dest="$WORK/out/$1-$case_no"
-    local old
-    for old in "$WORK"/out/*-$((case_no - 3)); do rm -rf "$old"; done
+    if [ "$(find "$WORK/out" -mindepth 1 -maxdepth 1 | wc -l)" -ge "$KEEP_CASES" ]; then
+        rm -rf "${WORK:?}"/out/*
+        sync -f "$WORK/out"
+        inode_pause "$(date +%s)"
+    fi
 }
-rm -rf "$WORK/out"
+if [ -d "$WORK/out" ] && [ -n "$(ls -A "$WORK/out")" ]; then
+    rm -rf "$WORK/out"
+    sync -f "$WORK"
+    date +%s >"$WORK/deleted-at"
+fi
+[ -f "$WORK/deleted-at" ] && inode_pause "$(cat "$WORK/deleted-at")"
 mkdir -p "$WORK/out"
 
 config() { # workers dest

@@ -148,9 +148,12 @@ pub struct Fixture {
 
 /// Small-file trees kept before the old ones are deleted in one go.
 const TREES_KEPT: u64 = 48;
-/// How long ext4 (without a journal, as on the reference machine) passes over freed inodes
-/// when it allocates new ones (`recently_deleted`: 5 s, 10 s while the table is dirty).
-const INODE_RECENCY: Duration = Duration::from_secs(11);
+/// How long ext4 without a journal (as on the reference machine) passes over freed inodes
+/// when it allocates new ones: `recently_deleted` in fs/ext4/ialloc.c skips an inode freed
+/// less than RECENTCY_MIN = 60 s ago (5 s before Linux 5.7), 360 s while its inode table
+/// block is still dirty. The trees are deleted and the filesystem synced first, so 60 s
+/// and a margin.
+const INODE_RECENCY: Duration = Duration::from_secs(61);
 
 /// Mtime of the delta scenario's old version (older than the new one).
 const OLD_MTIME: i64 = 1_500_000_000;
@@ -259,8 +262,8 @@ impl Fixture {
     /// page cache is left warm on both sides, as it is for every client alike.
     ///
     /// Small-file pulls each get a new destination directory instead of deleting the last
-    /// one: ext4 without a journal skips inodes freed in the last 5-10 seconds when it
-    /// allocates, so creating 5,000 files right after deleting 5,000 costs every client a
+    /// one: ext4 without a journal skips inodes freed in the last 60 seconds when it
+    /// allocates ([`INODE_RECENCY`]), so creating 5,000 files right after deleting 5,000 costs every client a
     /// scan of the inode bitmap per file (`recently_deleted` and `find_inode_bit` were half
     /// of all kernel samples). Old trees are deleted every [`TREES_KEPT`] pulls, followed by
     /// a pause until their inodes are usable again, outside any timing.
