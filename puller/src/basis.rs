@@ -4,7 +4,7 @@
 //!
 //! One small file per instance under `<root>/.ubackup-state/basis/`, named by a hash of the
 //! key and holding the backup's path. It is a hint, not a catalog: a missing or stale entry
-//! only costs a whole-file pull, so it is replaced atomically but not fsynced.
+//! only costs a whole-file pull, so it is rewritten in place (see [`record`]) and not fsynced.
 
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Component, Path, PathBuf};
