@@ -399,6 +399,7 @@ fn engine_config(cfg: &NodeConfig, limiter: &BandwidthLimiter, stats: &Stats) ->
         forward_bwlimit: cfg.pull.forward_bwlimit,
         protocol: cfg.pull.protocol,
         progress: Some(stats.bytes.clone()),
+        greetings: Some(rsync_proto::client::GreetingCache::new()),
         ..EngineConfig::default()
     }
 }

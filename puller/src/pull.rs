@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rsync_proto::client::{self, BasisPolicy, FsSink, PullOptions, PullReport, Sink, Source};
+use rsync_proto::client::{
+    self, BasisPolicy, FsSink, GreetingCache, PullOptions, PullReport, Sink, Source,
+};
 use rsync_proto::limit::{BandwidthLimiter, Rate};
 use rsync_proto::{ChecksumKind, FileEntry, FileIndex, FileList, FileOutcome, ProtocolVersion};
 
@@ -101,6 +103,9 @@ pub struct EngineConfig {
     pub protocol: ProtocolVersion,
     /// Counts file bytes written, for a node's throughput figures.
     pub progress: Option<Arc<AtomicU64>>,
+    /// The daemons' last greetings, shared by every pull of the node: a daemon pulled from
+    /// before costs one round trip less (see [`PullOptions::greetings`]).
+    pub greetings: Option<GreetingCache>,
 }
 
 impl Default for EngineConfig {
@@ -116,6 +121,7 @@ impl Default for EngineConfig {
             forward_bwlimit: false,
             protocol: ProtocolVersion::default(),
             progress: None,
+            greetings: None,
         }
     }
 }
@@ -295,6 +301,7 @@ fn options(job: &PullJob, cfg: &EngineConfig) -> PullOptions {
         // A node job is retried (`attempts`): the one round trip saved per pull is worth
         // more to it than a redo within the session.
         early_end: true,
+        greetings: cfg.greetings.clone(),
         ..PullOptions::default()
     }
 }

@@ -121,6 +121,14 @@ pub struct ConnectionConfig {
     /// verification is not requested again in the same session. See
     /// [`Connection::finish_requests`].
     pub early_end: bool,
+    /// The greeting this daemon sent last time (see [`Connection::greeting`]). With it, and
+    /// without credentials, the arguments, the negotiation lists and the filter list go out
+    /// with our greeting instead of after the daemon's: one round trip less. What they
+    /// depend on (the negotiated protocol, and whether the daemon negotiates checksums) is
+    /// checked when the real greeting arrives; if it differs, the session ends with
+    /// [`SessionError::GreetingChanged`] before anything was received but that greeting,
+    /// and the caller connects again without the hint ([`crate::client::pull`] does).
+    pub greeting_hint: Option<Greeting>,
 }
 
 impl ConnectionConfig {
@@ -143,6 +151,7 @@ impl ConnectionConfig {
             limits: Limits::default(),
             keepalive: Duration::from_secs(20),
             early_end: false,
+            greeting_hint: None,
         }
     }
 }
@@ -197,6 +206,14 @@ pub enum SessionError {
     /// The daemon closed the module request with `@RSYNCD: EXIT`.
     #[error("daemon ended the session (@RSYNCD: EXIT)")]
     DaemonExit,
+    /// The daemon's greeting differs from [`ConnectionConfig::greeting_hint`] in what our
+    /// early arguments and lists depended on: connect again without the hint (nothing but
+    /// the greeting was received). The daemon's real greeting is here for the next time.
+    #[error("the daemon now greets with protocol {}.{}{}, not as before: connect again without the hint", greeting.protocol, greeting.sub, if greeting.digests.is_some() { "" } else { " and no digest list" })]
+    GreetingChanged {
+        /// What the daemon sent this time.
+        greeting: Greeting,
+    },
     /// The remote side exited with an error (MSG_ERROR_EXIT); the text of
     /// its last error message, if any, is kept verbatim.
     #[error("remote rsync exited with code {code}{}", last_error.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
@@ -511,6 +528,9 @@ pub struct Connection {
     /// We pipelined our lists but the daemon's compat flags say it does not
     /// negotiate: fine for the error it is about to send, fatal for a file list.
     negotiation_refused: bool,
+    /// The arguments went out on [`ConnectionConfig::greeting_hint`]: the negotiated
+    /// protocol and whether the daemon negotiates, as assumed.
+    assumed: Option<(ProtocolVersion, bool)>,
 }
 
 impl Connection {
@@ -531,7 +551,7 @@ impl Connection {
                 out_raw.push(b'\n');
             }
         }
-        Connection {
+        let mut c = Connection {
             config,
             state: State::Greeting,
             protocol,
@@ -559,7 +579,30 @@ impl Connection {
             args_sent: false,
             pipelined: false,
             negotiation_refused: false,
+            assumed: None,
+        };
+        c.send_on_hint();
+        c
+    }
+
+    /// With a greeting hint and no credentials, queues what would follow the daemon's
+    /// greeting now (see [`ConnectionConfig::greeting_hint`]).
+    fn send_on_hint(&mut self) {
+        if !matches!(self.config.target, Target::Pull { .. }) || self.config.credentials.is_some() {
+            return;
         }
+        let Some(hint) = self.config.greeting_hint.clone() else {
+            return;
+        };
+        let Ok(protocol) = hint.negotiate(self.config.protocol) else {
+            return;
+        };
+        self.protocol = protocol;
+        self.ndx_in = NdxCodec::new(protocol.compact_ndx());
+        self.ndx_out = NdxCodec::new(protocol.compact_ndx());
+        self.assumed = Some((protocol, hint.digests.is_some()));
+        self.greeting = Some(hint);
+        self.send_setup();
     }
 
     // ----- queries -----
@@ -567,6 +610,11 @@ impl Connection {
     /// The negotiated protocol (the announced one before the greeting).
     pub fn protocol(&self) -> ProtocolVersion {
         self.protocol
+    }
+    /// The daemon's greeting, once it arrived (a caller may keep it as the next session's
+    /// [`ConnectionConfig::greeting_hint`]); before that, the hint if one was given.
+    pub fn greeting(&self) -> Option<&Greeting> {
+        self.greeting.as_ref()
     }
     /// Setup facts, once [`Event::Ready`] has been produced.
     pub fn session_info(&self) -> Option<SessionInfo> {
@@ -958,7 +1006,14 @@ impl Connection {
         match &mut self.state {
             State::Greeting => {
                 let g = Greeting::parse(&line)?;
-                self.protocol = g.negotiate(self.config.protocol)?;
+                let protocol = g.negotiate(self.config.protocol)?;
+                if self
+                    .assumed
+                    .is_some_and(|a| a != (protocol, g.digests.is_some()))
+                {
+                    return Err(SessionError::GreetingChanged { greeting: g });
+                }
+                self.protocol = protocol;
                 self.ndx_in = NdxCodec::new(self.protocol.compact_ndx());
                 self.ndx_out = NdxCodec::new(self.protocol.compact_ndx());
                 self.greeting = Some(g);
@@ -967,7 +1022,7 @@ impl Connection {
                 } else {
                     // Without credentials no AUTHREQD can be answered, so
                     // the arguments need not wait for `@RSYNCD: OK`.
-                    if self.config.credentials.is_none() {
+                    if self.config.credentials.is_none() && !self.args_sent {
                         self.send_setup();
                     }
                     self.state = State::ModuleReply { sent_auth: false };

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use rsync_proto::client::{pull, FsSink, PullOptions, Source};
+use rsync_proto::client::{pull, FsSink, GreetingCache, PullOptions, Source};
 use rsync_proto::ProtocolVersion;
 use ubackup_testkit::relay::{ConnStats, Relay, RelayConfig};
 use ubackup_testkit::{
@@ -113,6 +113,86 @@ async fn small_pull_waits_no_more_often_than_stock_rsync() -> anyhow::Result<()>
                 ours.client_turns
             );
         }
+    }
+    Ok(())
+}
+
+/// A process that pulls from the same daemons again (a node, every hour) keeps their
+/// greetings ([`GreetingCache`]): the next pull sends everything up to the file list with
+/// its own greeting, and waits twice: for the file list, and for the file data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_daemon_costs_one_round_trip_less() -> anyhow::Result<()> {
+    for v in versions() {
+        let src = tempfile::tempdir()?;
+        write_random_file(&src.path().join("dump.rdb"), 64 * KIB, 18)?;
+        let daemon = DaemonBuilder::new(v)
+            .module(Module::new("data", src.path()))
+            .start()?;
+        let relay = Relay::start(daemon.addr(), RelayConfig::wan(DELAY))?;
+        let url = format!("rsync://127.0.0.1:{}/data/dump.rdb", relay.addr().port());
+        let source: Source = url.parse()?;
+        let mut conns = 0;
+        for p in [
+            ProtocolVersion::V30,
+            ProtocolVersion::V31,
+            ProtocolVersion::V32,
+        ] {
+            let c = cell(v, p);
+            let cache = GreetingCache::new();
+            let opts = PullOptions {
+                protocol: p,
+                timeout: Some(Duration::from_secs(30)),
+                early_end: true,
+                greetings: Some(cache.clone()),
+                ..PullOptions::default()
+            };
+            let mut turns = Vec::new();
+            for round in 0..2 {
+                let dest = tempfile::tempdir()?;
+                let mut sink = FsSink::new(dest.path())?;
+                let t0 = Instant::now();
+                let report = pull(&source, &opts, &mut sink)
+                    .await
+                    .with_context(|| format!("{c}: pull {round}"))?;
+                let wall = t0.elapsed();
+                compare_files(&src.path().join("dump.rdb"), &dest.path().join("dump.rdb"))?;
+                ensure!(report.greeting.is_some(), "{c}: no greeting in the report");
+                let st = last_conn(&relay, conns)?;
+                conns += 1;
+                eprintln!(
+                    "{c}: pull {round}: {} client turns, {wall:?}",
+                    st.client_turns
+                );
+                turns.push(st.client_turns);
+            }
+            assert_eq!(cache.len(), 1, "{c}: the daemon's greeting is kept");
+            assert!(turns[0] <= 3, "{c}: first pull {turns:?}");
+            assert!(turns[1] <= 2, "{c}: with the greeting known {turns:?}");
+        }
+        // A daemon that greets otherwise than remembered (as after a downgrade): one more
+        // connection, the pull succeeds, and the cache has the real greeting.
+        let cache = GreetingCache::new();
+        cache.insert(
+            &source.authority(),
+            rsync_proto::daemon::Greeting::parse("@RSYNCD: 31.0").expect("greeting"),
+        );
+        let opts = PullOptions {
+            timeout: Some(Duration::from_secs(30)),
+            greetings: Some(cache.clone()),
+            ..PullOptions::default()
+        };
+        let dest = tempfile::tempdir()?;
+        let mut sink = FsSink::new(dest.path())?;
+        let before = relay.stats().finished.len();
+        pull(&source, &opts, &mut sink)
+            .await
+            .with_context(|| format!("{v:?}: pull with a stale greeting"))?;
+        compare_files(&src.path().join("dump.rdb"), &dest.path().join("dump.rdb"))?;
+        let _ = last_conn(&relay, before + 1)?;
+        assert_eq!(relay.stats().finished.len(), before + 2, "{v:?}: one retry");
+        let now = cache.get(&source.authority()).expect("kept");
+        assert_eq!(now.protocol, 32, "{v:?}");
+        assert!(now.digests.is_some(), "{v:?}");
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 mod fs;
 mod source;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::connection::{
     Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
     SessionError, SessionInfo, Stats, Target,
 };
-use crate::daemon::ModuleInfo;
+use crate::daemon::{Greeting, ModuleInfo};
 use crate::delta::{CompressionKind, Signature, SignatureParams};
 use crate::error::{Limits, ProtocolError};
 use crate::flist::{FileEntry, FileIndex, FileList};
@@ -73,6 +73,12 @@ pub struct PullOptions {
     /// caller that retries, as the node does; off by default (stock rsync's behaviour, a redo
     /// in the same session), so a one-shot pull such as `fetch` keeps the redo.
     pub early_end: bool,
+    /// Each daemon's last greeting, shared by the pulls of a process that comes back to the
+    /// same daemons (a node does every hour): a pull without a password then sends
+    /// everything up to the file list with its own greeting, one round trip less
+    /// ([`crate::connection::ConnectionConfig::greeting_hint`]). A daemon that now greets
+    /// otherwise costs one extra connection, and the cache learns its new greeting.
+    pub greetings: Option<GreetingCache>,
 }
 
 /// Suffixes of files that are compressed already, for which [`Compress`]
@@ -170,6 +176,7 @@ impl Default for PullOptions {
             forward_bwlimit: false,
             compress: None,
             early_end: false,
+            greetings: None,
         }
     }
 }
@@ -274,7 +281,8 @@ impl Error {
             Error::Session(SessionError::Refused { kind, .. }) => {
                 *kind == RefusalKind::MaxConnections
             }
-            Error::Session(SessionError::RemoteExit { .. }) => true,
+            Error::Session(SessionError::RemoteExit { .. })
+            | Error::Session(SessionError::GreetingChanged { .. }) => true,
             Error::Session(SessionError::Protocol(ProtocolError::UnexpectedEof { .. })) => true,
             _ => false,
         }
@@ -339,6 +347,49 @@ pub struct PullReport {
     /// (file, whole-file checksum) of verified files, at most 1000; the
     /// algorithm is `session.checksum`.
     pub checksums: Vec<(String, Vec<u8>)>,
+    /// The daemon's greeting.
+    pub greeting: Option<Greeting>,
+}
+
+/// The last greeting of each daemon (by `host:port`), for [`PullOptions::greetings`].
+/// Cheap to clone (shared); at most [`GreetingCache::MAX`] daemons, forgotten all at once
+/// beyond that (a hint is only an optimisation).
+#[derive(Debug, Clone, Default)]
+pub struct GreetingCache(Arc<std::sync::Mutex<HashMap<String, Greeting>>>);
+
+impl GreetingCache {
+    /// Most daemons remembered.
+    pub const MAX: usize = 100_000;
+
+    /// An empty cache.
+    pub fn new() -> GreetingCache {
+        GreetingCache::default()
+    }
+
+    /// The last greeting of the daemon at `authority` (`host:port`).
+    pub fn get(&self, authority: &str) -> Option<Greeting> {
+        self.0.lock().ok()?.get(authority).cloned()
+    }
+
+    /// Remembers `greeting` as the daemon's at `authority`.
+    pub fn insert(&self, authority: &str, greeting: Greeting) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= Self::MAX && !m.contains_key(authority) {
+                m.clear();
+            }
+            m.insert(authority.to_string(), greeting);
+        }
+    }
+
+    /// Daemons remembered.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.len())
+    }
+
+    /// True when no daemon is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A module listing.
@@ -540,13 +591,34 @@ pub async fn pull_with<S: Sink>(
         }
         .into());
     }
-    let stream = connect(source, opts).await?;
     let target = Target::Pull {
         module: source.module.clone(),
         paths: vec![source.sender_arg()],
     };
-    let conn = Connection::new(config_for(source, opts, target));
-    let report = drive(stream, conn, sink, opts, observe).await?;
+    let authority = source.authority();
+    let cache = opts.greetings.as_ref().filter(|_| opts.password.is_none());
+    let mut hint = cache.and_then(|c| c.get(&authority));
+    let mut observe = observe;
+    let report = loop {
+        let stream = connect(source, opts).await?;
+        let mut cfg = config_for(source, opts, target.clone());
+        cfg.greeting_hint = hint.take();
+        let hinted = cfg.greeting_hint.is_some();
+        let conn = Connection::new(cfg);
+        match drive(stream, conn, sink, opts, &mut observe).await {
+            // Only the greeting arrived: nothing reached the sink or the observer.
+            Err(Error::Session(SessionError::GreetingChanged { greeting })) if hinted => {
+                tracing::debug!(daemon = %authority, "the daemon's greeting changed; connecting again");
+                if let Some(c) = cache {
+                    c.insert(&authority, greeting);
+                }
+            }
+            r => break r?,
+        }
+    };
+    if let (Some(c), Some(g)) = (cache, &report.greeting) {
+        c.insert(&authority, g.clone());
+    }
     let failed = report.stats.files_failed;
     // Like the rsync client, any error the sender reported (a missing or
     // unreadable file is only an MSG_ERROR_XFER) makes the run partial.
@@ -729,6 +801,7 @@ async fn drive<S: Sink>(
                 Event::FileNotSent(ndx) => sink.not_sent(ndx).await.map_err(Error::Sink)?,
                 Event::Finished(stats) => {
                     report.stats = stats;
+                    report.greeting = conn.greeting().cloned();
                     if let Some(list) = &flist {
                         sink.finish(list).await.map_err(Error::Sink)?;
                     }

@@ -12,7 +12,7 @@ use crate::connection::{
     Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
     SessionError, Stats, Target,
 };
-use crate::daemon::ModuleInfo;
+use crate::daemon::{Greeting, ModuleInfo};
 use crate::delta::{encode_literal_file, CompressedTokenEncoder, CompressionKind, SumHead};
 use crate::error::{Limits, ProtocolError};
 use crate::flist::{encode_end, encode_entry, FileEntry, FileIndex, FileList, FlistOptions};
@@ -1169,6 +1169,107 @@ fn arguments_lists_and_filters_go_out_when_a_negotiating_greeting_arrives() {
         String::from_utf8_lossy(&sent),
         String::from_utf8_lossy(&want)
     );
+}
+
+/// [`config`] with the greeting the daemon of flavor `p` sends as the hint.
+fn config_hinted(p: u32) -> ConnectionConfig {
+    ConnectionConfig {
+        greeting_hint: Some(
+            Greeting::parse(flavor(p).greeting.trim_end_matches('\n')).expect("greeting"),
+        ),
+        ..config()
+    }
+}
+
+#[test]
+fn with_a_greeting_hint_everything_up_to_the_file_list_goes_out_with_our_greeting() {
+    // Before any byte from the daemon: what an unhinted session sends once the greeting
+    // arrived, for a negotiating daemon and for one without a digest list.
+    for p in [32, 31, 30] {
+        let hinted = sent_after(config_hinted(p), b"");
+        let unhinted = sent_after(config(), flavor(p).greeting.as_bytes());
+        assert_eq!(
+            String::from_utf8_lossy(&hinted),
+            String::from_utf8_lossy(&unhinted),
+            "protocol {p}"
+        );
+        assert!(hinted.len() > 50, "protocol {p}: only {hinted:?}");
+    }
+    // A listing, or a module that may ask for a password, waits for the daemon as before.
+    let listing = ConnectionConfig {
+        target: Target::ListModules,
+        ..config_hinted(32)
+    };
+    assert_eq!(
+        sent_after(listing, b""),
+        b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n#list\n"
+    );
+    let mut with_password = config_hinted(32);
+    with_password.credentials = Some(Credentials {
+        user: "backup".into(),
+        password: b"hunter2".to_vec(),
+    });
+    assert_eq!(
+        sent_after(with_password, b""),
+        b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\nmod\n"
+    );
+}
+
+#[test]
+fn a_hinted_session_completes_as_an_unhinted_one() {
+    for p in [32, 31, 30] {
+        let (before, after) = standard_session(p);
+        let whole: Vec<u8> = [before.as_slice(), after.as_slice()].concat();
+        let plain = drive(config(), &whole);
+        plain.result.as_ref().expect("unhinted session");
+        let hinted = drive(config_hinted(p), &whole);
+        hinted.result.as_ref().expect("hinted session");
+        assert_eq!(
+            normalize(&hinted.events),
+            normalize(&plain.events),
+            "protocol {p}"
+        );
+        assert_eq!(
+            hinted.sent, plain.sent,
+            "protocol {p}: the same bytes in all"
+        );
+    }
+}
+
+#[test]
+fn a_greeting_that_differs_from_the_hint_ends_the_session_before_anything_else() {
+    // The hint says 3.2+ (negotiating), the daemon is now a 3.1: our lists went out, and it
+    // would read them as something else. Nothing past the greeting is taken in.
+    let (before, after) = standard_session(31);
+    let whole: Vec<u8> = [before.as_slice(), after.as_slice()].concat();
+    let run = drive(config_hinted(32), &whole);
+    match run.err() {
+        SessionError::GreetingChanged { greeting } => {
+            assert_eq!(greeting.protocol, 31);
+            assert!(greeting.digests.is_none());
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(run.events.is_empty(), "{:?}", run.events);
+    // The other way round, and a protocol change alone.
+    let (before, _) = standard_session(32);
+    assert!(matches!(
+        drive(config_hinted(31), &before).err(),
+        SessionError::GreetingChanged { .. }
+    ));
+    let (before, _) = standard_session(30);
+    assert!(matches!(
+        drive(config_hinted(31), &before).err(),
+        SessionError::GreetingChanged { .. }
+    ));
+    // Another digest list with the same shape is the same greeting for what we sent.
+    let (before, after) = standard_session(32);
+    let whole: Vec<u8> = [before.as_slice(), after.as_slice()].concat();
+    let other = ConnectionConfig {
+        greeting_hint: Some(Greeting::parse("@RSYNCD: 32.0 md5 md4").expect("greeting")),
+        ..config()
+    };
+    drive(other, &whole).result.expect("same shape");
 }
 
 #[test]
