@@ -149,32 +149,28 @@ fn file_json(imp: &Import) -> Value {
 /// The TOML registry file. What may not happen besides a panic: an accepted instance that
 /// breaks the registry's rules, an import that the same file as JSON reads differently.
 pub fn registry_toml(data: &[u8]) {
-    let Ok(s) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(imp) = registry::parse_toml(s) {
-        check_instances(&imp);
-        let again = file_json(&imp).to_string();
-        assert_eq!(registry::parse_json(&again).as_ref(), Ok(&imp), "{again}");
-    }
+    registry_file(data, registry::parse_toml);
 }
 
 /// The JSON registry file. What may not happen besides a panic: an accepted instance that
 /// breaks the registry's rules, an import that does not read back the same from its own
 /// encoding.
 pub fn registry_json(data: &[u8]) {
+    registry_file(data, registry::parse_json);
+}
+
+/// A registry file read with `parse`: its instances keep the registry's rules, and its
+/// import reads back the same from its JSON encoding.
+fn registry_file<E>(data: &[u8], parse: fn(&str) -> Result<registry::Import, E>) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(imp) = registry::parse_json(s) {
+    if let Ok(imp) = parse(s) {
         check_instances(&imp);
         let again = file_json(&imp).to_string();
         assert_eq!(registry::parse_json(&again).as_ref(), Ok(&imp), "{again}");
     }
 }
-
-/// Latest time the results reader accepts (9999-12-31).
-const MAX_TIME_MS: i64 = 253_402_214_400_000;
 
 /// One message from the results list. What may not happen besides a panic: a message over
 /// `MAX_MESSAGE_BYTES` accepted; an accepted result without a job id, with a time outside
@@ -214,7 +210,7 @@ fn check_record(r: &Record) {
         r.prev_time,
         r.taken_ms,
     ] {
-        assert!((0..=MAX_TIME_MS).contains(&t), "{t}");
+        assert!((0..=crate::ingest::parse::MAX_TIME_MS).contains(&t), "{t}");
     }
     for c in [
         r.bytes_received,

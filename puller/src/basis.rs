@@ -43,8 +43,8 @@ pub fn lookup(root: &Path, key: &str) -> Option<PathBuf> {
 /// inode allocation and a freed inode in the one shared state directory, under that
 /// directory's lock: 12 % of the node's CPU and 6 % of its context switches in the burst
 /// bench (`perf record`). A torn entry (a crash mid-write, or a lookup racing the write)
-/// can only name a path that is not a regular file under the root, or an older backup of
-/// the node's own: either costs a whole-file pull or a weaker delta, never a wrong file,
+/// can only name a path that is not a regular file, or another backup of the node's own:
+/// either costs a whole-file pull or a weaker delta, never a wrong file,
 /// since every pulled file is verified against the sender's whole-file checksum.
 pub fn record(root: &Path, key: &str, path: &Path) {
     let target = entry(root, key);
@@ -55,7 +55,8 @@ pub fn record(root: &Path, key: &str, path: &Path) {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .custom_flags(libc_nofollow())
+                // The entry is ours: a symlink put in its place is not followed.
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(&target)
         };
         let file = match open() {
@@ -71,11 +72,6 @@ pub fn record(root: &Path, key: &str, path: &Path) {
     if let Err(e) = write() {
         tracing::warn!("cannot record the basis for the next backup: {e}");
     }
-}
-
-/// `O_NOFOLLOW`: the entry is ours; a symlink put in its place is not followed.
-fn libc_nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 #[cfg(test)]

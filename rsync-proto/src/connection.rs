@@ -597,12 +597,17 @@ impl Connection {
         let Ok(protocol) = hint.negotiate(self.config.protocol) else {
             return;
         };
+        self.assumed = Some((protocol, hint.digests.is_some()));
+        self.adopt_greeting(hint, protocol);
+        self.send_setup();
+    }
+
+    /// Takes `g` (the daemon's, or the hint) as the session's greeting, at `protocol`.
+    fn adopt_greeting(&mut self, g: Greeting, protocol: ProtocolVersion) {
         self.protocol = protocol;
         self.ndx_in = NdxCodec::new(protocol.compact_ndx());
         self.ndx_out = NdxCodec::new(protocol.compact_ndx());
-        self.assumed = Some((protocol, hint.digests.is_some()));
-        self.greeting = Some(hint);
-        self.send_setup();
+        self.greeting = Some(g);
     }
 
     // ----- queries -----
@@ -1013,10 +1018,7 @@ impl Connection {
                 {
                     return Err(SessionError::GreetingChanged { greeting: g });
                 }
-                self.protocol = protocol;
-                self.ndx_in = NdxCodec::new(self.protocol.compact_ndx());
-                self.ndx_out = NdxCodec::new(self.protocol.compact_ndx());
-                self.greeting = Some(g);
+                self.adopt_greeting(g, protocol);
                 if matches!(self.config.target, Target::ListModules) {
                     self.state = State::Listing;
                 } else {
@@ -1452,18 +1454,18 @@ impl Connection {
             return None;
         }
         demux.consume_data(n);
+        // The event may take the rest of this input, up to what the file still has to come
+        // (a tree of small files must not get a read buffer's worth per file).
+        let room = t.flist.get(fs.ndx).map_or(0, |e| {
+            let rest = e.size.saturating_sub(fs.received);
+            usize::try_from(rest).unwrap_or(usize::MAX).min(input.len())
+        });
         let chunk = &input[..n];
         fs.hasher.update(chunk);
         fs.received += n as u64;
         *left -= n;
         self.stats.literal_bytes += n as u64;
-        push_file_data(
-            &mut self.events,
-            &mut self.queued_data,
-            fs.ndx,
-            chunk,
-            input.len(),
-        );
+        push_file_data(&mut self.events, &mut self.queued_data, fs.ndx, chunk, room);
         if *left == 0 {
             let Receiving::Literal(fs, _) = std::mem::replace(&mut t.recv, Receiving::Idle) else {
                 return Some(n);
@@ -2005,10 +2007,10 @@ const MAX_DATA_EVENT: usize = 1 << 20;
 /// Appends file bytes as an event, joining them to the previous event when
 /// it is data for the same file: fewer, larger writes for the sink.
 /// `queued` counts the file bytes waiting in `events`. `room` is how many bytes
-/// this event may still be joined (the rest of the input at hand): a new event
-/// is allocated that large, so that joining does not reallocate and copy (the
-/// growth copies were a fifth of the client's user-space copying in a 1 GiB
-/// pull).
+/// this event may still be joined (the rest of the input at hand, at most what
+/// the file has still to come): a new event is allocated that large, so that
+/// joining does not reallocate and copy (the growth copies were a fifth of the
+/// client's user-space copying in a 1 GiB pull).
 fn push_file_data(
     events: &mut VecDeque<Event>,
     queued: &mut usize,
@@ -2023,7 +2025,7 @@ fn push_file_data(
             return;
         }
     }
-    let mut data = Vec::with_capacity(room.clamp(chunk.len(), MAX_DATA_EVENT.max(chunk.len())));
+    let mut data = Vec::with_capacity(room.min(MAX_DATA_EVENT).max(chunk.len()));
     data.extend_from_slice(chunk);
     events.push_back(Event::FileData(ndx, data));
 }

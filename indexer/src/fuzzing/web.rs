@@ -97,8 +97,6 @@ fn history(body: &[u8]) {
     assert!((0..=instances::MAX_HISTORY_PAGE).contains(&pg));
     assert_eq!(page.limit, instances::HISTORY_PAGE);
     assert_eq!(Some(page.offset), pg.checked_mul(instances::HISTORY_PAGE));
-    // The pager's links.
-    assert!(pg.checked_add(1).is_some() && pg.checked_sub(1).is_some());
 }
 
 /// A `YYYY-MM-DD`'s numbers.
@@ -191,7 +189,7 @@ fn alert_action(body: &[u8]) {
     if let Ok(h) = f.silence_hours() {
         assert!((1..=alerts::MAX_SILENCE_HOURS).contains(&h));
         // `until = now + hours * 3_600_000` for any clock up to 9999-12-31.
-        let now: i64 = 253_402_214_400_000;
+        let now = crate::ingest::parse::MAX_TIME_MS;
         assert!(h
             .checked_mul(3_600_000)
             .and_then(|d| d.checked_add(now))

@@ -12,7 +12,7 @@ use ubackup_messages::{is_event, parse_event, ILLEGAL_PREFIX};
 use crate::catalog::{Ingest, Record};
 
 /// Latest time accepted: 9999-12-31 (a partition per month must be computable).
-const MAX_TIME_MS: i64 = 253_402_214_400_000;
+pub const MAX_TIME_MS: i64 = 253_402_214_400_000;
 
 /// Why a message was dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -398,9 +398,10 @@ impl ActionForm {
     pub fn silence_hours(&self) -> Result<i64, PageError> {
         let hours = self.hours.unwrap_or(24);
         if !(1..=MAX_SILENCE_HOURS).contains(&hours) {
-            return Err(PageError::BadRequest(
-                "silence for 1 hour to 90 days".into(),
-            ));
+            return Err(PageError::BadRequest(format!(
+                "silence for 1 hour to {} days",
+                MAX_SILENCE_HOURS / 24
+            )));
         }
         Ok(hours)
     }

@@ -290,7 +290,9 @@ impl ControlForm {
                     .parse()
                     .map_err(|_| PageError::BadRequest("workers: a whole number".into()))?;
                 if n > MAX_WORKERS {
-                    return Err(PageError::BadRequest("workers: at most 256".into()));
+                    return Err(PageError::BadRequest(format!(
+                        "workers: at most {MAX_WORKERS}"
+                    )));
                 }
                 ch.workers = Some(Some(n));
             }

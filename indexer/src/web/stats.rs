@@ -98,30 +98,12 @@ pub fn parse_day(s: &str) -> Option<i64> {
     let y: i64 = it.next()?.parse().ok()?;
     let m: i64 = it.next()?.parse().ok()?;
     let d: i64 = it.next()?.parse().ok()?;
-    if !(1970..=9999).contains(&y)
-        || !(1..=12).contains(&m)
-        || !(1..=days_in_month(y, m)).contains(&d)
-    {
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
-}
-
-/// Days in month `m` (1 to 12) of year `y` (Gregorian).
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
+    // A day that does not exist (2026-02-31) comes back as another date.
+    let z = crate::catalog::sql::days_from_civil(y, m, d);
+    (crate::catalog::sql::civil_from_days(z) == (y, m, d)).then_some(z)
 }
 
 /// `YYYY-MM-DD` of a day since the epoch.

@@ -115,18 +115,18 @@ impl UserForm {
             || name.len() > MAX_NAME_BYTES
             || name.chars().any(|c| c.is_control() || c.is_whitespace())
         {
-            return Err(PageError::BadRequest(
-                "name: 1 to 64 characters, no spaces".into(),
-            ));
+            return Err(PageError::BadRequest(format!(
+                "name: 1 to {MAX_NAME_BYTES} characters, no spaces"
+            )));
         }
         let role =
             Role::parse(&self.role).ok_or_else(|| PageError::BadRequest("unknown role".into()))?;
         if self.password.chars().count() < MIN_PASSWORD_CHARS
             || self.password.len() > MAX_PASSWORD_BYTES
         {
-            return Err(PageError::BadRequest(
-                "password: 12 to 1024 characters".into(),
-            ));
+            return Err(PageError::BadRequest(format!(
+                "password: {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} characters"
+            )));
         }
         let focus: Vec<i64> = self
             .focus

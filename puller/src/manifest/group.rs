@@ -91,22 +91,8 @@ mod tests {
     use super::*;
 
     fn entry(root: &std::path::Path, i: usize) -> Entry {
-        Entry {
-            path: root.join(format!("redis/127.0.0/1/dump-{i}.rdb")),
-            filename: format!("dump-{i}.rdb"),
-            server_id: "S1".into(),
-            back_type: "redis".into(),
-            instance: 6379,
-            game_id: Some(1),
-            host: Some("127.0.0.1".into()),
-            job_id: Some(format!("job-{i}")),
-            chain: super::super::Chain::Full,
-            size: 10,
-            checksum: Some("xxh128:00".into()),
-            time_ms: 1_700_000_000_000,
-            stored_ms: 1_700_000_000_000,
-            unknown: Vec::new(),
-        }
+        let path = root.join(format!("redis/127.0.0/1/dump-{i}.rdb"));
+        super::super::tests::entry(&path.to_string_lossy(), 1_700_000_000_000)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -772,7 +772,7 @@ impl Sink for FsSink {
             return Ok(());
         };
         self.committed += 1;
-        let sync_parent = self.sole_file && !self.batch;
+        let sync_parent = self.sole_file;
         if !sync_parent {
             self.touched_dirs.insert(f.parent_path.clone());
         }

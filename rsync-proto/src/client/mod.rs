@@ -582,7 +582,7 @@ pub async fn pull_with<S: Sink>(
     source: &Source,
     opts: &PullOptions,
     sink: &mut S,
-    observe: impl FnMut(&Event),
+    mut observe: impl FnMut(&Event),
 ) -> Result<PullReport, Error> {
     if source.module.is_empty() {
         return Err(SourceError {
@@ -598,7 +598,6 @@ pub async fn pull_with<S: Sink>(
     let authority = source.authority();
     let cache = opts.greetings.as_ref().filter(|_| opts.password.is_none());
     let mut hint = cache.and_then(|c| c.get(&authority));
-    let mut observe = observe;
     let report = loop {
         let stream = connect(source, opts).await?;
         let mut cfg = config_for(source, opts, target.clone());
