@@ -27,7 +27,7 @@ const ROUNDS: usize = 7;
 fn cpu() -> (Duration, Duration) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     // Fields after the command name's closing parenthesis; utime is field 14.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let rest = stat.get(stat.rfind(')').unwrap() + 2..).unwrap();
     let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
     let tick = |t: u64| Duration::from_millis(t * 10);
     (tick(f[11] + f[12]), tick(f[13] + f[14]))

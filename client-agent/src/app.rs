@@ -23,7 +23,8 @@ pub mod exit {
     pub const BACKUP_FAILED: u8 = 1;
     /// Some job waits in the spool (Redis unreachable); it is delivered by the next run.
     pub const SPOOLED: u8 = 2;
-    /// Some job could be neither pushed nor spooled.
+    /// Some job could be neither pushed nor spooled, or a spooled job was found torn or
+    /// corrupt and set aside (it is never delivered): a job is lost unless the operator acts.
     pub const DROPPED: u8 = 3;
     /// The agent itself could not start (config, state dir).
     pub const SETUP: u8 = 4;
@@ -39,7 +40,7 @@ pub fn context(
         .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))?;
     let spool = Spool::open(&cfg.state_dir, cfg.spool_max).context("opening the spool")?;
     let store = StateStore::open(&cfg.state_dir).context("opening the state store")?;
-    let queue = RedisQueue::new(&cfg.redis.0).context("the Redis URL")?;
+    let queue = RedisQueue::new(&cfg.redis.0, &cfg.redis_ha).context("the Redis URL")?;
     Ok(Context {
         cfg,
         list,
@@ -132,6 +133,14 @@ pub async fn once<Q: Queue + 'static>(ctx: Arc<Context<Q>>, only: Option<&str>) 
         }
         tokio::time::sleep(backup::backoff(attempt)).await;
         let _ = backup::drain(&ctx.queue, &ctx.spool).await;
+    }
+    let bad = ctx.spool.set_aside_count();
+    if bad > 0 {
+        eprintln!(
+            "{bad} spooled job(s) were torn or corrupt and are set aside in {} (*.bad), never delivered: see the error log",
+            ctx.spool.dir().display()
+        );
+        code = code.max(exit::DROPPED);
     }
     if let Ok(n) = ctx.spool.depth() {
         if n > 0 {
@@ -249,6 +258,17 @@ pub fn status(cfg: &AgentConfig) -> anyhow::Result<String> {
         "spool: {depth} job(s) waiting (limit {})",
         cfg.spool_max
     );
+    let bad = spool.bad().context("reading the spool")?;
+    if !bad.is_empty() {
+        let _ = writeln!(
+            out,
+            "spool: {} DAMAGED job(s) set aside, never delivered (torn or corrupt; remove each once handled):",
+            bad.len()
+        );
+        for b in &bad {
+            let _ = writeln!(out, "  {}", b.display());
+        }
+    }
     for inst in &cfg.instances {
         match store.load(&inst.name) {
             Ok(s) => match s.last_run {

@@ -177,12 +177,9 @@ pub const BACK_LOG: &str = "back_log";
 pub const LAST_ALL_LOG: &str = "last_all_log";
 
 fn bounded(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    if end < s.len() {
-        format!("{}…", &s[..end])
+    let kept = ubackup_messages::truncate_str(s, max);
+    if kept.len() < s.len() {
+        format!("{kept}…")
     } else {
         s.to_string()
     }

@@ -21,7 +21,7 @@ use crate::message::{self, RunReport};
 use crate::queue::{Queue, QueueError};
 use crate::script::{self, ScriptSpec};
 use crate::selfcheck::{self, SelfCheckError};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Spool, SpoolError, SpoolLock};
 use crate::state::{BackupRef, InstanceState, RunRecord, StateStore};
 
 /// Epoch milliseconds of `t`.
@@ -96,22 +96,36 @@ pub struct Context<Q> {
 /// depth left. Blocks other spool users while it runs.
 pub async fn drain<Q: Queue>(queue: &Q, spool: &Spool) -> Result<usize, SpoolError> {
     let lock = spool.lock().await?;
-    let seqs = spool.seqs(&lock)?;
+    drain_locked(queue, spool, &lock).await
+}
+
+/// [`drain`] under a lock the caller holds. A torn or corrupt record is set aside (never
+/// delivered), logged as an error and counted by the spool; the records behind it go on.
+async fn drain_locked<Q: Queue>(
+    queue: &Q,
+    spool: &Spool,
+    lock: &SpoolLock,
+) -> Result<usize, SpoolError> {
+    let seqs = spool.seqs(lock)?;
     let mut left = seqs.len();
     for seq in seqs {
-        let entry = match spool.read(&lock, seq) {
+        let entry = match spool.read(lock, seq) {
             Ok(e) => e,
-            Err(e) => {
-                tracing::error!(seq, error = %e, "damaged spool entry set aside");
-                spool.set_aside(&lock, seq)?;
+            // Only a damaged record is set aside; a failed read of a sound one (EIO, too
+            // many open files) leaves it in line for the next drain.
+            Err(e @ SpoolError::Damaged { .. }) => {
+                let to = spool.set_aside(lock, seq)?;
+                tracing::error!(seq, error = %e, set_aside_as = %to.display(), "DAMAGED SPOOL RECORD: a spooled job is torn or corrupt and will never be delivered; set aside");
                 left -= 1;
                 continue;
             }
+            Err(e) => return Err(e),
         };
         match queue.push(&entry.list, &entry.payload).await {
             Ok(()) => {
-                spool.remove(&lock, seq)?;
+                spool.remove(lock, seq)?;
                 left -= 1;
+                tracing::info!(seq, left, "spooled job delivered");
             }
             Err(e) => {
                 tracing::warn!(error = %e, left, "spooled jobs wait for the queue");
@@ -122,8 +136,10 @@ pub async fn drain<Q: Queue>(queue: &Q, spool: &Spool) -> Result<usize, SpoolErr
     Ok(left)
 }
 
-/// Publishes one job: pushed directly when nothing waits in the spool, otherwise (or when
-/// the push fails) appended to the spool, which is then delivered in order.
+/// Publishes one job. Jobs waiting in the spool go first, in order; when they are all
+/// delivered (or none waited) the job is pushed directly. When the queue does not take them
+/// (or the push fails), the job is appended to the spool. So a full spool drops a job only
+/// when the queue refused or could not be reached just now.
 pub async fn publish<Q: Queue>(queue: &Q, spool: &Spool, list: &str, payload: &str) -> Delivery {
     let lock = match spool.lock().await {
         Ok(l) => l,
@@ -135,7 +151,13 @@ pub async fn publish<Q: Queue>(queue: &Q, spool: &Spool, list: &str, payload: &s
             };
         }
     };
-    let waiting = spool.seqs(&lock).map(|s| s.len()).unwrap_or(0);
+    let waiting = match drain_locked(queue, spool, &lock).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "spool delivery failed");
+            spool.seqs(&lock).map(|s| s.len()).unwrap_or(0)
+        }
+    };
     if waiting == 0 {
         match queue.push(list, payload).await {
             Ok(()) => return Delivery::Pushed,
@@ -145,28 +167,20 @@ pub async fn publish<Q: Queue>(queue: &Q, spool: &Spool, list: &str, payload: &s
     let appended = spool.append(&lock, list, payload);
     drop(lock);
     match appended {
-        Ok(_) => {}
+        Ok(n) => Delivery::Spooled(n),
         Err(e @ SpoolError::Full { .. }) => {
             tracing::error!(error = %e, "JOB DROPPED: the spool is full and the queue is unreachable");
-            return Delivery::Dropped(e.to_string());
+            Delivery::Dropped(e.to_string())
         }
         Err(e) => {
             let retry = queue.push(list, payload).await;
-            return match retry {
+            match retry {
                 Ok(()) => Delivery::Pushed,
                 Err(q) => {
                     tracing::error!(error = %e, queue = %q, "JOB DROPPED: neither the queue nor the spool takes it");
                     Delivery::Dropped(format!("{q}; spool: {e}"))
                 }
-            };
-        }
-    }
-    match drain(queue, spool).await {
-        Ok(0) => Delivery::Pushed,
-        Ok(n) => Delivery::Spooled(n),
-        Err(e) => {
-            tracing::error!(error = %e, "spool delivery failed");
-            Delivery::Spooled(spool.depth().unwrap_or(0))
+            }
         }
     }
 }
@@ -407,9 +421,18 @@ async fn after_script(
     r.size = file.size;
     // 4. Self-check against this host's daemon, at the address the nodes pull from.
     if cfg.self_check != SelfCheck::Off {
+        // A TLS-fronted host is asked through its terminator, as the nodes ask it.
+        let (port, tls) = match &cfg.self_check_tls {
+            None => (cfg.rsync_port, None),
+            Some(t) => match rsync_proto::client::TlsConnector::new(&t.options()) {
+                Ok(c) => (t.port, Some(c)),
+                Err(e) => return fail(&mut r, format!("self-check: {e}")),
+            },
+        };
         match selfcheck::check(
             cfg.my_ip,
-            cfg.rsync_port,
+            port,
+            tls,
             &inst.rsync_model,
             &file.name,
             file.size,
@@ -458,11 +481,13 @@ async fn after_script(
     (r, step)
 }
 
-/// The heartbeat fields: version, spool depth, and each instance's last run.
+/// The heartbeat fields: version, spool depth, damaged spool records set aside (`spool_bad`,
+/// until an operator removes them), and each instance's last run.
 pub fn heartbeat_fields(
     cfg: &AgentConfig,
     store: &StateStore,
     spool_depth: Option<usize>,
+    spool_bad: Option<usize>,
     now: SystemTime,
 ) -> Vec<(String, String)> {
     let mut f = vec![
@@ -475,6 +500,10 @@ pub fn heartbeat_fields(
             spool_depth.map_or_else(|| "unknown".into(), |d| d.to_string()),
         ),
         ("spool_max".into(), cfg.spool_max.to_string()),
+        (
+            "spool_bad".into(),
+            spool_bad.map_or_else(|| "unknown".into(), |d| d.to_string()),
+        ),
     ];
     for inst in &cfg.instances {
         let last = store.load(&inst.name).ok().and_then(|s| s.last_run);
@@ -501,7 +530,8 @@ pub fn heartbeat_key(cfg: &AgentConfig) -> String {
 /// Writes the heartbeat; failures are logged, never fatal.
 pub async fn beat<Q: Queue>(ctx: &Context<Q>) -> Result<(), QueueError> {
     let depth = ctx.spool.depth().ok();
-    let fields = heartbeat_fields(&ctx.cfg, &ctx.store, depth, SystemTime::now());
+    let bad = ctx.spool.bad().ok().map(|b| b.len());
+    let fields = heartbeat_fields(&ctx.cfg, &ctx.store, depth, bad, SystemTime::now());
     ctx.queue
         .heartbeat(&heartbeat_key(&ctx.cfg), &fields, ctx.cfg.heartbeat_ttl)
         .await

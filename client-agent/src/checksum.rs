@@ -7,7 +7,6 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sha2::Digest as _;
 use ubackup_messages::{ChecksumHint, HintAlgorithm};
 
 use crate::config::ChecksumChoice;
@@ -58,8 +57,10 @@ pub fn digest_file(
         error,
     })?;
     let mut buf = vec![0u8; CHUNK];
-    let mut xx = xxhash_rust::xxh3::Xxh3::new();
-    let mut sha = sha2::Sha256::new();
+    let mut digest = ubackup_checksum::Digest::new(match algorithm {
+        HintAlgorithm::Sha256 => ubackup_checksum::Algorithm::Sha256,
+        _ => ubackup_checksum::Algorithm::Xxh128,
+    });
     let start = Instant::now();
     let mut total: u64 = 0;
     // Read one byte past the expected end to notice a file that grew.
@@ -77,10 +78,7 @@ pub fn digest_file(
                 })
             }
         };
-        match algorithm {
-            HintAlgorithm::Sha256 => sha.update(&buf[..n]),
-            _ => xx.update(&buf[..n]),
-        }
+        digest.update(buf.get(..n).unwrap_or_default());
         total += n as u64;
         if let Some(r) = rate {
             let due = Duration::from_secs_f64(total as f64 / r as f64);
@@ -97,13 +95,9 @@ pub fn digest_file(
             got: total,
         });
     }
-    let bytes: Vec<u8> = match algorithm {
-        HintAlgorithm::Sha256 => sha.finalize().to_vec(),
-        _ => xx.digest128().to_be_bytes().to_vec(),
-    };
     Ok(Some(ChecksumHint {
         algorithm,
-        hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        hex: digest.finish_hex(),
     }))
 }
 

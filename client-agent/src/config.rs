@@ -17,9 +17,9 @@ pub struct RedisUrl(pub String);
 
 impl RedisUrl {
     fn redacted(&self) -> String {
-        match (self.0.find("://"), self.0.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                format!("{}://***@{}", &self.0[..s], &self.0[at + 1..])
+        match (self.0.split_once("://"), self.0.rsplit_once('@')) {
+            (Some((scheme, _)), Some((userinfo, host))) if userinfo.len() > scheme.len() => {
+                format!("{scheme}://***@{host}")
             }
             _ => self.0.clone(),
         }
@@ -130,7 +130,7 @@ pub struct LogConfig {
 /// the INI); each is also a command-line flag, which wins.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RestoreConfig {
-    /// The indexer's URL (`http://host:port`).
+    /// The indexer's URL (`https://host:port`, or `http://` to this machine).
     pub indexer: Option<String>,
     /// A file holding the indexer token.
     pub token_file: Option<PathBuf>,
@@ -144,6 +144,35 @@ pub struct RestoreConfig {
     pub node_user: Option<String>,
     /// The nodes' root, for plans that carry only `file_path`.
     pub node_root: Option<PathBuf>,
+}
+
+/// The self-check over TLS: this host's rsyncd sits behind a TLS terminator, which the
+/// self-check asks as the nodes do (`self_check_tls_*` keys, in `[publish]` for TOML).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfCheckTls {
+    /// The terminator's port (`self_check_tls_port`, usually 874): setting it turns TLS on.
+    pub port: u16,
+    /// CA certificates (PEM) to verify this host's certificate; none: the system store.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), for a terminator that requires one (`verify = 2`).
+    pub cert_file: Option<PathBuf>,
+    /// Its key; none: `cert_file` holds it.
+    pub key_file: Option<PathBuf>,
+    /// The name verified; none: `my_ip`, the address the nodes pull from (an IP SAN).
+    pub server_name: Option<String>,
+}
+
+impl SelfCheckTls {
+    /// The TLS client options.
+    pub fn options(&self) -> rsync_proto::client::TlsOptions {
+        rsync_proto::client::TlsOptions {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone().or_else(|| self.cert_file.clone()),
+            server_name: self.server_name.clone(),
+            ..rsync_proto::client::TlsOptions::default()
+        }
+    }
 }
 
 /// The validated agent configuration.
@@ -167,6 +196,8 @@ pub struct AgentConfig {
     pub concurrency: usize,
     /// The queue's Redis.
     pub redis: RedisUrl,
+    /// Sentinel and write confirmation of the queue's Redis (`[redis_sentinel]`).
+    pub redis_ha: ubackup_redis_ha::HaSettings,
     /// The job list (`redis_queue`; `-q` overrides it).
     pub queue: String,
     /// Prefix of ubackup's own keys (heartbeat).
@@ -193,6 +224,8 @@ pub struct AgentConfig {
     pub instances: Vec<InstanceConfig>,
     /// `restore` settings.
     pub restore: RestoreConfig,
+    /// The self-check over TLS, when this host's rsyncd is TLS-fronted (stunnel/haproxy).
+    pub self_check_tls: Option<SelfCheckTls>,
     /// Things that are accepted but worth a look (unknown INI keys, which UBackup ignored).
     pub warnings: Vec<ConfigProblem>,
 }
@@ -466,6 +499,13 @@ const INI_GLOBAL: &[(&str, &str)] = &[
     // ubackup's extensions (UBackup ignores unknown keys, so an old client reading this file
     // keeps working).
     ("redis_url", "redis_url"),
+    // The queue's Redis through Sentinel (docs/operations.md, "Redis with Sentinel").
+    ("redis_sentinel_master", "redis_sentinel_master"),
+    ("redis_sentinels", "redis_sentinels"),
+    ("redis_sentinel_password", "redis_sentinel_password"),
+    ("redis_password", "redis_password"),
+    ("redis_wait_replicas", "redis_wait_replicas"),
+    ("redis_wait_timeout_ms", "redis_wait_timeout_ms"),
     ("key_prefix", "key_prefix"),
     ("heartbeat_ttl", "heartbeat_ttl"),
     ("message_form", "message"),
@@ -486,6 +526,11 @@ const INI_GLOBAL: &[(&str, &str)] = &[
     ("restore_node_module", "restore_node_module"),
     ("restore_node_user", "restore_node_user"),
     ("restore_node_root", "restore_node_root"),
+    ("self_check_tls_port", "self_check_tls_port"),
+    ("self_check_tls_ca_file", "self_check_tls_ca_file"),
+    ("self_check_tls_cert_file", "self_check_tls_cert_file"),
+    ("self_check_tls_key_file", "self_check_tls_key_file"),
+    ("self_check_tls_name", "self_check_tls_name"),
 ];
 
 const INI_INSTANCE: &[(&str, &str)] = &[
@@ -622,6 +667,51 @@ fn flatten_ini(text: &str) -> Raw {
     raw
 }
 
+/// `[redis_sentinel]` / `redis_sentinel_*`: the keys [`ubackup_redis_ha::HaSettings`] reads.
+/// The Sentinel list is one string, comma- or space-separated.
+fn redis_ha(r: &mut Reader<'_>) -> ubackup_redis_ha::HaSettings {
+    let display = |r: &Reader<'_>, k: &str| {
+        r.t.values
+            .get(k)
+            .map_or_else(|| k.to_string(), |(_, d)| d.clone())
+    };
+    let keys = [
+        ("master_name", display(r, "redis_sentinel_master")),
+        ("sentinels", display(r, "redis_sentinels")),
+        ("wait_timeout_ms", display(r, "redis_wait_timeout_ms")),
+    ];
+    let master = r.string("redis_sentinel_master").map(|(s, _)| s);
+    let sentinels = r
+        .string("redis_sentinels")
+        .map(|(s, _)| ubackup_redis_ha::HaSettings::split_list(&s));
+    let sentinel_password = r.string("redis_sentinel_password").map(|(s, _)| s);
+    let redis_password = r.string("redis_password").map(|(s, _)| s);
+    let replicas = r.int("redis_wait_replicas", 0, 16).map(|n| n as u32);
+    let wait = r
+        .int("redis_wait_timeout_ms", 0, 3_600_000)
+        .map(|ms| Duration::from_millis(ms as u64));
+    match ubackup_redis_ha::HaSettings::build(
+        master,
+        sentinels,
+        sentinel_password,
+        redis_password,
+        replicas,
+        wait,
+    ) {
+        Ok(h) => h,
+        Err(problems) => {
+            for (field, p) in problems {
+                let key = keys
+                    .iter()
+                    .find(|(f, _)| *f == field)
+                    .map_or_else(|| field.to_string(), |(_, d)| d.clone());
+                r.bad(key, p);
+            }
+            ubackup_redis_ha::HaSettings::default()
+        }
+    }
+}
+
 /// Our TOML keys, by table.
 const TOML_GLOBAL: &[(&str, &str, &str)] = &[
     ("agent", "server_id", "server_id"),
@@ -637,6 +727,16 @@ const TOML_GLOBAL: &[(&str, &str, &str)] = &[
     ("redis", "queue", "queue"),
     ("redis", "key_prefix", "key_prefix"),
     ("redis", "heartbeat_ttl_secs", "heartbeat_ttl"),
+    ("redis_sentinel", "master_name", "redis_sentinel_master"),
+    ("redis_sentinel", "sentinels", "redis_sentinels"),
+    (
+        "redis_sentinel",
+        "sentinel_password",
+        "redis_sentinel_password",
+    ),
+    ("redis_sentinel", "redis_password", "redis_password"),
+    ("redis_sentinel", "wait_replicas", "redis_wait_replicas"),
+    ("redis_sentinel", "wait_timeout_ms", "redis_wait_timeout_ms"),
     ("publish", "message", "message"),
     ("publish", "checksum", "checksum"),
     ("publish", "checksum_rate", "checksum_rate"),
@@ -653,6 +753,23 @@ const TOML_GLOBAL: &[(&str, &str, &str)] = &[
     ("restore", "node_module", "restore_node_module"),
     ("restore", "node_user", "restore_node_user"),
     ("restore", "node_root", "restore_node_root"),
+    ("publish", "self_check_tls_port", "self_check_tls_port"),
+    (
+        "publish",
+        "self_check_tls_ca_file",
+        "self_check_tls_ca_file",
+    ),
+    (
+        "publish",
+        "self_check_tls_cert_file",
+        "self_check_tls_cert_file",
+    ),
+    (
+        "publish",
+        "self_check_tls_key_file",
+        "self_check_tls_key_file",
+    ),
+    ("publish", "self_check_tls_name", "self_check_tls_name"),
 ];
 
 const TOML_INSTANCE: &[(&str, &str)] = &[
@@ -749,11 +866,14 @@ fn flatten_toml(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
 /// Parses `100M`, `512K`, `2G` or a plain number of bytes per second.
 fn parse_rate(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (num, mult) = match s.char_indices().last()? {
-        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
-        (i, 'm' | 'M') => (&s[..i], 1 << 20),
-        (i, 'g' | 'G') => (&s[..i], 1 << 30),
-        _ => (s, 1),
+    let (num, mult) = if let Some(n) = s.strip_suffix(['k', 'K']) {
+        (n, 1u64 << 10)
+    } else if let Some(n) = s.strip_suffix(['m', 'M']) {
+        (n, 1 << 20)
+    } else if let Some(n) = s.strip_suffix(['g', 'G']) {
+        (n, 1 << 30)
+    } else {
+        (s, 1)
     };
     num.trim()
         .parse::<u64>()
@@ -831,6 +951,7 @@ fn build(mut raw: Raw) -> Result<AgentConfig, Vec<ConfigProblem>> {
             RedisUrl(String::new())
         }
     };
+    let redis_ha = redis_ha(&mut r);
     let queue = match r.string("queue") {
         Some((q, d)) => {
             if !is_key_name(&q) {
@@ -907,8 +1028,8 @@ fn build(mut raw: Raw) -> Result<AgentConfig, Vec<ConfigProblem>> {
     };
     let restore = RestoreConfig {
         indexer: r.string("restore_indexer").map(|(s, d)| {
-            if !s.starts_with("http://") {
-                r.bad(d, format!("not an http:// URL: {s:?}"));
+            if !s.starts_with("http://") && !s.starts_with("https://") {
+                r.bad(d, format!("not an https:// or http:// URL: {s:?}"));
             }
             s
         }),
@@ -918,6 +1039,31 @@ fn build(mut raw: Raw) -> Result<AgentConfig, Vec<ConfigProblem>> {
         node_module: r.string("restore_node_module").map(|(s, _)| s),
         node_user: r.string("restore_node_user").map(|(s, _)| s),
         node_root: r.abs_path("restore_node_root", None),
+    };
+    let self_check_tls = {
+        let port = r.int("self_check_tls_port", 1, 65535).map(|p| p as u16);
+        let ca_file = r.abs_path("self_check_tls_ca_file", None);
+        let cert_file = r.abs_path("self_check_tls_cert_file", None);
+        let key_file = r.abs_path("self_check_tls_key_file", None);
+        let server_name = r.string("self_check_tls_name");
+        match port {
+            Some(port) => Some(SelfCheckTls {
+                port,
+                ca_file,
+                cert_file,
+                key_file,
+                server_name: server_name.map(|(s, _)| s),
+            }),
+            None => {
+                if ca_file.is_some() || cert_file.is_some() || key_file.is_some() {
+                    r.bad(
+                        "self_check_tls_port",
+                        "missing: the other self_check_tls_* keys need the terminator's port",
+                    );
+                }
+                None
+            }
+        }
     };
     for d in r.leftover() {
         r.bad(d, "unknown key");
@@ -1024,6 +1170,7 @@ fn build(mut raw: Raw) -> Result<AgentConfig, Vec<ConfigProblem>> {
             });
         }
     }
+    collisions(&instances, ini, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -1038,6 +1185,7 @@ fn build(mut raw: Raw) -> Result<AgentConfig, Vec<ConfigProblem>> {
         jitter,
         concurrency,
         redis,
+        redis_ha,
         queue,
         key_prefix,
         heartbeat_ttl: heartbeat_ttl.unwrap_or(Duration::from_secs(
@@ -1053,8 +1201,39 @@ fn build(mut raw: Raw) -> Result<AgentConfig, Vec<ConfigProblem>> {
         log,
         instances,
         restore,
+        self_check_tls,
         warnings: raw.warnings,
     })
+}
+
+/// Two sections with the same `back_type` and `instance` would publish jobs the nodes and the
+/// indexer cannot tell apart (one catalog entry, one chain): refused, naming both sections.
+fn collisions(instances: &[InstanceConfig], ini: bool, problems: &mut Vec<ConfigProblem>) {
+    let shown = |name: &str| {
+        if ini {
+            format!("[{name}]")
+        } else {
+            format!("instances.{name}")
+        }
+    };
+    let mut seen: std::collections::HashMap<(&str, i64), &str> = Default::default();
+    for i in instances {
+        match seen.entry((i.back_type.as_str(), i.instance)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(&i.name);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => problems.push(ConfigProblem {
+                key: shown(&i.name),
+                problem: format!(
+                    "same back_type ({}) and instance ({}) as {}: their jobs and catalog \
+                     entries could not be told apart; give each section its own instance number",
+                    i.back_type,
+                    i.instance,
+                    shown(o.get())
+                ),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Log output: UBackup's `log` (everything, appended) and `error_log` (warnings and errors)
 //! files when configured, stderr otherwise.
 
+use std::io::IsTerminal as _;
 use std::sync::Mutex;
 
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -41,7 +42,9 @@ pub fn init(cfg: &AgentConfig, verbose: u8) {
             .with_writer(Mutex::new(f))
             .with_filter(filter())
             .boxed(),
+        // Colour only on a terminal (not journald, not a redirect).
         None => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_filter(filter())
             .boxed(),

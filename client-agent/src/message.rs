@@ -5,7 +5,8 @@
 //!   them with `int()`), `filename`/`last_all_filename` null when unknown, `size` 0 and
 //!   `last_all_time` 0 (epoch seconds) when none, `create_time` the run start in seconds.
 //! - v1: [`ubackup_messages::Job::to_v1_json`], with a job id that is stable for the run
-//!   (a re-sent job is the same job), the daemon port, the host checksum and the chain,
+//!   (a re-sent job is the same job; the section is part of it, so two sections never share
+//!   one), the daemon port, the host checksum and the chain,
 //!   including the previous incremental (`prev_filename`, `prev_time_ms`).
 
 use serde_json::{json, Value};
@@ -35,11 +36,17 @@ pub struct RunReport {
     pub log: String,
 }
 
-/// A stable job id: server, type, instance and run start (characters the node accepts).
+/// Longest job id the nodes accept.
+const MAX_JOB_ID: usize = 128;
+
+/// A stable job id: server, type, instance, section and run start, so two sections never
+/// share an id in one pass. Characters the node does not accept become `_`; when that
+/// changed anything, or the id would be longer than 128, a hash of the whole raw id replaces
+/// the tail, so distinct raw ids stay distinct.
 pub fn job_id(cfg: &AgentConfig, inst: &InstanceConfig, create_time_ms: i64) -> String {
     let raw = format!(
-        "{}-{}-{}-{}",
-        cfg.server_id, inst.back_type, inst.instance, create_time_ms
+        "{}-{}-{}-{}-{}",
+        cfg.server_id, inst.back_type, inst.instance, inst.name, create_time_ms
     );
     let id: String = raw
         .chars()
@@ -51,7 +58,13 @@ pub fn job_id(cfg: &AgentConfig, inst: &InstanceConfig, create_time_ms: i64) -> 
             }
         })
         .collect();
-    id.chars().take(128).collect()
+    if id == raw && id.len() <= MAX_JOB_ID {
+        return id;
+    }
+    let hash = format!("-{:016x}", xxhash_rust::xxh3::xxh3_64(raw.as_bytes()));
+    // `id` is ASCII: a char count is a byte count.
+    let keep: String = id.chars().take(MAX_JOB_ID - hash.len()).collect();
+    keep + &hash
 }
 
 /// The legacy message (see the module docs).
@@ -114,5 +127,59 @@ pub fn v1_job(cfg: &AgentConfig, inst: &InstanceConfig, r: &RunReport) -> Job {
         prev_time_ms: r.prev.as_ref().map_or(0, |(_, t)| *t),
         success: r.success,
         log: r.log.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(sections: &[(&str, i64)]) -> AgentConfig {
+        let mut t = "[agent]\nserver_id = \"S1\"\ngame_id = 1\nip = \"10.0.0.1\"\n\
+                     [redis]\nurl = \"redis://h/\"\n"
+            .to_string();
+        for (n, i) in sections {
+            t += &format!(
+                "[instances.\"{n}\"]\nback_type = \"mysql\"\ninstance = {i}\nrsync_model = \"m\"\n\
+                 back_dir = \"/d/{i}\"\nback_log = \"/l/{i}\"\nscript = \"true\"\n"
+            );
+        }
+        AgentConfig::parse(&t).unwrap()
+    }
+
+    #[test]
+    fn job_ids_differ_when_sections_differ_and_repeat_for_the_same_run() {
+        let c = cfg(&[("a#", 1), ("a@", 2), ("a_", 3), ("b", 4)]);
+        let mut ids: Vec<String> = Vec::new();
+        for i in &c.instances {
+            // Same type, instance and run start; only the section differs.
+            let same = InstanceConfig {
+                instance: 3306,
+                ..i.clone()
+            };
+            let id = job_id(&c, &same, 1_700_000_000_000);
+            assert_eq!(id, job_id(&c, &same, 1_700_000_000_000), "stable");
+            assert!(id.len() <= MAX_JOB_ID);
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)));
+            ids.push(id);
+        }
+        assert_eq!(ids[3], "S1-mysql-3306-b-1700000000000");
+        let mut uniq = ids.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), ids.len(), "{ids:?}");
+        let long = InstanceConfig {
+            name: "x".repeat(200),
+            ..c.instances[3].clone()
+        };
+        let longer = InstanceConfig {
+            name: format!("{}y", "x".repeat(200)),
+            ..c.instances[3].clone()
+        };
+        let (a, b) = (job_id(&c, &long, 1), job_id(&c, &longer, 1));
+        assert!(a.len() <= MAX_JOB_ID && b.len() <= MAX_JOB_ID);
+        assert_ne!(a, b);
     }
 }

@@ -17,6 +17,11 @@ pub enum QueueError {
     /// The server answered with an error (OOM, READONLY, wrong type...).
     #[error("the queue refused: {0}")]
     Refused(String),
+    /// The master took the push but fewer replicas than `redis_wait_replicas` confirmed it
+    /// in time: a failover could still lose it, so it counts as not done (spooled, pushed
+    /// again; nodes and the indexer drop a repeated job id).
+    #[error("push not confirmed by a replica: {0}")]
+    Unconfirmed(String),
 }
 
 /// The job queue and the heartbeat store.

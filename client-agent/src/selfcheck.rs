@@ -44,6 +44,14 @@ pub enum SelfCheckError {
         /// `module/sub/filename`.
         path: String,
     },
+    /// The TLS terminator in front of the daemon refused us, or we it (certificate, name).
+    #[error("self-check: TLS to this host's terminator on port {port} failed: {error}")]
+    Tls {
+        /// The terminator's port.
+        port: u16,
+        /// What failed.
+        error: String,
+    },
     /// The daemon's size differs from the one measured in back_dir.
     #[error("self-check: rsyncd serves {path} with {served} bytes but back_dir has {local} bytes (rsync_model points at another directory?)")]
     SizeDiffers {
@@ -83,10 +91,12 @@ impl Sink for ListOnly {
 }
 
 /// Asks the daemon on `host:port` — the address the nodes pull from — for
-/// `rsync_model/filename` and compares the size.
+/// `rsync_model/filename` and compares the size. With `tls`, `port` is the TLS terminator's
+/// in front of the daemon, asked over TLS as the nodes ask it.
 pub async fn check(
     host: std::net::IpAddr,
     port: u16,
+    tls: Option<client::TlsConnector>,
     rsync_model: &str,
     filename: &str,
     local_size: u64,
@@ -104,6 +114,7 @@ pub async fn check(
     let opts = PullOptions {
         timeout: Some(CHECK_TIMEOUT),
         connect_timeout: Duration::from_secs(5),
+        tls,
         ..PullOptions::default()
     };
     let mut sink = ListOnly {
@@ -119,6 +130,10 @@ pub async fn check(
             },
             client::Error::ConnectTimeout { .. } => SelfCheckError::NoDaemon {
                 host,
+                port,
+                error: e.to_string(),
+            },
+            client::Error::Tls(_) | client::Error::TlsPort { .. } => SelfCheckError::Tls {
                 port,
                 error: e.to_string(),
             },

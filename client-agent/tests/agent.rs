@@ -7,39 +7,34 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::Commands as _;
 use serde_json::Value;
-use ubackup_testkit::{
-    require_rsync, DaemonBuilder, Module, RedisServer, RsyncDaemon, RsyncVersion,
-};
+use ubackup_testkit::{wait_until, LoggedChild, Site};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ubackup-agent");
 
-/// A redis-server, an rsync daemon exporting `backup` = `src`, a state dir and a work dir.
-struct Env {
-    redis: RedisServer,
-    daemon: RsyncDaemon,
-    src: tempfile::TempDir,
-    work: tempfile::TempDir,
+/// The testkit [`Site`]: a redis-server, an rsync daemon serving `src` as module `backup`, a
+/// backup root and a work dir.
+struct Env(Site);
+
+impl std::ops::Deref for Env {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Site {
+        &mut self.0
+    }
 }
 
 fn env() -> Option<Env> {
-    require_rsync(RsyncVersion::V3_5_0)?;
-    let redis = RedisServer::start()?;
-    let src = tempfile::tempdir().unwrap();
-    let daemon = DaemonBuilder::new(RsyncVersion::V3_5_0)
-        .module(Module::new("backup", src.path()))
-        .start()
-        .unwrap();
-    Some(Env {
-        redis,
-        daemon,
-        src,
-        work: tempfile::tempdir().unwrap(),
-    })
+    Site::start().map(Env)
 }
 
 /// One instance: its back_dir (under the daemon's module), logs and script.
@@ -52,13 +47,6 @@ struct Inst {
 }
 
 impl Env {
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
     fn state_dir(&self) -> PathBuf {
         self.work.path().join("state")
     }
@@ -87,11 +75,13 @@ impl Env {
             self.state_dir().display(),
             self.daemon.port()
         );
-        for i in insts {
+        // Each section its own instance number (two alike are refused).
+        for (n, i) in insts.iter().enumerate() {
             t += &format!(
-                "\n[{}]\nback_type = mysql\ninstance = 3306\nrsync_model = backup/{}\nback_dir = {}/\n\
+                "\n[{}]\nback_type = mysql\ninstance = {}\nrsync_model = backup/{}\nback_dir = {}/\n\
                  back_log = {}\nscript = sh {}\n{section}\n",
                 i.name,
+                3306 + n,
                 i.name,
                 i.back_dir.display(),
                 i.back_log.display(),
@@ -115,11 +105,12 @@ impl Env {
             self.redis.url(),
             self.daemon.port()
         );
-        for i in insts {
+        for (n, i) in insts.iter().enumerate() {
             t += &format!(
-                "[instances.{}]\nback_type = \"mysql\"\ninstance = 3306\nrsync_model = \"backup/{}\"\n\
+                "[instances.{}]\nback_type = \"mysql\"\ninstance = {}\nrsync_model = \"backup/{}\"\n\
                  back_dir = \"{}\"\nback_log = \"{}\"\nscript = \"sh {}\"\n{instance_extra}\n",
                 i.name,
+                3306 + n,
                 i.name,
                 i.back_dir.display(),
                 i.back_log.display(),
@@ -671,38 +662,11 @@ fn jobs_spooled_during_a_redis_outage_arrive_once_in_order() {
     assert_eq!(names, ["f0.rdb", "f1.rdb", "f2.rdb", "f3.rdb"]);
 }
 
-/// `ubackup-agent run`, killed on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_run(cfg: &Path, log: &Path) -> Daemon {
-    let f = std::fs::File::create(log).unwrap();
-    Daemon(
-        Command::new(BIN)
-            .arg("run")
-            .arg("-c")
-            .arg(cfg)
-            .env("UBACKUP_LOG", "ubackup_agent=debug")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// `ubackup-agent run` logging to `log` (a testkit [`LoggedChild`]: killed on drop).
+fn start_run(cfg: &Path, log: &Path) -> LoggedChild {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run").arg("-c").arg(cfg);
+    LoggedChild::spawn(cmd.env("UBACKUP_LOG", "ubackup_agent=debug"), log).unwrap()
 }
 
 #[test]
@@ -720,8 +684,8 @@ fn spooled_jobs_survive_a_killed_agent() {
     // where the restarted agent runs the instance again: at least once, never lost. Under
     // load the kill could land there, and the job would then rightly arrive twice.)
     wait_until(
-        "a spooled job and its run recorded",
         Duration::from_secs(30),
+        "a spooled job and its run recorded",
         || {
             let spooled = std::fs::read_dir(&spool)
                 .map(|r| {
@@ -736,11 +700,11 @@ fn spooled_jobs_survive_a_killed_agent() {
         },
     );
     // kill -9: no chance to flush anything.
-    d.0.kill().unwrap();
-    d.0.wait().unwrap();
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10));
     env.redis.restart().unwrap();
     let _d2 = start_run(&cfg, &log);
-    wait_until("the spooled job in Redis", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "the spooled job in Redis", || {
         !env.jobs("uuzuback").is_empty()
     });
     std::thread::sleep(Duration::from_secs(2));
@@ -1013,20 +977,270 @@ fn run_repeats_each_instance_on_its_interval_without_overlap() {
     let cfg = env.ini(&[&i], "", "interval = 1");
     let log = env.work.path().join("run.log");
     let mut d = start_run(&cfg, &log);
-    wait_until("three runs", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "three runs", || {
         intervals(&journal).len() >= 3
     });
     // SIGTERM: stops cleanly.
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(d.0.id().to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "run did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    d.signal("TERM");
+    d.wait(Duration::from_secs(20));
     let iv = intervals(&journal);
     assert_eq!(max_overlap(&iv), 1, "{iv:?}");
     assert!(env.take_jobs().len() >= 3);
+}
+
+/// The spool's `*.job` (or `*.bad`) files, by name.
+fn spool_files(env: &Env, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(env.state_dir().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+fn status(cfg: &Path) -> String {
+    let st = Command::new(BIN)
+        .args(["status", "-c"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    String::from_utf8_lossy(&st.stdout).into_owned()
+}
+
+/// Two `once` runs with Redis down spool `names[0]` and `names[1]`.
+fn spool_two(env: &mut Env, i: &Inst, cfg: &Path, names: [&str; 2]) {
+    env.redis.stop();
+    for n in names {
+        std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, n, 10)).unwrap();
+        assert_eq!(once(cfg, &[]).status.code(), Some(2));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn filenames(jobs: &[Value]) -> Vec<Value> {
+    jobs.iter().map(|j| j["filename"].clone()).collect()
+}
+
+/// A spool file cut short (power loss) is set aside under a name of its own, reported
+/// (exit 3, stderr, `status`, heartbeat) and never delivered; the jobs around it are.
+#[test]
+fn a_torn_spool_record_is_set_aside_reported_and_never_delivered() {
+    let Some(mut env) = env() else { return };
+    let i = env.inst("torn", false, "");
+    let cfg = env.ini(&[&i], "", "");
+
+    // 1. A record cut in half (inside its message).
+    spool_two(&mut env, &i, &cfg, ["a0.rdb", "a1.rdb"]);
+    let files = spool_files(&env, "job");
+    assert_eq!(files.len(), 2, "{files:?}");
+    let whole = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &whole[..whole.len() / 2]).unwrap();
+    env.redis.restart().unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "a2.rdb", 10)).unwrap();
+    let out = once(&cfg, &[]);
+    assert_eq!(out.status.code(), Some(3), "a lost job is loud");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("torn or corrupt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every message on the queue is whole JSON (`jobs` parses each), and the torn one is not
+    // among them.
+    assert_eq!(filenames(&env.take_jobs()), ["a1.rdb", "a2.rdb"]);
+    let bad = spool_files(&env, "bad");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(std::fs::read(&bad[0]).unwrap(), &whole[..whole.len() / 2]);
+    assert!(status(&cfg).contains("1 DAMAGED job(s) set aside"));
+
+    // 2. The spool emptied, so numbering restarts: the same sequence number, cut inside its
+    // first line. The first `.bad` file stays as it was.
+    spool_two(&mut env, &i, &cfg, ["b0.rdb", "b1.rdb"]);
+    let files = spool_files(&env, "job");
+    assert_eq!(
+        files[0].file_name().unwrap(),
+        "00000000000000000001.job",
+        "{files:?}"
+    );
+    let first = std::fs::read(&files[0]).unwrap();
+    let line = first.iter().position(|&b| b == b'\n').unwrap();
+    std::fs::write(&files[0], &first[..line / 2]).unwrap();
+    env.redis.restart().unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "b2.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(3));
+    assert_eq!(filenames(&env.take_jobs()), ["b1.rdb", "b2.rdb"]);
+    let bad2 = spool_files(&env, "bad");
+    assert_eq!(bad2.len(), 2, "{bad2:?}");
+    assert!(bad2.contains(&bad[0]));
+    assert_eq!(std::fs::read(&bad[0]).unwrap(), &whole[..whole.len() / 2]);
+    let st = status(&cfg);
+    assert!(st.contains("2 DAMAGED job(s) set aside"), "{st}");
+    let hb: std::collections::HashMap<String, String> =
+        env.conn().hgetall("ubackup:agent:111111").unwrap();
+    assert_eq!(hb["spool_bad"], "2", "{hb:?}");
+
+    // 3. A pass with nothing damaged is clean again (the `.bad` files stay for the operator).
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "c0.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(0));
+    assert_eq!(filenames(&env.take_jobs()), ["c0.rdb"]);
+}
+
+/// Redis comes back while the backup script runs and the spool is full: the waiting jobs
+/// go first, then the new one; nothing is dropped.
+#[test]
+fn a_full_spool_is_drained_before_a_new_job_is_refused() {
+    let Some(mut env) = env() else { return };
+    let i = env.inst("back", false, "");
+    let cfg = env.ini(&[&i], "spool_max = 2", "");
+    spool_two(&mut env, &i, &cfg, ["s0.rdb", "s1.rdb"]);
+    std::fs::write(
+        &i.script,
+        format!(
+            "sleep 3\n{}",
+            ok_script(&i.back_dir, &i.back_log, "s2.rdb", 10)
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .arg("once")
+        .arg("-c")
+        .arg(&cfg)
+        .env_remove("UBACKUP_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    env.redis.restart().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("back: ok s2.rdb (10 bytes); pushed"),
+        "{text}"
+    );
+    assert_eq!(filenames(&env.take_jobs()), ["s0.rdb", "s1.rdb", "s2.rdb"]);
+}
+
+#[test]
+fn two_sections_with_one_type_and_instance_are_refused_and_ids_name_the_section() {
+    let Some(env) = env() else { return };
+    let a = env.inst("data1", false, "");
+    let b = env.inst("data2", false, "");
+    let cfg = env.toml(&[&a, &b], "", "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let clash = env.work.path().join("clash.toml");
+    std::fs::write(&clash, text.replace("instance = 3307", "instance = 3306")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&clash)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("instances.data2")
+            && err.contains("same back_type (mysql) and instance (3306) as instances.data1"),
+        "{err}"
+    );
+    // Distinct sections: each job's id names its section, and the ids differ.
+    for x in [&a, &b] {
+        std::fs::write(&x.script, ok_script(&x.back_dir, &x.back_log, "d.rdb", 10)).unwrap();
+    }
+    assert_eq!(once(&cfg, &[]).status.code(), Some(0));
+    let jobs = env.take_jobs();
+    assert_eq!(jobs.len(), 2);
+    let mut ids: Vec<&str> = jobs.iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert!(
+        ids[0].contains("-data1-") && ids[1].contains("-data2-"),
+        "{ids:?}"
+    );
+}
+
+/// A host upgraded during an outage: the previous version's spool files (no record header)
+/// are delivered; one of them cut short is set aside, not delivered.
+#[test]
+fn jobs_spooled_by_the_previous_version_are_still_delivered_whole() {
+    let Some(env) = env() else { return };
+    let i = env.inst("upg", false, "");
+    let cfg = env.ini(&[&i], "", "");
+    let spool = env.state_dir().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let old = |n: &str| format!("uuzuback\n{{\"filename\":\"{n}\",\"instance\":6379}}");
+    std::fs::write(spool.join("00000000000000000001.job"), old("o1.rdb")).unwrap();
+    let torn = old("o2.rdb");
+    std::fs::write(
+        spool.join("00000000000000000002.job"),
+        &torn.as_bytes()[..torn.len() - 3],
+    )
+    .unwrap();
+    std::fs::write(spool.join("00000000000000000003.job"), old("o3.rdb")).unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "n.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(3));
+    assert_eq!(filenames(&env.take_jobs()), ["o1.rdb", "o3.rdb", "n.rdb"]);
+    assert_eq!(spool_files(&env, "bad").len(), 1);
+    assert!(spool_files(&env, "job").is_empty());
+}
+
+/// A TLS-fronted host (a real stunnel in front of its rsyncd, requiring client certificates):
+/// the self-check asks through the terminator, as the nodes do, verifying this host's
+/// certificate for `my_ip`; a CA that did not sign it fails the backup at the source.
+#[test]
+fn the_self_check_asks_a_tls_fronted_rsyncd_through_its_terminator() {
+    use ubackup_testkit::{require_stunnel, Stunnel, TestCa, Usage};
+    if require_stunnel().is_none() {
+        return;
+    }
+    let Some(env) = env() else { return };
+    let ca = TestCa::new("fleet CA").unwrap();
+    let stunnel = Stunnel::start(
+        env.daemon.addr(),
+        &ca.issue(&["127.0.0.1"], Usage::Server).unwrap(),
+        Some(&ca),
+    )
+    .unwrap();
+    let ca_file = env.work.path().join("ca.crt");
+    ca.write(&ca_file).unwrap();
+    let (cert, key) = ca
+        .issue(&["db1.example"], Usage::Client)
+        .unwrap()
+        .write(env.work.path(), "host")
+        .unwrap();
+    let i = env.inst("tls", false, "");
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "t1.rdb", 10)).unwrap();
+    let global = format!(
+        "self_check = on\nself_check_tls_port = {}\nself_check_tls_ca_file = {}\n\
+         self_check_tls_cert_file = {}\nself_check_tls_key_file = {}\n",
+        stunnel.port(),
+        ca_file.display(),
+        cert.display(),
+        key.display()
+    );
+    let cfg = env.ini(&[&i], &global, "");
+    let out = once(&cfg, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(one(&env.take_jobs())["success"], true);
+    assert!(
+        stunnel.log().contains("accepted connection"),
+        "{}",
+        stunnel.log()
+    );
+
+    // Another CA: this host's certificate is not trusted, the backup fails at the source.
+    TestCa::new("someone else")
+        .unwrap()
+        .write(&ca_file)
+        .unwrap();
+    std::fs::write(&i.script, ok_script(&i.back_dir, &i.back_log, "t2.rdb", 10)).unwrap();
+    assert_eq!(once(&cfg, &[]).status.code(), Some(1));
+    let jobs = env.take_jobs();
+    let log = one(&jobs)["log"].as_str().unwrap().to_string();
+    assert!(log.starts_with("self-check: TLS"), "{log}");
+    assert!(log.contains("not signed by a trusted CA"), "{log}");
 }

@@ -70,8 +70,8 @@ fn node(full_size: u64) -> Option<Node> {
 }
 
 fn xxh128(path: &Path) -> String {
-    let d = ubackup_puller::manifest::Digest::for_checksum("xxh128:").unwrap();
-    ubackup_puller::manifest::digest_file(path, d, 1 << 20, |_| true)
+    let d = ubackup_checksum::Digest::for_checksum("xxh128:").unwrap();
+    ubackup_checksum::digest_file(path, d, 1 << 20, |_| true)
         .unwrap()
         .unwrap()
         .0
@@ -249,6 +249,19 @@ fn restores_every_point_in_time_byte_identical_and_the_hook_gets_the_files_in_or
     }
 }
 
+/// stderr is a pipe here (as under journald or a redirect): the log lines carry no colour.
+#[test]
+fn a_piped_stderr_holds_no_colour_codes() {
+    let Some(n) = node(100_000) else { return };
+    let plan = n.write_plan(&n.plan(1));
+    let to = n.work.path().join("plain");
+    let out = run(n.cmd(&plan, "latest", &to).arg("-v").env_remove("NO_COLOR"));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("INFO"), "no log lines to check:\n{err}");
+    assert!(!err.contains("\x1b["), "colour codes on stderr:\n{err:?}");
+}
+
 #[test]
 fn dry_run_prints_the_plan_and_touches_nothing() {
     let Some(n) = node(300_000) else { return };
@@ -284,6 +297,24 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     let saved: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(saved["files"].as_array().unwrap().len(), 4);
     assert_eq!(saved["files"][3]["prev_filename"], json!(n.files[2].0));
+}
+
+#[test]
+fn restore_at_29_february_is_refused_in_2026_and_taken_in_2028() {
+    let Some(n) = node(10_000) else { return };
+    let plan = n.write_plan(&n.plan(3));
+    let to = n.work.path().join("never");
+    // 2026 has no 29 February: a usage error naming the day, not 1 March.
+    let out = run(n.cmd(&plan, "2026-02-29T08:00:00Z", &to).arg("--dry-run"));
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2026-02-29") && err.contains("day"), "{err}");
+    let out = run(n.cmd(&plan, "2028-02-29T08:00:00Z", &to).arg("--dry-run"));
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("taken 2025-11-30T08:00:00Z"), "{text}");
+    assert!(text.contains("4 file(s)"), "{text}");
+    assert!(!to.exists(), "a dry run creates nothing");
 }
 
 #[test]
@@ -489,4 +520,87 @@ fn the_redis_hook_puts_the_restored_rdb_in_place_of_a_real_servers_dump() {
     assert_eq!(n_keys, 100);
     let v: String = redis::cmd("GET").arg("key42").query(&mut c).unwrap();
     assert_eq!(v, "value42");
+}
+
+/// `restore --tls` through a real stunnel (Debian's `stunnel4`) in front of the node's
+/// restore module, requiring our client certificate (`verify = 2`) and naming the node by its
+/// address (the IP SAN): the whole chain arrives byte-identical. The same restore trusting
+/// another CA, or without a client certificate, is refused and leaves no file under a final
+/// name.
+#[test]
+fn restores_over_mutual_tls_byte_identical() {
+    use ubackup_testkit::{require_stunnel, Stunnel, TestCa, Usage};
+    if require_stunnel().is_none() {
+        return;
+    }
+    let Some(n) = node(3_000_000) else { return };
+    let ca = TestCa::new("fleet CA").unwrap();
+    let stunnel = Stunnel::start(
+        n.daemon.addr(),
+        &ca.issue(&["127.0.0.1"], Usage::Server).unwrap(),
+        Some(&ca),
+    )
+    .unwrap();
+    let pki = n.work.path();
+    let ca_file = pki.join("ca.crt");
+    ca.write(&ca_file).unwrap();
+    let (cert, key) = ca
+        .issue(&["db1.example"], Usage::Client)
+        .unwrap()
+        .write(pki, "agent")
+        .unwrap();
+    let wrong_ca = pki.join("wrong.crt");
+    TestCa::new("someone else")
+        .unwrap()
+        .write(&wrong_ca)
+        .unwrap();
+    let plan = n.write_plan(&n.plan(3));
+    let pw = n.work.path().join("restore.pass");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+
+    let to = n.work.path().join("over-tls");
+    let out = run(n
+        .cmd_to(&plan, "latest", &to, stunnel.port(), &pw)
+        .args(["--tls", "--tls-ca", &s(&ca_file)])
+        .args(["--tls-cert", &s(&cert), "--tls-key", &s(&key)]));
+    assert!(out.status.success(), "{}", stunnel.log());
+    for i in 0..4 {
+        let got = std::fs::read(to.join(&n.files[i].0)).unwrap();
+        assert!(
+            got == std::fs::read(n.stored(i)).unwrap(),
+            "{} differs",
+            n.files[i].0
+        );
+    }
+    assert!(
+        stunnel.log().contains("accepted connection"),
+        "{}",
+        stunnel.log()
+    );
+
+    // The CA from RSYNC_SSL_CA_CERT, as rsync-ssl; no
+    // client certificate: stunnel refuses.
+    let to = n.work.path().join("no-cert");
+    let mut cmd = n.cmd_to(&plan, "latest", &to, stunnel.port(), &pw);
+    cmd.arg("--tls").env("RSYNC_SSL_CA_CERT", &ca_file);
+    let out = run(&mut cmd);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused our client certificate"), "{err}");
+    assert!(!names_in(&to)
+        .iter()
+        .any(|f| n.files.iter().any(|x| &x.0 == f)));
+
+    // Another CA: the node is not trusted, nothing is restored.
+    let to = n.work.path().join("wrong-ca");
+    let out = run(n
+        .cmd_to(&plan, "latest", &to, stunnel.port(), &pw)
+        .args(["--tls", "--tls-ca", &s(&wrong_ca)])
+        .args(["--tls-cert", &s(&cert), "--tls-key", &s(&key)]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not signed by a trusted CA"), "{err}");
+    assert!(!names_in(&to)
+        .iter()
+        .any(|f| n.files.iter().any(|x| &x.0 == f)));
 }

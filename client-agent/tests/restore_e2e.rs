@@ -19,7 +19,7 @@ use redis::Commands as _;
 use serde_json::{json, Value};
 use ubackup_testkit::{
     interop_required, require_rsync, write_random_file, DaemonBuilder, Module, RedisServer,
-    RsyncVersion,
+    RsyncVersion, TestCa, Usage,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ubackup-agent");
@@ -79,8 +79,8 @@ fn free_port() -> u16 {
 }
 
 fn xxh128(path: &Path) -> String {
-    let d = ubackup_puller::manifest::Digest::for_checksum("xxh128:").unwrap();
-    ubackup_puller::manifest::digest_file(path, d, 1 << 20, |_| true)
+    let d = ubackup_checksum::Digest::for_checksum("xxh128:").unwrap();
+    ubackup_checksum::digest_file(path, d, 1 << 20, |_| true)
         .unwrap()
         .unwrap()
         .0
@@ -164,15 +164,28 @@ fn restores_each_point_in_time_through_the_real_node_and_indexer() {
     )
     .unwrap();
     let http = free_port();
+    // The indexer serves HTTPS with a certificate from a test CA; the agent trusts that CA
+    // through --ca-file only.
+    let ca = TestCa::new("restore test CA").unwrap();
+    let ca_file = work.path().join("ca.crt");
+    ca.write(&ca_file).unwrap();
+    let (crt, key) = ca
+        .issue(&["localhost", "127.0.0.1"], Usage::Server)
+        .unwrap()
+        .write(work.path(), "indexer")
+        .unwrap();
     let ix_cfg = work.path().join("indexer.toml");
     std::fs::write(
         &ix_cfg,
         format!(
             "[indexer]\nid = \"ix1\"\n[catalog]\nurl = \"sqlite://{}\"\nretention_days = 0\n\
              [results]\nredis = \"{}\"\nbatch = 4\n[registry]\nauto_register = true\n\
-             [alerts]\nevaluate_secs = 1\n[http]\nlisten = \"127.0.0.1:{http}\"\n[log]\nlevel = \"info\"\n",
+             [alerts]\nevaluate_secs = 1\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             tls_cert = \"{}\"\ntls_key = \"{}\"\n[log]\nlevel = \"info\"\n",
             work.path().join("catalog.db").display(),
-            redis.url()
+            redis.url(),
+            crt.display(),
+            key.display()
         ),
     )
     .unwrap();
@@ -215,7 +228,8 @@ fn restores_each_point_in_time_through_the_real_node_and_indexer() {
     let restore = |at: &str, to: &Path, token: &Path| {
         let mut c = Command::new(AGENT);
         c.arg("restore")
-            .args(["--indexer", &format!("http://127.0.0.1:{http}")])
+            .args(["--indexer", &format!("https://localhost:{http}")])
+            .args(["--ca-file", ca_file.to_str().unwrap()])
             .args(["--token-file", token.to_str().unwrap()])
             .args(["--server-id", "S9", "--type", "mysql", "--instance", "3306"])
             .args(["--at", at, "--to", to.to_str().unwrap()])
@@ -249,6 +263,37 @@ fn restores_each_point_in_time_through_the_real_node_and_indexer() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+
+    // Without the CA the indexer's certificate is not trusted (indexer unreachable, 7);
+    // plain http:// to a host that is not loopback is refused before any request (usage, 64).
+    let out = Command::new(AGENT)
+        .arg("restore")
+        .args(["--indexer", &format!("https://localhost:{http}")])
+        .args(["--token-file", token_file.to_str().unwrap()])
+        .args(["--server-id", "S9", "--type", "mysql", "--instance", "3306"])
+        .args(["--at", "latest", "--dry-run"])
+        .env_remove("UBACKUP_INDEXER_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate"));
+    let out = Command::new(AGENT)
+        .arg("restore")
+        .args(["--indexer", "http://indexer.example:8080"])
+        .args(["--token-file", token_file.to_str().unwrap()])
+        .args(["--server-id", "S9", "--type", "mysql", "--instance", "3306"])
+        .args(["--at", "latest", "--dry-run"])
+        .env_remove("UBACKUP_INDEXER_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("--insecure-http"), "{err}");
 
     // Before the full: no backup.
     let out = output(&mut restore(

@@ -11,6 +11,7 @@ use ubackup_testkit::daemon::{DaemonBuilder, Module, RsyncDaemon};
 use ubackup_testkit::http::Client;
 use ubackup_testkit::redis::RedisServer;
 use ubackup_testkit::rsync::RsyncVersion;
+use ubackup_testkit::sentinel::{SentinelSet, MASTER_NAME};
 
 use crate::proc::Daemon;
 use crate::scripts;
@@ -39,6 +40,32 @@ pub struct FleetOptions {
     pub results_list: String,
     /// The indexer's `forward_list` (migration from UBackup), if any.
     pub forward_list: Option<String>,
+}
+
+impl FleetOptions {
+    /// The options of an end-to-end test in `dir`: the workspace's binaries, results on
+    /// `message`, every instance backed up every `interval_secs`. None (a skip) when
+    /// redis-server or rsync 3.5.0 is missing and `UBACKUP_INTEROP=required` is not set.
+    pub fn for_tests(dir: &Path, interval_secs: u64, grace_secs: u64) -> Option<FleetOptions> {
+        ubackup_testkit::redis::require_redis()?;
+        ubackup_testkit::rsync::require_rsync(RsyncVersion::V3_5_0)?;
+        let mut bin_dir = None;
+        for name in ["ubackup-agent", "ubackup-puller", "ubackup-indexer"] {
+            let p = ubackup_testkit::bins::workspace_binary(name)
+                .unwrap_or_else(|e| panic!("building {name}: {e:#}"));
+            bin_dir = p.parent().map(Path::to_path_buf);
+        }
+        Some(FleetOptions {
+            dir: dir.to_path_buf(),
+            bin_dir: bin_dir?,
+            interval_secs,
+            grace_secs,
+            http_port: 0,
+            admin_password: "e2e-admin-password".into(),
+            results_list: "message".into(),
+            forward_list: None,
+        })
+    }
 }
 
 /// One backed-up instance on a simulated database host.
@@ -119,6 +146,91 @@ pub struct Node {
     pub puller: Daemon,
     /// The read-only, password-protected module exporting `root` for restores.
     pub export: RsyncDaemon,
+    /// Where its `/metrics` listens.
+    pub metrics: SocketAddr,
+}
+
+/// The Redis every daemon of the fleet uses: one server, or the master of a Sentinel set that
+/// the daemons find (and follow across failovers) through `[redis_sentinel]`.
+#[derive(Debug)]
+pub enum FleetRedis {
+    /// One `redis-server` at a fixed address.
+    Single(RedisServer),
+    /// A master, its replicas and three Sentinels (testkit's [`SentinelSet`]).
+    Sentinel(SentinelSet),
+}
+
+impl FleetRedis {
+    /// The URL of the server that is the master now (in a Sentinel set, as the Sentinels
+    /// say; the first master when none answers).
+    pub fn url(&self) -> String {
+        match self {
+            FleetRedis::Single(r) => r.url(),
+            FleetRedis::Sentinel(set) => match set.master_port() {
+                Ok(p) => format!("redis://127.0.0.1:{p}/"),
+                Err(_) => set.servers[0].url(),
+            },
+        }
+    }
+
+    /// Stops every server (and Sentinel).
+    pub fn stop(&mut self) {
+        match self {
+            FleetRedis::Single(r) => r.stop(),
+            FleetRedis::Sentinel(set) => {
+                for s in &mut set.sentinels {
+                    s.kill();
+                }
+                for r in &mut set.servers {
+                    r.stop();
+                }
+            }
+        }
+    }
+}
+
+/// How a daemon's configuration names its Redis: the `redis://` URL, and the Sentinel set
+/// (master name, Sentinel addresses) when the master is found through one.
+#[derive(Debug, Clone)]
+pub struct RedisAccess {
+    /// The URL (in Sentinel mode only its database number is used).
+    pub url: String,
+    /// `(master_name, ["127.0.0.1:PORT", …])`.
+    pub sentinel: Option<(String, Vec<String>)>,
+}
+
+impl RedisAccess {
+    /// The `[redis_sentinel]` table of a daemon's TOML, or nothing.
+    fn section(&self) -> String {
+        match &self.sentinel {
+            Some((name, addrs)) => format!(
+                "\n[redis_sentinel]\nmaster_name = {name:?}\nsentinels = {:?}\n",
+                addrs.join(",")
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+impl From<&RedisServer> for RedisAccess {
+    fn from(r: &RedisServer) -> RedisAccess {
+        RedisAccess {
+            url: r.url(),
+            sentinel: None,
+        }
+    }
+}
+
+impl From<&FleetRedis> for RedisAccess {
+    fn from(r: &FleetRedis) -> RedisAccess {
+        match r {
+            FleetRedis::Single(r) => r.into(),
+            FleetRedis::Sentinel(set) => RedisAccess {
+                url: set.servers[0].url(),
+                sentinel: Some((MASTER_NAME.to_string(), set.sentinel_addrs())),
+            },
+        }
+    }
 }
 
 /// Everything, running.
@@ -127,7 +239,7 @@ pub struct Fleet {
     /// The options it was started with.
     pub opts: FleetOptions,
     /// The queue and results Redis.
-    pub redis: RedisServer,
+    pub redis: FleetRedis,
     /// The database hosts.
     pub hosts: Vec<Host>,
     /// The backup nodes.
@@ -197,21 +309,34 @@ impl Fleet {
     /// Starts everything: Redis, two database hosts with their agents, two nodes with their
     /// restore exports, and the indexer with an admin user and token.
     pub fn start(opts: FleetOptions) -> anyhow::Result<Fleet> {
+        let redis = RedisServer::start().context("redis-server is not installed")?;
+        Fleet::start_on(opts, FleetRedis::Single(redis))
+    }
+
+    /// Like [`Fleet::start`], on `redis` (a Sentinel set: every daemon gets `[redis_sentinel]`).
+    pub fn start_on(opts: FleetOptions, redis: FleetRedis) -> anyhow::Result<Fleet> {
         std::fs::create_dir_all(&opts.dir)?;
         let dir = opts.dir.canonicalize()?;
         let opts = FleetOptions { dir, ..opts };
-        let redis = RedisServer::start().context("redis-server is not installed")?;
+        let access = RedisAccess::from(&redis);
         let restore_password = format!("r{:x}", rand_u64());
 
         let mut nodes: Vec<Node> = Vec::new();
         for i in 1..=2 {
             let port = nodes.first().map(|n| n.export.port());
-            nodes.push(start_node(&opts, &redis, i, &restore_password, None, port)?);
+            nodes.push(start_node(
+                &opts,
+                access.clone(),
+                i,
+                &restore_password,
+                None,
+                port,
+            )?);
         }
-        let (indexer, indexer_config, http, token) = start_indexer(&opts, &redis, &nodes)?;
+        let (indexer, indexer_config, http, token) = start_indexer(&opts, access.clone(), &nodes)?;
         let mut hosts = Vec::new();
         for i in 1..=2 {
-            hosts.push(start_host(&opts, &redis, i)?);
+            hosts.push(start_host(&opts, &access, i)?);
         }
         Ok(Fleet {
             opts,
@@ -288,6 +413,19 @@ impl Fleet {
         Ok(())
     }
 
+    /// The last lines of every daemon's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for h in &self.hosts {
+            let _ = writeln!(out, "--- {}:\n{}", h.agent.name(), h.agent.tail());
+        }
+        for n in &self.nodes {
+            let _ = writeln!(out, "--- {}:\n{}", n.puller.name(), n.puller.tail());
+        }
+        let _ = writeln!(out, "--- indexer:\n{}", self.indexer.tail());
+        out
+    }
+
     /// The GET of an API path as JSON.
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.api().get_json(path)
@@ -313,18 +451,20 @@ fn rand_u64() -> u64 {
 /// `export_port` when given (so that every node's export shares one port, as in a fleet).
 pub fn start_node(
     opts: &FleetOptions,
-    redis: &RedisServer,
+    redis: impl Into<RedisAccess>,
     i: u32,
     restore_password: &str,
     rsync_port: Option<u16>,
     export_port: Option<u16>,
 ) -> anyhow::Result<Node> {
+    let redis: RedisAccess = redis.into();
     let id = format!("node-{i}");
     let ip = Ipv4Addr::new(127, 0, 0, u8::try_from(i + 1).context("node number")?);
     let base = opts.dir.join(&id);
     let root = base.join("root");
     std::fs::create_dir_all(&root)?;
     let config = base.join("ubackup-puller.toml");
+    let metrics: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()?).into();
     write(
         &config,
         &format!(
@@ -356,13 +496,18 @@ connect_timeout_secs = 10
 stall_timeout_secs = 30
 rsync_port = {rsync_port}
 
+[metrics]
+listen = "{metrics}"
+
 [log]
 level = "info"
-"#,
+{sentinel}"#,
             root = root.display(),
-            redis = redis.url(),
+            redis = redis.url,
             rsync_port = rsync_port.unwrap_or(873),
             results_list = opts.results_list,
+            metrics = metrics,
+            sentinel = redis.section(),
         ),
     )?;
     let mut export = DaemonBuilder::new(RsyncVersion::V3_5_0).address(ip);
@@ -394,10 +539,11 @@ level = "info"
         config,
         puller,
         export,
+        metrics,
     })
 }
 
-fn start_host(opts: &FleetOptions, redis: &RedisServer, i: u32) -> anyhow::Result<Host> {
+fn start_host(opts: &FleetOptions, redis: &RedisAccess, i: u32) -> anyhow::Result<Host> {
     let server_id = format!("S100{i}");
     let game_id = 30 + i64::from(i);
     let base = opts.dir.join(format!("host-{i}"));
@@ -471,7 +617,7 @@ level = "info"
 "#,
         interval = opts.interval_secs,
         state = base.join("state").display(),
-        redis = redis.url(),
+        redis = redis.url,
         hb_ttl = (opts.interval_secs * 2).max(10),
         port = rsyncd.port(),
     );
@@ -529,6 +675,7 @@ script = "{script} {back_dir} {back_log}"
             );
         }
     }
+    text.push_str(&redis.section());
     let config = base.join("ubackup-agent.toml");
     write(&config, &text)?;
     let agent = Daemon::spawn(
@@ -551,9 +698,10 @@ script = "{script} {back_dir} {back_log}"
 /// the process, its config, its HTTP address and the token.
 pub fn start_indexer(
     opts: &FleetOptions,
-    redis: &RedisServer,
+    redis: impl Into<RedisAccess>,
     nodes: &[Node],
 ) -> anyhow::Result<(Daemon, PathBuf, SocketAddr, String)> {
+    let redis: RedisAccess = redis.into();
     let base = opts.dir.join("indexer");
     std::fs::create_dir_all(&base)?;
     let port = if opts.http_port == 0 {
@@ -602,9 +750,10 @@ listen = "{http}"
 
 [log]
 level = "info"
-"#,
+{sentinel}"#,
+            sentinel = redis.section(),
             catalog = base.join("catalog.sqlite").display(),
-            redis = redis.url(),
+            redis = redis.url,
             interval = opts.interval_secs,
             nodes = node_ids.join(", "),
             grace = opts.grace_secs,

@@ -15,10 +15,11 @@
 //! (`ubackup-demo`, run by `scripts/quickstart.sh`), so that what a newcomer watches is exactly
 //! what CI proves. Everything listens on 127.0.0.1, on ports picked at run time.
 
+pub mod failover;
 pub mod fleet;
 pub mod proc;
 pub mod scenario;
 pub mod scripts;
 
-pub use fleet::{Fleet, FleetOptions, Host, Instance, Node};
+pub use fleet::{Fleet, FleetOptions, FleetRedis, Host, Instance, Node, RedisAccess};
 pub use proc::Daemon;

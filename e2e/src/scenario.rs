@@ -6,7 +6,7 @@
 //! with a clear message when it does not come in time; nothing here sleeps for a fixed time
 //! and hopes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -105,6 +105,87 @@ pub fn wait_for_backups(fleet: &mut Fleet, n: usize, timeout: Duration) -> anyho
             Ok(Some(()))
         },
     )
+}
+
+/// The catalog against the scripts' ledgers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Backups the scripts completed (every instance's ledger).
+    pub produced: usize,
+    /// Distinct backups in the catalog.
+    pub cataloged: usize,
+    /// Catalog rows beyond the first of the same backup.
+    pub duplicates: usize,
+}
+
+/// Waits (up to `timeout`) until every backup a script completed is in the catalog, once, and
+/// nothing else is: a backup cataloged twice or one no script made fails at once. Meant for
+/// after the agents stopped, so that the ledgers no longer grow.
+pub fn wait_exactly_once(fleet: &mut Fleet, timeout: Duration) -> anyhow::Result<Tally> {
+    let keys: Vec<(String, Instance)> = fleet
+        .hosts
+        .iter()
+        .flat_map(|h| h.instances.iter().map(|i| (h.server_id.clone(), i.clone())))
+        .collect();
+    wait_for(
+        "the catalog to match every script's ledger",
+        timeout,
+        || {
+            fleet.check_alive()?;
+            let mut tally = Tally::default();
+            let mut complete = true;
+            for (sid, inst) in &keys {
+                let rows = cataloged(fleet, sid, inst)?;
+                let names: Vec<String> = rows
+                    .iter()
+                    .filter_map(|r| field(r, "filename").and_then(|v| v.as_str()))
+                    .map(str::to_owned)
+                    .collect();
+                let unique: BTreeSet<&String> = names.iter().collect();
+                if unique.len() != names.len() {
+                    bail!(
+                        "{}: a backup cataloged twice: {names:?}",
+                        instance_path(sid, inst)
+                    );
+                }
+                let ledger: BTreeSet<String> = inst.ledger()?.into_iter().collect();
+                let names: BTreeSet<String> = names.into_iter().collect();
+                if !names.is_subset(&ledger) {
+                    bail!(
+                        "{}: cataloged backups no script made: {:?}",
+                        instance_path(sid, inst),
+                        names.difference(&ledger).collect::<Vec<_>>()
+                    );
+                }
+                tally.produced += ledger.len();
+                tally.cataloged += names.len();
+                complete &= names == ledger;
+            }
+            Ok(complete.then_some(tally))
+        },
+    )
+    .map_err(|e| {
+        // Say which backups are missing: the likeliest failure.
+        let mut missing = String::new();
+        for (sid, inst) in &keys {
+            let have: BTreeSet<String> = cataloged(fleet, sid, inst)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| field(r, "filename").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect();
+            let lost: Vec<String> = inst
+                .ledger()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| !have.contains(n))
+                .collect();
+            if !lost.is_empty() {
+                missing.push_str(&format!("\n  {}: {lost:?}", instance_path(sid, inst)));
+            }
+        }
+        e.context(format!("not cataloged:{missing}"))
+    })
 }
 
 /// The walk. `say` gets one line per step.

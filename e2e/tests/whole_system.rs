@@ -3,39 +3,16 @@
 //! exactly once, `script_error` and `overdue` open and resolve, the latest chain restored
 //! byte-identical, and every process exits cleanly on SIGTERM.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ubackup_e2e::fleet::wait_for;
-use ubackup_e2e::scenario::{self, cataloged, field, instance_path};
+use ubackup_e2e::scenario;
 use ubackup_e2e::{Fleet, FleetOptions};
-use ubackup_testkit::bins::workspace_binary;
-
-fn options(dir: &std::path::Path) -> Option<FleetOptions> {
-    // A missing redis-server or rsync is a skip locally and a failure in CI.
-    ubackup_testkit::redis::require_redis()?;
-    ubackup_testkit::rsync::require_rsync(ubackup_testkit::rsync::RsyncVersion::V3_5_0)?;
-    let mut bin_dir = None;
-    for name in ["ubackup-agent", "ubackup-puller", "ubackup-indexer"] {
-        let p = workspace_binary(name).expect("workspace binary");
-        bin_dir = p.parent().map(|d| d.to_path_buf());
-    }
-    Some(FleetOptions {
-        dir: dir.to_path_buf(),
-        bin_dir: bin_dir.expect("binary directory"),
-        interval_secs: 2,
-        grace_secs: 2,
-        http_port: 0,
-        admin_password: "e2e-admin-password".into(),
-        results_list: "message".into(),
-        forward_list: None,
-    })
-}
 
 #[test]
 fn the_whole_system_backs_up_alerts_and_restores() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let Some(opts) = options(tmp.path()) else {
+    // A missing redis-server or rsync is a skip locally and a failure in CI.
+    let Some(opts) = FleetOptions::for_tests(tmp.path(), 2, 2) else {
         return;
     };
     let mut fleet = Fleet::start(opts).expect("start the fleet");
@@ -46,7 +23,7 @@ fn the_whole_system_backs_up_alerts_and_restores() {
         Err(e) => panic!(
             "{e:#}\n--- walk so far:\n{}\n{}",
             lines.join("\n"),
-            logs(&fleet)
+            fleet.logs()
         ),
     };
 
@@ -95,69 +72,16 @@ fn the_whole_system_backs_up_alerts_and_restores() {
         let st = h.agent.stop(Duration::from_secs(30)).expect("agent stops");
         assert!(st.success(), "agent exit status {st}");
     }
-    let keys: Vec<_> = fleet
-        .hosts
-        .iter()
-        .flat_map(|h| h.instances.iter().map(|i| (h.server_id.clone(), i.clone())))
-        .collect();
-    let outcome = wait_for(
-        "the catalog to match every script's ledger",
-        Duration::from_secs(120),
-        || {
-            fleet.check_alive()?;
-            for (sid, inst) in &keys {
-                let rows = cataloged(&fleet, sid, inst)?;
-                let names: Vec<String> = rows
-                    .iter()
-                    .filter_map(|r| field(r, "filename").and_then(|v| v.as_str()))
-                    .map(str::to_owned)
-                    .collect();
-                let unique: BTreeSet<&String> = names.iter().collect();
-                anyhow::ensure!(
-                    unique.len() == names.len(),
-                    "{}: a backup cataloged twice: {names:?}",
-                    instance_path(sid, inst)
-                );
-                let ledger: BTreeSet<String> = inst.ledger()?.into_iter().collect();
-                let names: BTreeSet<String> = names.into_iter().collect();
-                anyhow::ensure!(
-                    names.is_subset(&ledger),
-                    "{}: cataloged backups no script made: {:?}",
-                    instance_path(sid, inst),
-                    names.difference(&ledger).collect::<Vec<_>>()
-                );
-                if names != ledger {
-                    return Ok(None);
-                }
-            }
-            Ok(Some(()))
-        },
-    );
-    if let Err(e) = outcome {
-        panic!("{e:#}\n{}", logs(&fleet));
-    }
-    let total: usize = keys
-        .iter()
-        .map(|(sid, inst)| cataloged(&fleet, sid, inst).expect("catalog").len())
-        .sum();
+    let tally = match scenario::wait_exactly_once(&mut fleet, Duration::from_secs(120)) {
+        Ok(t) => t,
+        Err(e) => panic!("{e:#}\n{}", fleet.logs()),
+    };
     assert!(
-        total >= 12,
-        "at least 3 backups of each of 4 instances: {total}"
+        tally.cataloged >= 12,
+        "at least 3 backups of each of 4 instances: {tally:?}"
     );
 
     if let Err(e) = fleet.shutdown() {
-        panic!("{e:#}\n{}", logs(&fleet));
+        panic!("{e:#}\n{}", fleet.logs());
     }
-}
-
-fn logs(fleet: &Fleet) -> String {
-    let mut out = String::new();
-    for h in &fleet.hosts {
-        out.push_str(&format!("--- {}:\n{}\n", h.agent.name(), h.agent.tail()));
-    }
-    for n in &fleet.nodes {
-        out.push_str(&format!("--- {}:\n{}\n", n.puller.name(), n.puller.tail()));
-    }
-    out.push_str(&format!("--- indexer:\n{}\n", fleet.indexer.tail()));
-    out
 }

@@ -12,7 +12,7 @@ use crate::catalog::{Catalog, SqlCatalog};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::Clusters;
 use crate::config::Config;
-use crate::delivery::Webhooks;
+use crate::delivery::Delivery;
 use crate::ingest::redis::RedisIntake;
 use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
@@ -35,11 +35,19 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) {
 
 /// Runs until `stop` turns true.
 pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let catalog: Arc<dyn Catalog> = open_catalog(&cfg).await?;
+    let sql = open_catalog(&cfg).await?;
+    let catalog: Arc<dyn Catalog> = sql.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::default());
-    let clusters = Arc::new(Clusters::new(cfg.clusters.clone()));
-    let notify: Arc<dyn Notify> = Arc::new(Webhooks::start(cfg.webhooks.clone(), metrics.clone()));
+    let clusters = Arc::new(
+        Clusters::new(cfg.clusters.clone())
+            .with_sentinel(&cfg.results.redis, cfg.results.ha.clone()),
+    );
+    let delivery = Arc::new(
+        Delivery::new(&cfg.delivery, sql, clock.clone(), metrics.clone())
+            .context("alert channels")?,
+    );
+    let notify: Arc<dyn Notify> = delivery.clone();
     tracing::info!(
         id = %cfg.id,
         catalog = catalog.engine().name(),
@@ -48,6 +56,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
         "indexer starting"
     );
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(delivery.run(stop.clone()));
 
     // Results.
     {
@@ -70,8 +79,8 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
             let r = &cfg.results;
             let mut delay = Duration::from_millis(200);
             while !*stop.borrow() {
-                match RedisIntake::connect(
-                    &r.redis,
+                match RedisIntake::connect_to(
+                    r.ha.target(&r.redis),
                     &r.list,
                     &r.processing_list,
                     &r.dead_letter,
@@ -81,6 +90,9 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
                 .map(|i| i.forwarding_to(r.forward_list.clone()))
                 {
                     Ok(mut intake) => {
+                        if let Ok(mut m) = metrics.results_redis.lock() {
+                            *m = Some(intake.connection());
+                        }
                         pipeline.run(&mut intake, stop.clone()).await;
                         break;
                     }
@@ -146,29 +158,94 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
 
     // HTTP.
     if let Some(addr) = cfg.http.listen {
+        // The certificate first: a bad file fails start-up before the port is taken.
+        let tls = match &cfg.http.tls {
+            Some(files) => {
+                let store = crate::http::tls::CertStore::open(files.clone())
+                    .context("loading http.tls_cert / http.tls_key")?;
+                Some((store.clone(), store.server_config()?))
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        tracing::info!(%addr, "HTTP API listening");
+        let state = crate::http::AppState {
+            catalog: catalog.clone(),
+            clusters,
+            metrics,
+            clock,
+            anonymous_legacy_reads: cfg.http.anonymous_legacy_reads,
+            login: Arc::new(crate::auth::LoginGuard::new(cfg.login.clone())),
+        };
+        if let Some(maddr) = cfg.http.metrics_listen {
+            let ml = tokio::net::TcpListener::bind(maddr)
+                .await
+                .with_context(|| format!("binding http.metrics_listen {maddr}"))?;
+            tracing::info!(addr = %maddr, "metrics listening (plain HTTP, /metrics only)");
+            let app = crate::http::metrics_routes().with_state(state.clone());
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                if let Err(e) = crate::http::serve(ml, app, stop).await {
+                    tracing::error!("metrics server: {e}");
+                }
+            });
+        }
         let web = crate::web::WebOptions {
             secure_cookies: cfg.http.secure_cookies,
             ..crate::web::WebOptions::default()
         };
-        let app = crate::http::routes()
-            .merge(crate::web::router(web))
-            .with_state(crate::http::AppState {
-                catalog: catalog.clone(),
-                clusters,
-                metrics,
-                clock,
-                anonymous_legacy_reads: cfg.http.anonymous_legacy_reads,
-            });
+        let edge = crate::http::edge::EdgeOptions {
+            allowed_hosts: cfg.http.allowed_hosts.clone(),
+            metrics: match (&cfg.http.metrics_listen, &cfg.http.metrics_token) {
+                (Some(_), _) => crate::http::edge::MetricsAccess::Elsewhere,
+                (None, Some(t)) => crate::http::edge::MetricsAccess::Token(t.clone()),
+                (None, None) => crate::http::edge::MetricsAccess::Open,
+            },
+        };
+        let app = crate::http::edge::wrap(
+            crate::http::routes()
+                .merge(crate::web::router(web))
+                .with_state(state),
+            edge,
+        );
         let stop = stop.clone();
-        tasks.spawn(async move {
-            if let Err(e) = crate::http::serve(listener, app, stop).await {
-                tracing::error!("HTTP server: {e}");
+        match tls {
+            Some((store, config)) => {
+                tracing::info!(%addr, "HTTPS listening (HTTP/1.1 and HTTP/2)");
+                let mut hup =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                        .context("installing the SIGHUP handler")?;
+                let mut hup_stop = stop.clone();
+                tasks.spawn(async move {
+                    loop {
+                        tokio::select! {
+                            r = hup.recv() => if r.is_none() { break },
+                            _ = hup_stop.changed() => break,
+                        }
+                        match store.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                            Err(e) => tracing::error!(
+                                "SIGHUP: TLS reload failed, the old certificate keeps serving: {e}"
+                            ),
+                        }
+                    }
+                });
+                tasks.spawn(async move {
+                    if let Err(e) = crate::http::tls::serve(listener, config, app, stop).await {
+                        tracing::error!("HTTPS server: {e}");
+                    }
+                });
             }
-        });
+            None => {
+                tracing::info!(%addr, "HTTP listening (plain)");
+                tasks.spawn(async move {
+                    if let Err(e) = crate::http::serve(listener, app, stop).await {
+                        tracing::error!("HTTP server: {e}");
+                    }
+                });
+            }
+        }
     }
 
     while let Some(r) = tasks.join_next().await {

@@ -7,8 +7,8 @@ pub mod control;
 
 use std::collections::BTreeMap;
 
-use redis::aio::ConnectionManager;
 use serde::Serialize;
+use ubackup_redis_ha::HaConnection;
 
 use crate::config::ClusterConfig;
 
@@ -71,6 +71,11 @@ pub struct ClusterStatus {
     pub queues: Vec<QueueStatus>,
     /// Dead-letter list length.
     pub dead_letters: i64,
+    /// Of the classified entries, the illegal messages (a node refused them; each has its
+    /// `illegal` alert), as opposed to jobs that exhausted their requeues.
+    pub dead_illegal: i64,
+    /// Entries past the newest [`DEAD_SCAN`], not classified.
+    pub dead_unread: i64,
     /// Agents seen: server_id → heartbeat time (ms; 0 when the hash has no time).
     pub agents: BTreeMap<String, i64>,
     /// Capacity summed over nodes (bytes).
@@ -97,7 +102,7 @@ fn job_time(raw: &[u8]) -> Option<i64> {
     Some(if s < 100_000_000_000 { s * 1000 } else { s })
 }
 
-async fn scan(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
+async fn scan(conn: &mut HaConnection, pattern: &str) -> redis::RedisResult<Vec<String>> {
     let mut cursor: u64 = 0;
     let mut out = Vec::new();
     loop {
@@ -120,7 +125,7 @@ async fn scan(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult
 /// Reads one cluster's status.
 pub async fn read(
     cfg: &ClusterConfig,
-    conn: &mut ConnectionManager,
+    conn: &mut HaConnection,
 ) -> redis::RedisResult<ClusterStatus> {
     let p = &cfg.key_prefix;
     let mut ids: Vec<String> = scan(conn, &format!("{p}:node:*"))
@@ -175,6 +180,7 @@ pub async fn read(
     }
     let dead_list = format!("{p}:dead");
     let dead_letters: i64 = redis::cmd("LLEN").arg(&dead_list).query_async(conn).await?;
+    let (dead_illegal, dead_unread) = classify_dead(conn, &dead_list, dead_letters).await?;
     queues.push(QueueStatus {
         list: dead_list,
         length: dead_letters,
@@ -204,17 +210,66 @@ pub async fn read(
         nodes,
         queues,
         dead_letters,
+        dead_illegal,
+        dead_unread,
         agents,
         total_bytes,
         used_bytes,
     })
 }
 
+/// Dead-list entries read per evaluation at most (the newest; pages of [`DEAD_PAGE`]).
+pub const DEAD_SCAN: i64 = 10_000;
+const DEAD_PAGE: i64 = 500;
+
+/// A dead-list entry as the node writes it (`lease::dead_letter_entry`): only its reason.
+#[derive(serde::Deserialize)]
+struct DeadEntry {
+    #[serde(default)]
+    reason: String,
+}
+
+/// Counts the illegal messages among the newest [`DEAD_SCAN`] entries of the dead list (a
+/// node's reason starts with `illegal message: `); returns them and how many entries were
+/// past the scan.
+async fn classify_dead(
+    conn: &mut HaConnection,
+    list: &str,
+    len: i64,
+) -> Result<(i64, i64), redis::RedisError> {
+    let scan = len.min(DEAD_SCAN);
+    let mut illegal = 0;
+    let mut at = 0;
+    while at < scan {
+        let end = (at + DEAD_PAGE).min(scan) - 1;
+        let page: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(list)
+            .arg(at)
+            .arg(end)
+            .query_async(conn)
+            .await?;
+        if page.is_empty() {
+            break; // the list shrank meanwhile
+        }
+        at += page.len() as i64;
+        illegal += page
+            .iter()
+            .filter(|e| {
+                serde_json::from_slice::<DeadEntry>(e)
+                    .is_ok_and(|d| d.reason.starts_with(ubackup_messages::ILLEGAL_PREFIX))
+            })
+            .count() as i64;
+    }
+    Ok((illegal, len.saturating_sub(at)))
+}
+
 /// Connections to every configured cluster, opened lazily and kept.
 #[derive(Default)]
 pub struct Clusters {
     cfgs: Vec<ClusterConfig>,
-    conns: tokio::sync::Mutex<BTreeMap<String, ConnectionManager>>,
+    conns: tokio::sync::Mutex<BTreeMap<String, HaConnection>>,
+    /// A Redis URL reached through Sentinel, and how.
+    sentinel: Option<(String, ubackup_redis_ha::HaSettings)>,
 }
 
 impl std::fmt::Debug for Clusters {
@@ -231,6 +286,23 @@ impl Clusters {
         Clusters {
             cfgs,
             conns: tokio::sync::Mutex::new(BTreeMap::new()),
+            sentinel: None,
+        }
+    }
+
+    /// Clusters whose `redis` is `url` are reached through `ha`'s Sentinel set.
+    pub fn with_sentinel(mut self, url: &str, ha: ubackup_redis_ha::HaSettings) -> Clusters {
+        if ha.sentinel.is_some() {
+            self.sentinel = Some((url.to_string(), ha));
+        }
+        self
+    }
+
+    /// How cluster `c`'s Redis is reached.
+    fn target(&self, c: &ClusterConfig) -> ubackup_redis_ha::Target {
+        match &self.sentinel {
+            Some((url, ha)) if *url == c.redis => ha.target(&c.redis),
+            _ => ubackup_redis_ha::Target::Direct(c.redis.clone()),
         }
     }
 
@@ -244,7 +316,7 @@ impl Clusters {
                     match conns.get(&c.name) {
                         Some(x) => x.clone(),
                         None => {
-                            let x = crate::ingest::redis::connect(&c.redis).await?;
+                            let x = crate::ingest::redis::connect_to(self.target(c)).await?;
                             conns.insert(c.name.clone(), x.clone());
                             x
                         }
@@ -266,6 +338,8 @@ impl Clusters {
                     nodes: Vec::new(),
                     queues: Vec::new(),
                     dead_letters: 0,
+                    dead_illegal: 0,
+                    dead_unread: 0,
                     agents: BTreeMap::new(),
                     total_bytes: 0,
                     used_bytes: 0,

@@ -5,7 +5,7 @@
 //!  nodes ─LPUSH─▶ "message" ─LMOVE─▶ processing:<id> ─▶ ingest::Pipeline ─tx─▶ Catalog
 //!                                                         │ invalid ─▶ dead letter
 //!  cluster Redis (heartbeats, job lists) ─▶ cluster::status ─┐
-//!  Catalog (instance_state, registry) ───────────────────────┴▶ alerts::Engine ─▶ webhooks
+//!  Catalog (instance_state, registry) ───────────────────────┴▶ alerts::Engine ─▶ delivery (outbox)
 //!  http::router (axum): JSON API, UBackup's /api/* routes, /metrics ◀── Catalog
 //! ```
 //!
@@ -35,6 +35,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod registry;
 pub mod restore;
+pub mod validate;
 pub mod web;
 
 #[doc(hidden)]

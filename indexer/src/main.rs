@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ubackup_indexer::catalog::{Catalog as _, Role};
+use ubackup_indexer::catalog::{prelude::*, Role};
 use ubackup_indexer::clock::{Clock as _, SystemClock};
 use ubackup_indexer::config::Config;
 
@@ -75,10 +75,17 @@ enum UserCmd {
 
 #[derive(Subcommand)]
 enum TokenCmd {
-    /// Create a bearer token for a user and print it (it is stored only hashed).
+    /// Create a named bearer token for a user and print it (it is stored only hashed; the
+    /// users page lists it and revokes it).
     Create {
         #[arg(long)]
         user: String,
+        /// Its name in the token list.
+        #[arg(long, default_value = "token create")]
+        name: String,
+        /// Lifetime in days (default login.token_default_secs, at most login.token_max_secs).
+        #[arg(long)]
+        days: Option<u64>,
     },
 }
 
@@ -104,6 +111,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("UBACKUP_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level)),
         )
+        // Colour only on a terminal (not journald, not a redirect).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -169,12 +178,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 println!("user {name} ({}) saved", role.name());
                 Ok(())
             }
-            Cmd::Token { cmd: TokenCmd::Create { user } } => {
+            Cmd::Token { cmd: TokenCmd::Create { user, name, days } } => {
+                let name = ubackup_indexer::validate::token_name(&name)?;
                 let c = ubackup_indexer::app::open_catalog(&cfg).await?;
                 let u = c.user(&user).await?.with_context(|| format!("no user {user:?}"))?;
                 let token = ubackup_indexer::auth::new_token();
-                c.add_token(u.id, &ubackup_indexer::auth::token_hash(&token), now).await?;
-                c.audit(now, "cli", "token.create", &serde_json::json!({"user": user}).to_string()).await?;
+                let expires = cfg.login.token_expiry(now, days.map(|d| d.saturating_mul(86_400)));
+                let id = c.add_named_token(u.id, &name, &ubackup_indexer::auth::token_hash(&token), now, expires).await?;
+                c.audit(now, "cli", "token.create", &serde_json::json!({"user": user, "id": id, "name": name, "expires_ms": expires}).to_string()).await?;
                 println!("{token}");
                 Ok(())
             }

@@ -35,6 +35,13 @@ pub struct Metrics {
     pub webhook_failures: AtomicU64,
     /// Webhook deliveries made.
     pub webhook_deliveries: AtomicU64,
+    /// Alert groups folded into a summary message by a channel's rate limit.
+    pub alert_overflows: AtomicU64,
+    /// Alert messages in the outbox not yet delivered.
+    pub alert_outbox: AtomicI64,
+    /// The results intake's Redis connection, once made: its master, failovers followed and
+    /// reconnects are rendered from it at each scrape.
+    pub results_redis: Mutex<Option<ubackup_redis_ha::HaConnection>>,
 }
 
 impl Metrics {
@@ -136,16 +143,30 @@ impl Metrics {
         c(
             &mut s,
             "ubackup_indexer_webhook_deliveries_total",
-            "Webhook deliveries made.",
+            "Alert messages delivered (every channel).",
             "counter",
             l(&self.webhook_deliveries),
         );
         c(
             &mut s,
             "ubackup_indexer_webhook_failures_total",
-            "Webhook deliveries that gave up.",
+            "Alert messages that gave up after their attempts (kept in the outbox).",
             "counter",
             l(&self.webhook_failures),
+        );
+        c(
+            &mut s,
+            "ubackup_indexer_alert_overflow_summaries_total",
+            "Summary messages a channel's rate limit made of several alert groups.",
+            "counter",
+            l(&self.alert_overflows),
+        );
+        c(
+            &mut s,
+            "ubackup_indexer_alert_outbox_messages",
+            "Alert messages waiting for delivery.",
+            "gauge",
+            self.alert_outbox.load(Ordering::Relaxed).to_string(),
         );
         let _ = writeln!(s, "# HELP ubackup_indexer_dead_letters_total Messages dead-lettered, by reason.\n# TYPE ubackup_indexer_dead_letters_total counter");
         if let Ok(m) = self.dead_lettered.lock() {
@@ -165,6 +186,14 @@ impl Metrics {
                     m.get(*rule).copied().unwrap_or(0)
                 );
             }
+        }
+        let status = self
+            .results_redis
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(ubackup_redis_ha::HaConnection::status));
+        if let Some(status) = status {
+            status.render_prometheus(&mut s, "ubackup_indexer", "conn=\"results\"", true);
         }
         s
     }

@@ -139,61 +139,89 @@ pub fn parse_batch_lines(text: &str) -> Result<Import, ImportError> {
     }
 }
 
-/// Splits one CSV/TSV record (RFC 4180 quoting; `\t` or `,` separator). Records do not span
-/// lines (no field in these tables holds a newline).
-fn split_record(line: &str, sep: char) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    cur.push('"');
-                    chars.next();
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
-            }
-        } else if c == '"' && at_start {
-            quoted = true;
-            at_start = false;
-        } else if c == sep {
-            out.push(std::mem::take(&mut cur));
-            at_start = true;
-        } else {
-            cur.push(c);
-            at_start = false;
-        }
+/// A reader of one table export: RFC 4180 quoting (a quoted field may hold the separator, `""`
+/// and line breaks), `sep` between fields, any field count (checked by the caller).
+fn csv_reader(text: &str, sep: u8) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .delimiter(sep)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes())
+}
+
+/// A record of nothing but white space, skipped like a blank line.
+fn blank(rec: &csv::StringRecord, sep: u8) -> bool {
+    (rec.len() == 1 || sep == b'\t') && rec.iter().all(|f| f.trim().is_empty())
+}
+
+/// The first line of each non-blank record, and the record.
+fn records(text: &str, sep: u8) -> impl Iterator<Item = (usize, csv::StringRecord)> + '_ {
+    csv_reader(text, sep)
+        .into_records()
+        // The text is UTF-8 and the reader lenient: an error cannot come; stop if one does.
+        .map_while(Result::ok)
+        .filter(move |r| !blank(r, sep))
+        .map(|r| (r.position().map_or(0, |p| p.line() as usize), r))
+}
+
+/// The separator of a table export: the one of tab and comma that splits its first record
+/// into more fields (tab when they tie).
+fn separator(text: &str) -> u8 {
+    let fields = |sep| records(text, sep).next().map_or(0, |(_, r)| r.len());
+    if fields(b'\t') >= fields(b',') {
+        b'\t'
+    } else {
+        b','
     }
-    if quoted {
-        return Err("unterminated quote".into());
+}
+
+/// Whether `text` ends inside a quoted field (the csv reader takes such a field to the end of
+/// the text; a truncated export must be refused instead). Mirrors csv-core's field states.
+fn ends_in_quotes(text: &str, sep: u8) -> bool {
+    #[derive(PartialEq)]
+    enum S {
+        Start,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
     }
-    out.push(cur);
-    Ok(out)
+    let mut s = S::Start;
+    for b in text.bytes() {
+        let end = b == sep || b == b'\n' || b == b'\r';
+        s = match s {
+            S::Quoted if b == b'"' => S::QuoteInQuoted,
+            S::Quoted => S::Quoted,
+            S::Start if b == b'"' => S::Quoted,
+            S::QuoteInQuoted if b == b'"' => S::Quoted,
+            _ if end => S::Start,
+            _ => S::Unquoted,
+        };
+    }
+    s == S::Quoted
 }
 
 /// A CSV (or TSV) export of one of UBackup's tables: `business` (id, business_id, name),
 /// `backup_type` (id, name) or `backup_instance` (id, name, server_id, backup_type_id,
 /// business_id, instance). The table is recognised by its header row, or, without one, by its
-/// column count (mysql's `INTO OUTFILE` writes none). MySQL's `\N` is NULL.
+/// column count (mysql's `INTO OUTFILE` writes none). MySQL's `\N` is NULL. The separator is
+/// a tab or a comma; quoted fields may hold line breaks (the old dashboard's exports have
+/// them); a leading UTF-8 byte order mark is skipped.
 pub fn parse_csv(text: &str) -> Result<Import, ImportError> {
     check_size(text)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Import::default();
     let mut bad = Vec::new();
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, first)) = lines.clone().next() else {
+    let sep = separator(text);
+    let mut lines = records(text, sep).peekable();
+    let Some((first_line, head)) = lines.peek().cloned() else {
         return Ok(out);
     };
-    let sep = if first.contains('\t') { '\t' } else { ',' };
-    let head = split_record(first, sep).map_err(|e| ImportError(vec![format!("line 1: {e}")]))?;
+    if ends_in_quotes(text, sep) {
+        let last = records(text, sep).last().map_or(first_line, |(n, _)| n);
+        return Err(ImportError(vec![format!(
+            "line {last}: unterminated quote"
+        )]));
+    }
     let lower: Vec<String> = head.iter().map(|h| h.trim().to_lowercase()).collect();
     let has_header = lower.iter().any(|h| h == "id");
     let cols: Vec<String> = if has_header {
@@ -208,7 +236,7 @@ pub fn parse_csv(text: &str) -> Result<Import, ImportError> {
                 .to_vec(),
             n => {
                 return Err(ImportError(vec![format!(
-                    "line 1: {n} columns and no header: not business (3), backup_type (2) or backup_instance (6)"
+                    "line {first_line}: {n} columns and no header: not business (3), backup_type (2) or backup_instance (6)"
                 )]))
             }
         }
@@ -234,18 +262,10 @@ pub fn parse_csv(text: &str) -> Result<Import, ImportError> {
         Table::Type(id, n)
     } else {
         return Err(ImportError(vec![format!(
-            "line 1: columns {cols:?} match none of business, backup_type, backup_instance"
+            "line {first_line}: columns {cols:?} match none of business, backup_type, backup_instance"
         )]));
     };
-    for (i, line) in lines {
-        let n = i + 1;
-        let rec = match split_record(line, sep) {
-            Ok(r) => r,
-            Err(e) => {
-                bad.push(format!("line {n}: {e}"));
-                continue;
-            }
-        };
+    for (n, rec) in lines {
         if rec.len() != cols.len() {
             bad.push(format!(
                 "line {n}: {} fields, expected {}",
@@ -266,7 +286,7 @@ pub fn parse_csv(text: &str) -> Result<Import, ImportError> {
                 let name = if null(&rec[nm]) {
                     String::new()
                 } else {
-                    rec[nm].clone()
+                    rec[nm].to_string()
                 };
                 out.businesses.push((
                     Some(id),
@@ -282,12 +302,12 @@ pub fn parse_csv(text: &str) -> Result<Import, ImportError> {
                 };
                 out.types.push(BackupType {
                     id,
-                    name: rec[nm].clone(),
+                    name: rec[nm].to_string(),
                 });
             }
             Table::Instance(nm, s, t, b, inst) => {
                 if !server_ok(&rec[s]) {
-                    bad.push(format!("line {n}: server_id {:?} is not valid", rec[s]));
+                    bad.push(format!("line {n}: server_id {:?} is not valid", &rec[s]));
                     continue;
                 }
                 let (Some(t), Some(b), Some(inst)) = (
@@ -301,9 +321,9 @@ pub fn parse_csv(text: &str) -> Result<Import, ImportError> {
                     name: if null(&rec[nm]) {
                         String::new()
                     } else {
-                        rec[nm].clone()
+                        rec[nm].to_string()
                     },
-                    server_id: rec[s].clone(),
+                    server_id: rec[s].to_string(),
                     back_type: Err(t),
                     instance: inst,
                     business: Some(BusinessRef::RowId(b)),
@@ -465,25 +485,44 @@ pub async fn apply(catalog: &dyn Catalog, imp: Import, now_ms: i64) -> Result<Ap
                 }
             },
         };
-        instances.push(Instance {
+        // The same rules as the forms and the API (crate::validate).
+        match crate::validate::instance(Instance {
             key: InstanceKey::new(&p.server_id, &t, p.instance),
             name: p.name.clone(),
             business_id,
             interval_secs: p.interval_secs,
             enabled: p.enabled,
             created_ms: 0,
-        });
+        }) {
+            Ok(i) => instances.push(i),
+            Err(e) => bad.push(format!("{} {}: {e}", p.server_id, p.instance)),
+        }
+    }
+    let mut businesses: Vec<Business> = Vec::with_capacity(imp.businesses.len());
+    for (_, b) in imp.businesses {
+        let id = b.business_id;
+        match crate::validate::business(b) {
+            Ok(b) => businesses.push(b),
+            Err(e) => bad.push(format!("business {id}: {e}")),
+        }
+    }
+    let mut types: Vec<BackupType> = Vec::with_capacity(imp.types.len());
+    for t in imp.types {
+        let id = t.id;
+        match crate::validate::backup_type(t) {
+            Ok(t) => types.push(t),
+            Err(e) => bad.push(format!("backup type {id}: {e}")),
+        }
     }
     if !bad.is_empty() {
         return Err(ApplyError::Unresolved(bad));
     }
-    let businesses: Vec<Business> = imp.businesses.into_iter().map(|(_, b)| b).collect();
-    catalog.upsert_backup_types(&imp.types).await?;
+    catalog.upsert_backup_types(&types).await?;
     catalog.upsert_businesses(&businesses).await?;
     catalog.upsert_instances(&instances, now_ms).await?;
     Ok(Applied {
         businesses: businesses.len(),
-        types: imp.types.len(),
+        types: types.len(),
         instances: instances.len(),
     })
 }
@@ -492,7 +531,7 @@ pub async fn apply(catalog: &dyn Catalog, imp: Import, now_ms: i64) -> Result<Ap
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApplyError {
-    /// Ids that resolve to nothing.
+    /// Ids that resolve to nothing, or values the field rules refuse.
     #[error("{}", .0.join("\n"))]
     Unresolved(Vec<String>),
     /// The catalog failed.
@@ -538,6 +577,46 @@ mod tests {
         assert_eq!(i.instances[0].business, Some(BusinessRef::RowId(1)));
         assert!(parse_csv("a,b,c,d\n").is_err());
         assert!(parse_csv("id,name\n1,\"open\n").is_err());
+    }
+
+    #[test]
+    fn a_quoted_field_may_hold_line_breaks() {
+        // The old dashboard's MySQL exports: a business name typed with a line break.
+        let b =
+            parse_csv("id,business_id,name\n1,7,\"Game\r\nSeven\"\n2,8,Eight\n3,9,x\n").unwrap();
+        assert_eq!(b.businesses.len(), 3);
+        assert_eq!(b.businesses[0].1.name, "Game\r\nSeven");
+        assert_eq!(b.businesses[1].1.name, "Eight");
+        // A bad record after one that spans lines is reported at its own line.
+        let e = parse_csv("id,name\n1,\"a\nb\nc\"\nx,y\n").unwrap_err();
+        assert_eq!(e.0, vec!["line 5: id \"x\" is not an integer".to_string()]);
+        // A quote still open at the end is a truncated export.
+        let e = parse_csv("id,name\n1,ok\n2,\"open\nmore\n").unwrap_err();
+        assert_eq!(e.0, vec!["line 3: unterminated quote".to_string()]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let b = parse_csv("\u{feff}id,business_id,name\n1,7,Seven\n").unwrap();
+        assert_eq!(b.businesses.len(), 1);
+        assert_eq!(b.businesses[0].0, Some(1));
+        let t = parse_csv("\u{feff}1\tMySQL\n").unwrap();
+        assert_eq!(t.types[0].id, 1);
+    }
+
+    #[test]
+    fn tab_separated_exports_quote_like_comma_separated_ones() {
+        let t = parse_csv("id\tname\n1\t\"My\nSQL\"\n2\t\"Re\tdis, \"\"v7\"\"\"\n").unwrap();
+        assert_eq!(t.types.len(), 2);
+        assert_eq!(t.types[0].name, "My\nSQL");
+        assert_eq!(t.types[1].name, "Re\tdis, \"v7\"");
+        // A comma export whose first row quotes a tab is still a comma export.
+        let b = parse_csv("1,7,\"Game\tSeven\"\n2,8,Eight\n").unwrap();
+        assert_eq!(b.businesses[0].1.name, "Game\tSeven");
+        assert_eq!(b.businesses[1].1.business_id, 8);
+        // Blank lines (spaces and tabs) are skipped, as before.
+        let t = parse_csv("\n1\tMySQL\n \t \n2\tRedis\n").unwrap();
+        assert_eq!(t.types.len(), 2);
     }
 
     #[test]

@@ -8,74 +8,20 @@
 //! (`last_all_filename`), so the plan is the full plus every successful incremental of that
 //! full up to the target (compat §A.8).
 
-use serde::Serialize;
+use ubackup_messages::{PlanInstance, StepKind};
 
 use crate::catalog::{Backup, Catalog, CatalogError, InstanceKey, Page};
 
-/// One file to restore.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Step {
-    /// Catalog id.
-    pub id: i64,
-    /// `full` or `incremental`.
-    pub kind: &'static str,
-    /// The node holding it.
-    pub node_id: String,
-    /// That node's address.
-    pub back_server_ip: String,
-    /// The directory on the node.
-    pub file_path: Option<String>,
-    /// The file name.
-    pub filename: Option<String>,
-    /// Bytes.
-    pub size: Option<i64>,
-    /// `ALGO:HEX` or hex, as the node recorded it.
-    pub checksum: Option<String>,
-    /// The checksum's algorithm.
-    pub checksum_algorithm: Option<String>,
-    /// When the backup run started (ms).
-    pub create_time: i64,
-    /// An incremental's full (absent for a full).
-    pub last_all_filename: Option<String>,
-    /// The incremental this one was taken against (v1 chain record), when not the full.
-    pub prev_filename: Option<String>,
-}
-
-/// A link the chain needs but cannot use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Hole {
-    /// The file the chain needs.
-    pub filename: String,
-    /// Why it cannot be used: `missing`, `failed`, `expired`, `corrupt`.
-    pub reason: String,
-    /// The catalog row, when there is one.
-    pub id: Option<i64>,
-}
-
-/// A restore plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan {
-    /// The instance.
-    pub instance: InstanceKey,
-    /// The time asked for (ms).
-    pub at_ms: i64,
-    /// The backup restored to, if any.
-    pub target: Option<i64>,
-    /// Files in the order to apply them (full first).
-    pub steps: Vec<Step>,
-    /// Links that cannot be used; a plan with holes cannot restore the target.
-    pub holes: Vec<Hole>,
-    /// Whether the plan restores the target completely.
-    pub complete: bool,
-}
+/// The plan, one file to restore and a hole: the contract types shared with the agent.
+pub use ubackup_messages::{PlanHole as Hole, PlanStep as Step, RestorePlan as Plan};
 
 fn step(b: &Backup) -> Step {
     Step {
         id: b.id,
         kind: if b.record.last_all_filename.is_some() {
-            "incremental"
+            StepKind::Incremental
         } else {
-            "full"
+            StepKind::Full
         },
         node_id: b.record.node_id.clone(),
         back_server_ip: b.record.back_server_ip.clone(),
@@ -109,7 +55,11 @@ pub async fn plan(
     at_ms: i64,
 ) -> Result<Plan, CatalogError> {
     let mut out = Plan {
-        instance: key.clone(),
+        instance: PlanInstance {
+            server_id: key.server_id.clone(),
+            back_type: key.type_key.clone(),
+            instance: key.instance,
+        },
         at_ms,
         target: None,
         steps: Vec::new(),

@@ -108,7 +108,7 @@ async fn events_mark_rows_and_restore_plans_report_holes() {
             .collect();
         assert_eq!(names, ["full1", "inc1", "inc2"], "{}", db.name);
         assert!(plan.complete);
-        assert_eq!(plan.steps[0].kind, "full");
+        assert_eq!(plan.steps[0].kind, ubackup_messages::StepKind::Full);
         assert_eq!(plan.steps[0].checksum.as_deref(), Some("xxh128:full1"));
         assert_eq!(plan.steps[0].node_id, "node-1");
         // inc3 corrupt: the plan for the latest time falls back to inc2; inc1 expired: a hole.
@@ -304,12 +304,30 @@ async fn registry_import_stats_users_and_alert_rows() {
             .put_user("ann", Role::Operator, "$argon2id$x", T0)
             .await
             .unwrap();
-        c.add_token(id, "h1", T0).await.unwrap();
+        c.add_token(id, "h1", T0, T0 + DAY).await.unwrap();
         assert_eq!(
-            c.user_by_token("h1").await.unwrap().unwrap().role,
+            c.user_by_token("h1", T0).await.unwrap().unwrap().role,
             Role::Operator
         );
-        assert!(c.user_by_token("h2").await.unwrap().is_none());
+        assert!(c.user_by_token("h2", T0).await.unwrap().is_none());
+        assert!(
+            c.user_by_token("h1", T0 + DAY).await.unwrap().is_none(),
+            "expired"
+        );
+        // Same password and role: tokens stay; a new password or role removes them.
+        c.put_user("ann", Role::Operator, "$argon2id$x", T0)
+            .await
+            .unwrap();
+        assert!(c.user_by_token("h1", T0).await.unwrap().is_some());
+        c.put_user("ann", Role::Viewer, "$argon2id$x", T0)
+            .await
+            .unwrap();
+        assert!(c.user_by_token("h1", T0).await.unwrap().is_none());
+        c.add_token(id, "h3", T0, T0 + DAY).await.unwrap();
+        c.put_user("ann", Role::Operator, "$argon2id$y", T0)
+            .await
+            .unwrap();
+        assert!(c.user_by_token("h3", T0).await.unwrap().is_none());
         c.set_focus(id, "[7]").await.unwrap();
         assert_eq!(c.user("ann").await.unwrap().unwrap().focus_business, "[7]");
 

@@ -234,7 +234,7 @@ fn run(catalog_url: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        use ubackup_indexer::catalog::Catalog as _;
+        use ubackup_indexer::catalog::prelude::*;
         let c = ubackup_indexer::catalog::open(catalog_url, 1)
             .await
             .unwrap();

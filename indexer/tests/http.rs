@@ -86,9 +86,14 @@ async fn legacy_routes_keep_their_shapes_and_auth_refuses() {
             let hash = ubackup_indexer::auth::hash_password(&format!("{name}-password")).unwrap();
             let id = c.put_user(name, role, &hash, T0).await.unwrap();
             let t = ubackup_indexer::auth::new_token();
-            c.add_token(id, &ubackup_indexer::auth::token_hash(&t), T0)
-                .await
-                .unwrap();
+            c.add_token(
+                id,
+                &ubackup_indexer::auth::token_hash(&t),
+                T0,
+                T0 + 30 * DAY,
+            )
+            .await
+            .unwrap();
             tokens.insert(name, t);
         }
         let (vi, op, ad) = (
@@ -140,6 +145,7 @@ async fn legacy_routes_keep_their_shapes_and_auth_refuses() {
                 game_id: Some(7),
                 game_server_ip: Some("10.1.2.3".into()),
                 message: "latest backup failed".into(),
+                held_by: None,
             },
             T0,
         )
@@ -162,6 +168,7 @@ async fn legacy_routes_keep_their_shapes_and_auth_refuses() {
             metrics: Arc::new(Metrics::default()),
             clock: Arc::new(ManualClock::at(T0 + DAY)),
             anonymous_legacy_reads: false,
+            login: Arc::new(ubackup_indexer::auth::LoginGuard::new(Default::default())),
         };
         let (addr, _stop) = serve(state.clone()).await;
 
@@ -505,4 +512,124 @@ async fn legacy_routes_keep_their_shapes_and_auth_refuses() {
             401
         );
     }
+}
+
+/// Each value the review got past the API (and the form refused) is refused by the API too,
+/// and by the form's own check: one validator per field (`ubackup_indexer::validate`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_route_refuses_what_its_form_refuses() {
+    use ubackup_indexer::web::{alerts::ActionForm, instances::name_ok, stats::StatsQuery};
+    let db = sqlite().await;
+    let c = db.dyn_catalog();
+    let hash = ubackup_indexer::auth::hash_password("op-password").unwrap();
+    let id = c.put_user("op", Role::Operator, &hash, T0).await.unwrap();
+    let op = ubackup_indexer::auth::new_token();
+    c.add_token(
+        id,
+        &ubackup_indexer::auth::token_hash(&op),
+        T0,
+        T0 + 30 * DAY,
+    )
+    .await
+    .unwrap();
+    c.open_alert(
+        &NewAlert {
+            rule: "node_down".into(),
+            subject: "c1/n1".into(),
+            message: "gone".into(),
+            ..Default::default()
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    let alert_id = c.open_alerts().await.unwrap()[0].id;
+    let state = AppState {
+        catalog: c.clone(),
+        clusters: Arc::new(Clusters::new(vec![])),
+        metrics: Arc::new(Metrics::default()),
+        clock: Arc::new(ManualClock::at(T0 + DAY)),
+        anonymous_legacy_reads: false,
+        login: Arc::new(ubackup_indexer::auth::LoginGuard::new(Default::default())),
+    };
+    let (addr, _stop) = serve(state).await;
+    let op = Some(op.as_str());
+    let long = "x".repeat(5000);
+
+    // Names: 5,000 characters, a leading tab and `=`, a formula.
+    for bad in [
+        long.as_str(),
+        "\t=cmd|' /C calc'!A0",
+        "=HYPERLINK(\"x\")",
+        "a\rb",
+    ] {
+        assert!(name_ok(bad, 255).is_err(), "the form refuses {bad:?}");
+        for (path, body) in [
+            (
+                "/api/v1/businesses",
+                json!([{"business_id": 1, "name": bad}]),
+            ),
+            ("/api/v1/backup_types", json!([{"id": 1, "name": bad}])),
+            (
+                "/api/v1/instances",
+                json!({"server_id": "S9", "type": "redis", "instance": 1, "name": bad}),
+            ),
+        ] {
+            let (code, body) = call(addr, "POST", path, op, Some(body)).await;
+            assert_eq!(code, 400, "{path} {bad:?}: {body}");
+        }
+    }
+    for (path, body) in [
+        (
+            "/api/v1/businesses",
+            json!([{"business_id": 1, "name": "Game One"}]),
+        ),
+        ("/api/v1/backup_types", json!([{"id": 1, "name": "mysql"}])),
+        (
+            "/api/v1/instances",
+            json!({"server_id": "S9", "type": "redis", "instance": 1, "name": "cache"}),
+        ),
+    ] {
+        let (code, body) = call(addr, "POST", path, op, Some(body)).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let listed = get_json(addr, "/api/v1/businesses", op).await;
+    assert!(listed.to_string().len() < 1000, "{listed}");
+
+    // Silences: the form's cap is 90 days; until i64::MAX is refused.
+    let form: ActionForm = serde_urlencoded::from_str("hours=999999").unwrap();
+    assert!(form.silence_hours().is_err());
+    let path = format!("/api/v1/alerts/{alert_id}/silence");
+    for body in [
+        json!({"until_ms": i64::MAX}),
+        json!({"for_secs": i64::MAX}),
+        json!({"for_secs": 91 * 86_400}),
+        json!({"until_ms": T0}),
+    ] {
+        let (code, b) = call(addr, "POST", &path, op, Some(body.clone())).await;
+        assert_eq!(code, 400, "{body}: {b}");
+    }
+    let (code, b) = call(addr, "POST", &path, op, Some(json!({"for_secs": 3600}))).await;
+    assert_eq!(code, 200, "{b}");
+
+    // Statistics ranges: the page's cap is 400 days.
+    let q: StatsQuery = serde_urlencoded::from_str("from=1970-01-01&to=2262-04-11").unwrap();
+    assert!(q.range(0).is_err());
+    for path in [
+        format!("/api/v1/stats?from_ms={}&to_ms={}", i64::MIN, i64::MAX),
+        format!("/api/v1/stats?from_ms={}&to_ms={}", T0, T0 + 401 * DAY),
+        format!("/api/v1/stats?from_ms={}&to_ms={}", T0, T0),
+    ] {
+        let (code, b) = call(addr, "GET", &path, op, None).await;
+        assert_eq!(code, 400, "{path}: {b}");
+    }
+    let (code, b) = call(
+        addr,
+        "GET",
+        &format!("/api/v1/stats?from_ms={}&to_ms={}", T0, T0 + 7 * DAY),
+        op,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{b}");
 }

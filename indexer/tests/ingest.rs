@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use redis::Commands as _;
 use support::*;
-use ubackup_indexer::catalog::{Catalog as _, InstanceKey, Page};
+use ubackup_indexer::catalog::{prelude::*, InstanceKey, Page};
 use ubackup_indexer::clock::ManualClock;
 use ubackup_indexer::ingest::redis::RedisIntake;
 use ubackup_indexer::ingest::Pipeline;
@@ -204,4 +204,92 @@ async fn the_processing_list_is_replayed_after_a_crash_without_double_rows() {
             7
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_sends_to_es_only_the_pull_results_it_reads() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = sqlite().await;
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // Ours: a result from a new node (job_id, node_id and checksum added to UBackup's keys).
+    let ours = serde_json::json!({
+        "job_id": "j-1", "node_id": "node-1", "interval": 3600, "server_id": "S1",
+        "game_id": 7, "op_id": 0, "game_server_ip": "10.1.2.3", "instance": 3306,
+        "back_server_ip": "10.0.0.5", "file_path": "/data/mysql/10.1.2/3",
+        "filename": "ours.xb", "create_time": T0 + 2000, "rsync_time": T0 + 3000,
+        "size": 10, "last_all_filename": "None", "last_all_time": 0, "succeed": 1,
+        "log": "ok", "type": "mysql", "checksum": "xxh128:00"
+    })
+    .to_string();
+    let expired = serde_json::json!({
+        "event": "expired", "node_id": "10.0.0.5", "back_server_ip": "10.0.0.5",
+        "server_id": "S1", "type": "mysql", "instance": 3306,
+        "file_path": "/data/mysql/10.1.2/3", "filename": "old.xb", "at_ms": T0 + 5000,
+        "reason": "older than 7 days"
+    })
+    .to_string();
+    let illegal = serde_json::json!({
+        "back_server_ip": "10.0.0.5", "rsync_time": T0 + 4000, "succeed": 0,
+        "log": format!("{}not a job", ubackup_messages::ILLEGAL_PREFIX)
+    })
+    .to_string();
+    let no_game = serde_json::json!({
+        "server_id": "S2", "type": "redis", "instance": 6379, "back_server_ip": "10.0.0.5",
+        "filename": "dump.rdb", "create_time": T0, "rsync_time": T0 + 1000, "succeed": 1,
+        "log": "ok"
+    })
+    .to_string();
+    let old = legacy_result("old.xb", T0);
+    let msgs = [
+        old.clone(),
+        "not json".to_string(),
+        illegal,
+        ours.clone(),
+        expired,
+        no_game,
+    ];
+    for m in &msgs {
+        let _: i64 = c.lpush("ubackup_results", m).unwrap();
+    }
+    let mut p = Pipeline::new(
+        db.dyn_catalog(),
+        Arc::new(ManualClock::at(T0)),
+        Arc::new(Metrics::default()),
+        4,
+        65_536,
+        false,
+    );
+    let mut intake = RedisIntake::connect(&redis.url(), "ubackup_results", "proc", "dead", "t1")
+        .await
+        .unwrap()
+        .forwarding_to(Some("message".into()));
+    while p.step(&mut intake).await.unwrap() > 0 {}
+    // to_es.py BLPOPs from the left: the oldest is at the right.
+    let mut forwarded: Vec<String> = c.lrange("message", 0, -1).unwrap();
+    forwarded.reverse();
+    assert_eq!(forwarded, [old, ours], "byte for byte, oldest first");
+    let dead: i64 = c.llen("dead").unwrap();
+    let proc_len: i64 = c.llen("proc").unwrap();
+    assert_eq!((dead, proc_len), (1, 0));
+    // What is not forwarded is still cataloged: both results of S1, the expiry marking one.
+    let rows = db
+        .catalog
+        .history(
+            &InstanceKey::new("S1", "mysql", 3306),
+            Page {
+                offset: 0,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .any(|r| r.record.filename.as_deref() == Some("old.xb") && r.expired_at.is_some()));
 }

@@ -83,7 +83,7 @@ fn screenshots_and_timings() {
         .unwrap()
         .port();
     let text = format!(
-        "[catalog]\nurl = \"sqlite://{}\"\n[results]\nredis = \"{r}\"\n[[clusters]]\nname = \"main\"\nredis = \"{r}\"\nlists = [\"level1\", \"uuzuback_f\"]\n[alerts]\nevaluate_secs = 3600\n[http]\nlisten = \"127.0.0.1:{port}\"\nsecure_cookies = false\n",
+        "[catalog]\nurl = \"sqlite://{}\"\n[results]\nredis = \"{r}\"\n[[clusters]]\nname = \"main\"\nredis = \"{r}\"\nlists = [\"level1\", \"uuzuback_f\"]\n[alerts]\nevaluate_secs = 10\n[http]\nlisten = \"127.0.0.1:{port}\"\nsecure_cookies = false\n",
         dir.path().join("c.db").display(),
         r = redis.url()
     );
@@ -147,7 +147,8 @@ fn screenshots_and_timings() {
             })
             .collect();
         for c in rows.chunks(2000) {
-            catalog.upsert_instances(c, now).await.unwrap();
+            // Registered a month ago, before its backups: overdue is measured from them.
+            catalog.upsert_instances(c, now - 31 * DAY).await.unwrap();
         }
         let mut i = 0;
         while i < n {
@@ -169,6 +170,7 @@ fn screenshots_and_timings() {
                         game_id: r.game_id,
                         game_server_ip: r.game_server_ip.clone(),
                         message: format!("no successful backup for {} h", 2 + a % 30),
+                        ..NewAlert::default()
                     },
                     now - (a as i64) * 60_000,
                 )
@@ -224,6 +226,20 @@ fn screenshots_and_timings() {
                 .query(&mut c)
                 .unwrap();
         }
+        // An operator's control of node-1, as the nodes page writes it.
+        let change = ubackup_messages::ControlChange {
+            paused: Some(true),
+            reason: Some("disk swap on bk02".into()),
+            workers: Some(Some(3)),
+            ..Default::default()
+        };
+        let w = change.writes("admin", now);
+        let _: () = redis::cmd("HSET")
+            .arg(ubackup_messages::control_key("ubackup", "node-1"))
+            .arg(&w.set)
+            .arg(("seq", "1"))
+            .query(&mut c)
+            .unwrap();
         for k in 0..42 {
             let _: () = redis::cmd("LPUSH")
                 .arg("level1")
@@ -246,11 +262,40 @@ fn screenshots_and_timings() {
     b.type_into(&b.find("#password").unwrap(), "correct horse battery")
         .unwrap();
     b.click(&b.find("#login").unwrap()).unwrap();
+    // The heartbeats above were written after the indexer's first evaluation: wait (up to
+    // 60 s; it evaluates every 10 s) for the next one, which pauses node-1's instances under
+    // its `node_paused`.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && !rt
+            .block_on(catalog.open_alerts())
+            .unwrap()
+            .iter()
+            .any(|a| a.rule == "node_paused")
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let open = rt.block_on(catalog.open_alerts()).unwrap();
     // The rule engine's first evaluation at start resolves the seeded alerts it does not want
     // and opens the ones it does (overdue instances): report what the alert page really lists.
-    println!("open alerts when measuring: {}", open.len());
+    let mut by_rule: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut held = 0;
+    for a in &open {
+        *by_rule.entry(a.rule.as_str()).or_default() += 1;
+        held += usize::from(a.held_by.is_some());
+    }
+    println!(
+        "open alerts when measuring: {} {by_rule:?}, {held} held",
+        open.len()
+    );
     let first_alert = open[0].id;
+    // A cause (the paused node-1) and the overdue alerts held under it, when the engine found
+    // some: the pages an operator opens from its one notification.
+    let cause = open
+        .iter()
+        .find(|a| a.rule == "node_paused" || a.rule == "node_down")
+        .map(|a| (a.id, format!("{}:{}", a.rule, a.subject)));
+    println!("cause: {cause:?}");
     let hkey = InstanceKey::new("S00017", "ssdb", 3307);
     let hist = rt
         .block_on(catalog.history(
@@ -262,7 +307,7 @@ fn screenshots_and_timings() {
         ))
         .unwrap();
     let chain_id = hist.first().map(|b| b.id).unwrap_or(0);
-    let pages = [
+    let mut pages = vec![
         ("overview", "/".to_string()),
         ("statistics", "/stats".to_string()),
         ("alerts", "/alerts".to_string()),
@@ -277,6 +322,19 @@ fn screenshots_and_timings() {
         ("nodes", "/nodes".to_string()),
         ("users", "/users".to_string()),
     ];
+    if let Some((id, held_by)) = &cause {
+        let q: String = held_by
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        pages.push(("cause", format!("/alerts/{id}")));
+        pages.push(("held", format!("/alerts?held_by={q}")));
+    }
     println!("page          server ms (median of 5)   load ms (median of 5)   html bytes");
     for (name, path) in &pages {
         let mut server = Vec::new();

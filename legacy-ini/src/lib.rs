@@ -93,7 +93,8 @@ pub fn strip_inline_comment(line: &str) -> &str {
     let b = line.as_bytes();
     for i in 1..b.len() {
         if (b[i] == b'#' || b[i] == b';') && b[i - 1].is_ascii_whitespace() {
-            return &line[..i];
+            // `i` is an ASCII byte: a char boundary.
+            return line.get(..i).unwrap_or(line);
         }
     }
     line
@@ -117,7 +118,7 @@ fn shown(s: &str) -> String {
         end -= 1;
     }
     if end < s.len() {
-        format!("{:?}…", &s[..end])
+        format!("{:?}…", s.get(..end).unwrap_or_default())
     } else {
         format!("{s:?}")
     }

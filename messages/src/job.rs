@@ -462,11 +462,7 @@ impl JobIdentity {
 }
 
 fn cut(s: &str) -> String {
-    let mut end = s.len().min(256);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    crate::truncate_str(s, 256).to_string()
 }
 
 #[cfg(test)]

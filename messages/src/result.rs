@@ -84,6 +84,10 @@ pub struct PullResult {
     pub requeues: u32,
     /// The list the job was taken from.
     pub queue: Option<String>,
+    /// The first characters of an illegal message that names no instance (control characters
+    /// escaped), so the person reading its alert sees what it was; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_excerpt: Option<String>,
     /// When this node took the job (ms).
     pub taken_ms: i64,
     /// Wall time from taking the job to its result.

@@ -32,10 +32,8 @@ fn main() {
             inst / 256 % 256,
             inst % 256
         );
-        let dir = root
-            .join("mysql")
-            .join(&ip[..ip.rfind('.').unwrap()])
-            .join(&ip[ip.rfind('.').unwrap() + 1..]);
+        let (net, host) = ip.rsplit_once('.').unwrap();
+        let dir = root.join("mysql").join(net).join(host);
         for day in 0..21i64 {
             let full = format!("full-{day:02}.xb");
             let mut prev: Option<String> = None;

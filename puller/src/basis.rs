@@ -17,7 +17,7 @@ pub const STATE_DIR: &str = ".ubackup-state";
 
 fn entry(root: &Path, key: &str) -> PathBuf {
     let h = sha2::Sha256::digest(key.as_bytes());
-    let name: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let name = hex::encode(h.get(..16).unwrap_or_default());
     root.join(STATE_DIR).join("basis").join(name)
 }
 

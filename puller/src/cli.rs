@@ -175,4 +175,20 @@ pub struct FetchArgs {
     /// (the next pull resumes from it).
     #[arg(long, value_name = "DIR", default_value = ".ubackup-partial")]
     pub partial_dir: String,
+    /// Connect with TLS to a TLS-fronted daemon (as rsync-ssl does): for the HOST::MODULE
+    /// and rsync:// forms; an rsyncs:// source always uses TLS. The port is 874 unless the
+    /// source names one (or RSYNC_SSL_PORT says otherwise).
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM file of the CA certificates to trust (default: RSYNC_SSL_CA_CERT, else the
+    /// system store).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM file of our client certificate, for daemons that require one (default:
+    /// RSYNC_SSL_CERT).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (default: RSYNC_SSL_KEY).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }

@@ -14,6 +14,9 @@ use std::time::Duration;
 use rsync_proto::limit::Rate;
 use rsync_proto::{ChecksumKind, ProtocolVersion};
 
+mod tls;
+pub use tls::{HostMatch, TlsConfig, DEFAULT_TLS_PORT, NAME_FIELDS};
+
 /// A Redis address; Debug and Display hide any password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(pub String);
@@ -21,11 +24,12 @@ pub struct RedisUrl(pub String);
 impl RedisUrl {
     fn redacted(&self) -> String {
         // redis://[user]:password@host:port/db
-        match (self.0.find("://"), self.0.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                format!("{}://***@{}", &self.0[..s], &self.0[at + 1..])
-            }
-            _ => self.0.clone(),
+        match self.0.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.0.clone(),
+            },
+            None => self.0.clone(),
         }
     }
 }
@@ -79,7 +83,14 @@ pub struct QueueConfig {
     pub dead_letter: String,
     /// The longest wait between polls of empty lists.
     pub idle_poll: Duration,
+    /// Sentinel and replication settings of the queue's Redis (`[redis_sentinel]`).
+    pub ha: RedisHa,
 }
+
+/// `[redis_sentinel]` (legacy: `redis_sentinel_*` keys): where the master is found, and how
+/// many replicas must confirm a published result. Results on a separate Redis
+/// (`results.redis`) are reached directly.
+pub type RedisHa = ubackup_redis_ha::HaSettings;
 
 /// Where results go.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +178,8 @@ pub struct NodeConfig {
     pub retention: crate::retention::Retention,
     /// The scrub's schedule and read rate.
     pub scrub: ScrubConfig,
+    /// Which hosts are reached over TLS, and how (`[tls]`).
+    pub tls: TlsConfig,
 }
 
 /// The scrub: how often a pass starts and how fast it reads.
@@ -479,6 +492,7 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
     let mut redis_port = None;
     let mut msg_host = None;
     let mut msg_port = None;
+    let mut tls_keys = Vec::new();
     for (k, v) in global {
         let s = Val::Str(v.clone());
         match k.as_str() {
@@ -492,6 +506,8 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
             "retry" => put("pull.retry", "retry", s),
             // ubackup's extension: the port of the hosts' rsync daemons when it is not 873.
             "rsync_port" => put("pull.rsync_port", "rsync_port", s),
+            // ubackup's extension: seconds a pull may go without a byte before it is retried.
+            "stall_timeout" => put("pull.stall_timeout_secs", "stall_timeout", s),
             "redis_queue" => put("queue.lists", "redis_queue", s),
             "message_queue" => put("results.list", "message_queue", s),
             "log" => put("log.file", "log", s),
@@ -500,11 +516,24 @@ fn flatten_legacy(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
             "redis_port" => redis_port = Some(v),
             "message_redis_host" => msg_host = Some(v),
             "message_redis_port" => msg_port = Some(v),
-            // Reserved in UBackup and never read; honoured here (days).
+            // Reserved in UBackup and never read: honoured only once `apply_keeptime` says so.
             "mysqlkeeptime" => put("retention.mysql.keep_days", "mysqlkeeptime", s),
             "rediskeeptime" => put("retention.redis.keep_days", "rediskeeptime", s),
+            "apply_keeptime" => put("retention.apply_keeptime", "apply_keeptime", s),
+            // ubackup's extension: TLS (see config/tls.rs).
+            k if tls::is_legacy_key(k) => tls_keys.push((k.to_string(), v)),
+            // ubackup's extension: the queue's Redis through Sentinel (see [redis_sentinel]).
+            "redis_sentinel_master" => put("redis_sentinel.master_name", &k, s),
+            "redis_sentinels" => put("redis_sentinel.sentinels", &k, s),
+            "redis_sentinel_password" => put("redis_sentinel.sentinel_password", &k, s),
+            "redis_password" => put("redis_sentinel.redis_password", &k, s),
+            "redis_wait_replicas" => put("redis_sentinel.wait_replicas", &k, s),
+            "redis_wait_timeout_ms" => put("redis_sentinel.wait_timeout_ms", &k, s),
             other => put(&format!("legacy.{other}"), other, s),
         }
+    }
+    for (k, v) in tls_keys {
+        tls::put_legacy(&mut raw, &k, &v);
     }
     let mut url = |host: Option<String>, port: Option<String>, hk: &str, pk: &str| {
         let host = host.unwrap_or_else(|| "127.0.0.1".into());
@@ -643,6 +672,8 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
         raw.bad(rl_key, format!("not a usable list name: {results_list:?}"));
     }
 
+    let ha = redis_ha(&mut raw);
+
     // [pull]
     let retry = raw.int("pull.retry", 1, 100).unwrap_or(3) as u32;
     let connect_timeout = raw.secs("pull.connect_timeout_secs", 30, 1);
@@ -753,6 +784,9 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
     let scrub_rate =
         rate_value(&mut raw, "scrub.rate").unwrap_or(Some(Rate::bytes_per_sec(DEFAULT_SCRUB_RATE)));
 
+    // [tls]
+    let tls = tls::tls_config(&mut raw);
+
     let leftover: Vec<String> = raw.values.values().map(|(_, d)| d.clone()).collect();
     for d in leftover {
         raw.bad(d, "unknown key");
@@ -779,6 +813,7 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
             max_requeues,
             dead_letter,
             idle_poll: Duration::from_millis(idle_ms as u64),
+            ha,
         },
         results: ResultsConfig {
             redis: results_redis,
@@ -810,7 +845,51 @@ fn build(mut raw: Raw) -> Result<NodeConfig, Vec<ConfigProblem>> {
             interval: scrub_interval,
             rate: scrub_rate,
         },
+        tls,
     })
+}
+
+/// `[redis_sentinel]`: master_name, sentinels (a list, or one comma-separated string),
+/// sentinel_password, redis_password, wait_replicas, wait_timeout_ms.
+fn redis_ha(raw: &mut Raw) -> RedisHa {
+    let keys = |field: &str, raw: &Raw| raw.display(&format!("redis_sentinel.{field}"));
+    let displays: Vec<(&str, String)> = ["master_name", "sentinels", "wait_timeout_ms"]
+        .into_iter()
+        .map(|f| (f, keys(f, raw)))
+        .collect();
+    let sentinels = match raw.take("redis_sentinel.sentinels") {
+        Some((Val::Str(s), _)) => Some(ubackup_redis_ha::HaSettings::split_list(&s)),
+        Some((v, d)) => {
+            raw.values.insert("redis_sentinel.sentinels".into(), (v, d));
+            raw.list("redis_sentinel.sentinels")
+        }
+        None => None,
+    };
+    let master = raw.string("redis_sentinel.master_name");
+    let sentinel_password = raw.string("redis_sentinel.sentinel_password");
+    let redis_password = raw.string("redis_sentinel.redis_password");
+    let replicas = raw.int("redis_sentinel.wait_replicas", 0, 16);
+    let wait_ms = raw.int("redis_sentinel.wait_timeout_ms", 0, 3_600_000);
+    match ubackup_redis_ha::HaSettings::build(
+        master,
+        sentinels,
+        sentinel_password,
+        redis_password,
+        replicas.map(|r| r as u32),
+        wait_ms.map(|ms| Duration::from_millis(ms as u64)),
+    ) {
+        Ok(h) => h,
+        Err(problems) => {
+            for (field, p) in problems {
+                let key = displays
+                    .iter()
+                    .find(|(f, _)| *f == field)
+                    .map_or_else(|| format!("redis_sentinel.{field}"), |(_, d)| d.clone());
+                raw.bad(key, p);
+            }
+            RedisHa::default()
+        }
+    }
 }
 
 /// A rate in rsync's `--bwlimit` syntax, or an integer in KiB/s; `Some(None)` = unlimited.
@@ -836,11 +915,14 @@ fn rate_value(raw: &mut Raw, key: &str) -> Option<Option<Rate>> {
 
 /// `[retention]`: the default policy and schedule, `[retention.<back_type>]` and
 /// `[retention.<back_type>.game.<game_id>]`; UBackup's `mysqlkeeptime`/`rediskeeptime`
-/// arrive as `retention.mysql.keep_days` / `retention.redis.keep_days`.
+/// arrive as `retention.mysql.keep_days` / `retention.redis.keep_days`, and are applied only
+/// with `apply_keeptime = yes` (UBackup never applied them, so a drop-in node must not start
+/// deleting what its operator may have kept longer by other means).
 fn retention_config(raw: &mut Raw) -> crate::retention::Retention {
     use crate::retention::{Policy, Retention};
     const MAX_DAYS: i64 = 100 * 366;
     let interval = raw.secs("retention.interval_secs", 3600, 0);
+    let apply_keeptime = !raw.legacy || raw.boolean("retention.apply_keeptime", false);
     let from = |raw: &Raw, key: &str| {
         let d = raw.display(key);
         d.strip_suffix(".keep_days")
@@ -909,6 +991,24 @@ fn retention_config(raw: &mut Raw) -> crate::retention::Retention {
         r.games.insert((ty.clone(), *g), resolve(&base, o));
     }
     r.default = default;
+    if !apply_keeptime {
+        let set: Vec<String> = r
+            .types
+            .values()
+            .filter(|p| p.keep_days > 0)
+            .map(|p| format!("{} = {}", p.from, p.keep_days))
+            .collect();
+        if !set.is_empty() {
+            r = Retention {
+                interval,
+                not_applied: Some(format!(
+                    "{} not applied: UBackup never applied them; set apply_keeptime = yes in [global] to delete backups older than that",
+                    set.join(", ")
+                )),
+                ..Retention::default()
+            };
+        }
+    }
     r
 }
 
@@ -927,22 +1027,20 @@ fn redis_url(raw: &mut Raw, key: &str) -> RedisUrl {
 /// (a template names its directory outright; `{root}/..` would only hide a way out of it).
 pub fn check_template(t: &str) -> Result<(), String> {
     let mut rest = t;
-    while let Some(open) = rest.find('{') {
-        if rest[..open].contains('}') {
+    while let Some((before, after)) = rest.split_once('{') {
+        if before.contains('}') {
             return Err(format!("unmatched '}}' in {t:?}"));
         }
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
+        let (name, tail) = after
+            .split_once('}')
             .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?;
-        let name = &after[..close];
         if !TEMPLATE_FIELDS.contains(&name) {
             return Err(format!(
                 "unknown placeholder {{{name}}} (known: {})",
                 TEMPLATE_FIELDS.join(", ")
             ));
         }
-        rest = &after[close + 1..];
+        rest = tail;
     }
     if rest.contains('}') {
         return Err(format!("unmatched '}}' in {t:?}"));

@@ -119,11 +119,20 @@ impl From<client::Error> for Failure {
 }
 
 async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
-    let opts = options(&args).map_err(Failure::Usage)?;
-    let source: Source = args
-        .source
-        .parse()
-        .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    let mut opts = options(&args).map_err(Failure::Usage)?;
+    let tls = args.tls || args.source.starts_with(client::TLS_SCHEME);
+    let source: Source = if tls {
+        Source::parse_tls(
+            &args.source,
+            client::rsync_ssl_port().map_err(|e| Failure::Usage(e.into()))?,
+        )
+    } else {
+        args.source.parse()
+    }
+    .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    if tls {
+        opts.tls = Some(tls_connector(&args)?);
+    }
     if args.list || source.module.is_empty() {
         let listing = client::list_modules(&source, &opts).await?;
         for line in &listing.motd {
@@ -147,7 +156,7 @@ async fn fetch(args: FetchArgs) -> Result<Outcome, Failure> {
     // The temp file of an earlier run that was killed (SIGKILL, a crash, power loss:
     // no chance to move it aside) becomes this run's resume basis, as the node does.
     if let Some((dir, leaf)) = stale_temp_place(&source, dest) {
-        match ubackup_puller::pull::salvage_stale_temps_into(&dir, &leaf, &args.partial_dir) {
+        match rsync_proto::client::salvage_stale_temps(&dir, &leaf, &args.partial_dir) {
             Ok(0) => {}
             Ok(n) => tracing::info!(n, "kept the data of an interrupted pull for resume"),
             Err(e) => tracing::warn!("cannot clean up stale temp files: {e}"),
@@ -256,6 +265,18 @@ fn options(args: &FetchArgs) -> anyhow::Result<PullOptions> {
         checksum_choice,
         ..PullOptions::default()
     })
+}
+
+/// The TLS client: `--tls-ca/--tls-cert/--tls-key`, else rsync-ssl's variables
+/// ([`client::TlsOptions::from_rsync_ssl_env`]).
+fn tls_connector(args: &FetchArgs) -> Result<client::TlsConnector, Failure> {
+    let opts = client::TlsOptions::from_rsync_ssl_env(client::TlsFiles {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    });
+    client::TlsConnector::new(&opts)
+        .map_err(|e| Failure::Usage(anyhow::Error::new(e).context("setting up TLS")))
 }
 
 /// `-z`, `--compress-choice`, `--compress-level` and `--skip-compress`, with

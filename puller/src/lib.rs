@@ -8,6 +8,7 @@ pub mod pull;
 pub mod queue;
 
 pub mod basis;
+pub mod certs;
 pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;

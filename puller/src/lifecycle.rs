@@ -3,14 +3,17 @@
 //! ([`schedule`]). Both decide from the manifest ([`crate::manifest`]) and publish
 //! [`NodeEvent`]s on the results list.
 //!
-//! * **Prune**: load the manifest, [`crate::retention::decide`] at the given clock, delete
-//!   each expired file that is still the file the manifest describes (a regular file of the
-//!   recorded size), fsync the directories, record the removals together with their
-//!   `expired` events (the outbox), publish, record the publication, compact. A crash
-//!   anywhere leaves either the file (deleted again next time) or an unpublished event
-//!   (published next time): at-least-once, never silently.
-//! * **Scrub**: re-read every file at a capped rate (the pull's token bucket), compare size
-//!   and checksum with the manifest; a difference is `corrupt`, a read error `unreadable`.
+//! * **Prune**: load the manifest, [`crate::retention::decide`] at the given clock, record
+//!   the intent to delete each expired file that is still the file the manifest describes (a
+//!   regular file of the recorded size) with its `expired` event (the journal), delete them,
+//!   fsync the directories, record the removals (the outbox), publish, record the
+//!   publication, compact. A crash anywhere leaves either the file (deleted again next time)
+//!   or an unpublished event (published next time): at-least-once, never silently. A
+//!   journal left by a killed prune is settled by the next prune or scrub before anything
+//!   else: a file that is gone is recorded as removed, one that is still there as kept.
+//! * **Scrub**: settle a killed prune's journal, then re-read every file at a capped rate
+//!   (the pull's token bucket, charged the bytes each read returned), compare size and
+//!   checksum with the manifest; a difference is `corrupt`, a read error `unreadable`.
 //!   A finding is confirmed against a fresh manifest first, so a file replaced or pruned
 //!   during the pass is not reported.
 //!
@@ -57,7 +60,7 @@ fn now_ms() -> i64 {
 
 /// Publishes events on the results list (LPUSH, as results are).
 pub struct Publisher {
-    conn: redis::aio::MultiplexedConnection,
+    conn: ubackup_redis_ha::HaConnection,
     list: String,
 }
 
@@ -72,13 +75,19 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// Connects to the node's results Redis.
     pub async fn connect(cfg: &NodeConfig) -> Result<Publisher, LifecycleError> {
-        let client = redis::Client::open(cfg.results.redis.0.as_str())?;
+        // Events follow the master like results do when they share the queue's Redis.
+        let target = if cfg.results.redis == cfg.queue.redis {
+            cfg.queue.ha.target(&cfg.results.redis.0)
+        } else {
+            ubackup_redis_ha::Target::Direct(cfg.results.redis.0.clone())
+        };
         let conn = tokio::time::timeout(
             Duration::from_secs(10),
-            client.get_multiplexed_async_connection(),
+            ubackup_redis_ha::HaConnection::connect(target, ubackup_redis_ha::Options::default()),
         )
         .await
-        .map_err(|_| LifecycleError::Other("redis: connect timed out".into()))??;
+        .map_err(|_| LifecycleError::Other("redis: connect timed out".into()))?
+        .map_err(|e| LifecycleError::Other(e.to_string()))?;
         Ok(Publisher {
             conn,
             list: cfg.results.list.clone(),
@@ -131,6 +140,43 @@ pub struct PruneReport {
     pub pending: usize,
 }
 
+/// Settles the journal of a prune that was killed between recording its intent and
+/// recording the outcome: a file it meant to delete that is gone is recorded as removed
+/// (with its `expired` event, published by the next prune), one that is still there as kept
+/// (the next prune decides again). Call with the lifecycle lock held. Returns how many
+/// intents were settled.
+fn settle_journal(m: &Manifest) -> Result<usize, LifecycleError> {
+    let st = m.load()?;
+    if st.removing.is_empty() {
+        return Ok(0);
+    }
+    let mut done = Vec::new();
+    let mut kept = Vec::new();
+    for (path, (at, ev)) in st.removing {
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "prune journal: the deletion is recorded");
+                done.push((path, at, ev));
+            }
+            _ => {
+                tracing::info!(path = %path.display(), "prune journal: not deleted, kept");
+                kept.push(path);
+            }
+        }
+    }
+    m.record_removed(&done)?;
+    m.record_kept(&kept)?;
+    Ok(done.len() + kept.len())
+}
+
+/// Settles a killed prune's journal (see [`settle_journal`]) under the lifecycle lock: a
+/// scrub does this first, so that files a prune deleted on purpose are not reported.
+/// Blocking.
+pub fn settle(cfg: &NodeConfig) -> Result<usize, LifecycleError> {
+    let _lock = lifecycle_lock(&cfg.root)?;
+    settle_journal(&Manifest::new(&cfg.root))
+}
+
 /// Deletes what expired at `now_ms` (the decision's clock) and records it; returns the report
 /// and the events to publish (this run's and any earlier unpublished ones). Blocking.
 pub fn prune_files(
@@ -138,8 +184,22 @@ pub fn prune_files(
     now_ms: i64,
     dry_run: bool,
 ) -> Result<(PruneReport, manifest::Outbox), LifecycleError> {
+    prune_files_with(cfg, now_ms, dry_run, &mut || {})
+}
+
+/// [`prune_files`], calling `after_unlinks` between deleting the files and recording it (the
+/// point a test kills the prune at).
+fn prune_files_with(
+    cfg: &NodeConfig,
+    now_ms: i64,
+    dry_run: bool,
+    after_unlinks: &mut dyn FnMut(),
+) -> Result<(PruneReport, manifest::Outbox), LifecycleError> {
     let _lock = lifecycle_lock(&cfg.root)?;
     let m = Manifest::new(&cfg.root);
+    if !dry_run {
+        settle_journal(&m)?;
+    }
     let started = Instant::now();
     let st = m.load()?;
     let loaded = started.elapsed();
@@ -166,24 +226,15 @@ pub fn prune_files(
         report.pending = st.pending.len();
         return Ok((report, Vec::new()));
     }
-    let mut removed = Vec::new();
-    let mut dirs = BTreeSet::new();
+    // 1. Which expired files are still what the manifest describes.
+    let mut intents = Vec::new();
+    let mut reasons = Vec::new();
     for x in plan.expire {
         let Some(e) = st.files.get(&x.path) else {
             continue;
         };
         match std::fs::symlink_metadata(&x.path) {
-            Ok(meta) if meta.is_file() && meta.len() == e.size => {
-                if let Err(err) = std::fs::remove_file(&x.path) {
-                    if err.kind() != io::ErrorKind::NotFound {
-                        tracing::error!(path = %x.path.display(), "cannot delete an expired backup: {err}");
-                        report
-                            .left
-                            .push((x.path.clone(), format!("cannot delete: {err}")));
-                        continue;
-                    }
-                }
-            }
+            Ok(meta) if meta.is_file() && meta.len() == e.size => {}
             Ok(meta) => {
                 let why = format!(
                     "not the file the manifest describes ({} of {} bytes, {}); left alone",
@@ -207,13 +258,34 @@ pub fn prune_files(
                 continue;
             }
         }
-        tracing::info!(path = %x.path.display(), reason = %x.reason, "expired: deleted");
-        if let Some(d) = x.path.parent() {
-            dirs.insert(d.to_path_buf());
-        }
         let at = now_ms_real();
         let ev = e.event(EventKind::Expired, cfg, at, x.reason.clone());
-        removed.push((x.path.clone(), at, ev));
+        intents.push((x.path.clone(), at, ev));
+        reasons.push(x);
+    }
+    // 2. The journal: a prune killed from here on is finished or rolled back by the next
+    //    prune or scrub, so a scrub never takes a file deleted on purpose for a lost one.
+    m.record_removing(&intents)?;
+    // 3. Delete.
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    let mut dirs = BTreeSet::new();
+    for ((path, at, ev), x) in intents.into_iter().zip(reasons) {
+        if let Err(err) = std::fs::remove_file(&path) {
+            if err.kind() != io::ErrorKind::NotFound {
+                tracing::error!(path = %path.display(), "cannot delete an expired backup: {err}");
+                report
+                    .left
+                    .push((path.clone(), format!("cannot delete: {err}")));
+                kept.push(path);
+                continue;
+            }
+        }
+        tracing::info!(path = %path.display(), reason = %x.reason, "expired: deleted");
+        if let Some(d) = path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        removed.push((path, at, ev));
         report.expired.push(x);
     }
     // The unlinks are durable before the manifest says so.
@@ -222,7 +294,10 @@ pub fn prune_files(
             tracing::warn!(dir = %d.display(), "cannot fsync: {e}");
         }
     }
+    after_unlinks();
+    // 4. The outcome.
     m.record_removed(&removed)?;
+    m.record_kept(&kept)?;
     let mut outbox = st.pending;
     outbox.extend(removed);
     Ok((report, outbox))
@@ -382,10 +457,18 @@ pub async fn scrub(
 ) -> Result<ScrubReport, LifecycleError> {
     let started = Instant::now();
     let m = Manifest::new(&cfg.root);
+    // A killed prune's deletions are recorded first: they are not findings.
+    let c = cfg.clone();
     let m2 = m.clone();
-    let st = tokio::task::spawn_blocking(move || m2.load())
-        .await
-        .map_err(|e| LifecycleError::Other(e.to_string()))??;
+    let st = tokio::task::spawn_blocking(move || {
+        // Should it fail, the journal still keeps those files out of the findings (confirm).
+        if let Err(e) = settle(&c) {
+            tracing::warn!("scrub: cannot settle a killed prune's journal: {e}");
+        }
+        m2.load().map_err(LifecycleError::from)
+    })
+    .await
+    .map_err(|e| LifecycleError::Other(e.to_string()))??;
     let limiter = BandwidthLimiter::new(rate);
     let rt = tokio::runtime::Handle::current();
     let mut report = ScrubReport::default();
@@ -450,7 +533,8 @@ async fn confirm(
         .await
         .map_err(|e| LifecycleError::Other(e.to_string()))??;
     for (e, kind, reason) in found.drain(..) {
-        if now.files.get(&e.path) != Some(&e) {
+        // Replaced or pruned since, or a prune is deleting it right now.
+        if now.files.get(&e.path) != Some(&e) || now.removing.contains_key(&e.path) {
             continue;
         }
         tracing::error!(path = %e.path.display(), event = kind.name(), "scrub: {reason}");
@@ -474,6 +558,10 @@ async fn confirm(
 /// `scrub.interval` (from the start of one pass to the start of the next, or at once when a
 /// pass took longer), each as its own task, until `stop`.
 pub async fn schedule(cfg: NodeConfig, stop: watch::Receiver<bool>) {
+    // What will be deleted and when, in the start-up log.
+    for line in cfg.retention.describe() {
+        tracing::info!("{line}");
+    }
     let prune_cfg = cfg.clone();
     let prune_stop = stop.clone();
     let pruning = async move {
@@ -598,6 +686,89 @@ mod tests {
             let (again, _) = prune_files(&cfg, NOW, false).unwrap();
             prop_assert!(again.expired.is_empty());
         }
+    }
+
+    fn node(d: &Path, keep_days: u32) -> NodeConfig {
+        let mut cfg = NodeConfig::parse(&format!("[node]\nroot = \"{}\"\n", d.display())).unwrap();
+        cfg.retention = rules(keep_days, 1);
+        cfg
+    }
+
+    fn scrub_now(cfg: &NodeConfig) -> ScrubReport {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_tx, stop) = watch::channel(false);
+        rt.block_on(scrub(cfg, None, None, stop)).unwrap()
+    }
+
+    #[test]
+    fn a_scrub_after_a_prune_killed_between_deleting_and_recording_reports_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let mut files = build(&[vec![(0, 24), (0, 24), (0, 24), (0, 24)]]);
+        for e in &mut files {
+            e.path = d.path().join(e.path.file_name().unwrap());
+            std::fs::write(&e.path, b"x").unwrap();
+        }
+        Manifest::new(d.path()).append(&files).unwrap();
+        let cfg = node(d.path(), 1);
+        // Killed after the unlinks, before the removals are recorded.
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            prune_files_with(&cfg, NOW, false, &mut || panic!("SIGKILL"))
+        }));
+        assert!(killed.is_err());
+        let st = Manifest::new(d.path()).load().unwrap();
+        assert_eq!(st.files.len(), 4, "the removals were not recorded");
+        assert_eq!(st.removing.len(), 3);
+        for e in &files[..3] {
+            assert!(!e.path.exists());
+        }
+        // The scrub settles the journal first: nothing is unreadable.
+        let r = scrub_now(&cfg);
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!(r.size_only, 1);
+        let st = Manifest::new(d.path()).load().unwrap();
+        assert_eq!(st.files.len(), 1);
+        assert!(st.removing.is_empty());
+        assert_eq!(
+            st.pending.len(),
+            3,
+            "their expired events wait for the next prune"
+        );
+        // The next prune sends them and has nothing more to delete.
+        let (again, outbox) = prune_files(&cfg, NOW, false).unwrap();
+        assert!(again.expired.is_empty());
+        assert_eq!(outbox.len(), 3);
+    }
+
+    #[test]
+    fn a_prune_killed_before_deleting_is_rolled_back() {
+        let d = tempfile::tempdir().unwrap();
+        let mut files = build(&[vec![(0, 24), (0, 24)]]);
+        for e in &mut files {
+            e.path = d.path().join(e.path.file_name().unwrap());
+            std::fs::write(&e.path, b"x").unwrap();
+        }
+        let m = Manifest::new(d.path());
+        m.append(&files).unwrap();
+        let cfg = node(d.path(), 0);
+        // The journal says "removing" but the file was never deleted.
+        let ev = files[0].event(EventKind::Expired, &cfg, NOW, "test".into());
+        m.record_removing(&[(files[0].path.clone(), NOW, ev)])
+            .unwrap();
+        assert_eq!(m.load().unwrap().removing.len(), 1);
+        // A compaction carries it.
+        m.compact().unwrap();
+        assert_eq!(m.load().unwrap().removing.len(), 1);
+        let r = scrub_now(&cfg);
+        assert!(r.findings.is_empty());
+        assert_eq!(r.size_only, 2, "the file is still scrubbed");
+        let st = m.load().unwrap();
+        assert!(st.removing.is_empty());
+        assert!(st.pending.is_empty());
+        assert_eq!(st.files.len(), 2);
+        assert!(files[0].path.exists());
     }
 
     #[test]

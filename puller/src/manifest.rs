@@ -4,7 +4,8 @@
 //! that its manifest does not know.
 //!
 //! ```text
-//!  pull committed ──► append "stored" ─┐          prune: delete ──► append "removed" (+ its event)
+//!  pull committed ──► append "stored" ─┐   prune: append "removing" (its journal), delete,
+//!                                      │          append "removed" (+ its event) or "kept"
 //!                                      ▼                            publish ──► append "published"
 //!                             manifest.log (one line per record:    compaction rewrites live
 //!                             <xxh3 of the JSON> <JSON>\n, fsynced)  entries + unpublished events
@@ -41,6 +42,9 @@ mod group;
 use crate::config::NodeConfig;
 use crate::pull::JobReport;
 pub use group::GroupAppender;
+/// The workspace's checksum type and file hashing (crate `ubackup-checksum`), re-exported
+/// where the manifest's callers have always found them.
+pub use ubackup_checksum::{canonical_checksum, digest_file, Digest};
 
 /// The manifest's file name under the state directory.
 pub const FILE: &str = "manifest.log";
@@ -168,6 +172,17 @@ enum Record {
         path: PathBuf,
         at_ms: i64,
     },
+    /// A prune is about to delete the file (its journal): completed by `Removed`, or rolled
+    /// back by `Kept`, by that prune or, when it was killed, by the next prune or scrub.
+    Removing {
+        path: PathBuf,
+        at_ms: i64,
+        event: Box<NodeEvent>,
+    },
+    /// The prune's intent to delete the file was rolled back: the file is still there.
+    Kept {
+        path: PathBuf,
+    },
 }
 
 /// `expired` events of deleted files waiting to be published: (path, at_ms, event).
@@ -180,6 +195,9 @@ pub struct State {
     pub files: BTreeMap<PathBuf, Entry>,
     /// `expired` events of deleted files not yet published: (path, at_ms, event).
     pub pending: Outbox,
+    /// Files a prune meant to delete but has not recorded as deleted or kept (a prune in
+    /// progress, or one that was killed): (at_ms, event) by path.
+    pub removing: BTreeMap<PathBuf, (i64, NodeEvent)>,
     /// Damaged records skipped (not counting a torn last record).
     pub damaged: usize,
     /// Whether the last record was torn (and dropped).
@@ -194,7 +212,14 @@ impl State {
             }
             Record::Removed { path, at_ms, event } => {
                 self.files.remove(&path);
+                self.removing.remove(&path);
                 self.pending.push((path, at_ms, *event));
+            }
+            Record::Removing { path, at_ms, event } => {
+                self.removing.insert(path, (at_ms, *event));
+            }
+            Record::Kept { path } => {
+                self.removing.remove(&path);
             }
             Record::Published { path, at_ms } => self
                 .pending
@@ -307,6 +332,23 @@ impl Manifest {
             at_ms: *at_ms,
             event: Box::new(ev.clone()),
         }))
+    }
+
+    /// Records a prune's intent to delete these files (its journal), before it deletes them.
+    pub fn record_removing(
+        &self,
+        removing: &[(PathBuf, i64, NodeEvent)],
+    ) -> Result<(), ManifestError> {
+        self.append_records(removing.iter().map(|(path, at_ms, ev)| Record::Removing {
+            path: path.clone(),
+            at_ms: *at_ms,
+            event: Box::new(ev.clone()),
+        }))
+    }
+
+    /// Rolls back a prune's intent to delete these files: they are still there.
+    pub fn record_kept(&self, paths: &[PathBuf]) -> Result<(), ManifestError> {
+        self.append_records(paths.iter().map(|path| Record::Kept { path: path.clone() }))
     }
 
     /// Records that the events of these (path, at_ms) removals were published.
@@ -424,7 +466,17 @@ impl Manifest {
                 path: path.clone(),
                 at_ms: *at_ms,
                 event: Box::new(ev.clone()),
-            }));
+            }))
+            // An intent not yet settled is carried over (settled under the lifecycle lock).
+            .chain(
+                st.removing
+                    .iter()
+                    .map(|(path, (at_ms, ev))| Record::Removing {
+                        path: path.clone(),
+                        at_ms: *at_ms,
+                        event: Box::new(ev.clone()),
+                    }),
+            );
         for r in records {
             line.clear();
             encode(&r, &mut line)?;
@@ -481,119 +533,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Algorithms the scrub can recompute.
-const SCRUB_ALGORITHMS: [&str; 6] = ["xxh128", "xxh3", "xxh64", "md5", "sha1", "sha256"];
-
-/// rsync's whole-file checksum (`algorithm`, hex of the wire bytes) in the manifest's form:
-/// xxh* sums are sent little-endian, and printed big-endian by `xxhsum`. None for md4, which a
-/// protocol-29 session seeds with a per-session value we cannot replay.
-pub fn canonical_checksum(algorithm: &str, wire_hex: &str) -> Option<String> {
-    if !SCRUB_ALGORITHMS.contains(&algorithm) || algorithm == "sha256" {
-        return None;
-    }
-    let hex = if algorithm.starts_with("xxh") {
-        let bytes: Vec<&str> = (0..wire_hex.len() / 2)
-            .map(|i| wire_hex.get(2 * i..2 * i + 2).unwrap_or(""))
-            .collect();
-        bytes.into_iter().rev().collect::<String>()
-    } else {
-        wire_hex.to_string()
-    };
-    Some(format!("{algorithm}:{hex}"))
-}
-
-/// A running digest in the manifest's form.
-pub struct Digest {
-    algorithm: &'static str,
-    inner: DigestInner,
-}
-
-impl std::fmt::Debug for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Digest")
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
-
-enum DigestInner {
-    Rsync(rsync_proto::checksum::FileHasher),
-    Sha256(sha2::Sha256),
-}
-
-impl Digest {
-    /// A digest for `ALGORITHM` of an `ALGORITHM:HEX` string, if the scrub knows it.
-    pub fn for_checksum(checksum: &str) -> Option<Digest> {
-        let (algo, _) = checksum.split_once(':')?;
-        let algorithm = SCRUB_ALGORITHMS.into_iter().find(|a| *a == algo)?;
-        let inner = if algorithm == "sha256" {
-            DigestInner::Sha256(<sha2::Sha256 as sha2::Digest>::new())
-        } else {
-            let kind = rsync_proto::ChecksumKind::from_name(algorithm)?;
-            DigestInner::Rsync(rsync_proto::checksum::FileHasher::new(kind, 0))
-        };
-        Some(Digest { algorithm, inner })
-    }
-
-    /// Feeds bytes.
-    pub fn update(&mut self, data: &[u8]) {
-        match &mut self.inner {
-            DigestInner::Rsync(h) => h.update(data),
-            DigestInner::Sha256(h) => sha2::Digest::update(h, data),
-        }
-    }
-
-    /// `ALGORITHM:HEX`.
-    pub fn finish(self) -> String {
-        let mut bytes = match self.inner {
-            DigestInner::Rsync(h) => h.finish(),
-            DigestInner::Sha256(h) => sha2::Digest::finalize(h).to_vec(),
-        };
-        if self.algorithm.starts_with("xxh") {
-            bytes.reverse();
-        }
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:{hex}", self.algorithm)
-    }
-}
-
-/// Reads `path` through `digest`, calling `pace(n)` before each read of at most `chunk`
-/// bytes (the scrub's rate limit). Returns the checksum and the bytes read.
-pub fn digest_file(
-    path: &Path,
-    mut digest: Digest,
-    chunk: usize,
-    mut pace: impl FnMut(usize) -> bool,
-) -> io::Result<Option<(String, u64)>> {
-    let mut f = open_nofollow(path)?;
-    // A scrub must not push the node's working set out of the page cache: read ahead
-    // generously, and drop what was read once the file is done.
-    let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Sequential);
-    let mut buf = vec![0u8; chunk.clamp(4096, 1 << 20)];
-    let mut total = 0u64;
-    loop {
-        if !pace(buf.len()) {
-            return Ok(None);
-        }
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        digest.update(&buf[..n]);
-    }
-    let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
-    Ok(Some((digest.finish(), total)))
-}
-
-fn open_nofollow(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
 }
 
 fn no_pace(_: usize) -> bool {

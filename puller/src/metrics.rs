@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::node::Stats;
+use crate::node::heartbeat::Stats;
 
 /// Renders the metrics.
 pub fn render(s: &Stats) -> String {
@@ -49,6 +49,54 @@ pub fn render(s: &Stats) -> String {
         s.requeued.load(Ordering::Relaxed),
     );
     metric(
+        "ubackup_jobs_internal_errors_total",
+        "counter",
+        "Jobs whose work panicked; each got an internal-error failure result.",
+        s.internal_errors.load(Ordering::Relaxed),
+    );
+    metric(
+        "ubackup_jobs_never_fit_total",
+        "counter",
+        "Jobs failed at once because their file can never fit on this node's filesystem.",
+        s.never_fit.load(Ordering::Relaxed),
+    );
+    metric(
+        "ubackup_jobs_deferred_total",
+        "counter",
+        "Times a job was put back because it did not fit on the disk then.",
+        s.deferrals.load(Ordering::Relaxed),
+    );
+    metric(
+        "ubackup_jobs_deferred",
+        "gauge",
+        "Jobs this node passes over now because they do not fit on its disk.",
+        s.deferred_now.load(Ordering::Relaxed) as u64,
+    );
+    metric(
+        "ubackup_partial_files",
+        "gauge",
+        "Partial files kept for resume at the last sweep.",
+        s.partial_files.load(Ordering::Relaxed),
+    );
+    metric(
+        "ubackup_partial_bytes",
+        "gauge",
+        "Bytes in the partial files kept for resume at the last sweep.",
+        s.partial_bytes.load(Ordering::Relaxed),
+    );
+    metric(
+        "ubackup_partials_removed_total",
+        "counter",
+        "Partial files removed because no pull came back for them (age or total bound).",
+        s.partials_removed.load(Ordering::Relaxed),
+    );
+    metric(
+        "ubackup_temps_cleared_total",
+        "counter",
+        "Temp files of dead pulls salvaged or removed.",
+        s.temps_cleared.load(Ordering::Relaxed),
+    );
+    metric(
         "ubackup_written_bytes_total",
         "counter",
         "File bytes written.",
@@ -72,6 +120,12 @@ pub fn render(s: &Stats) -> String {
         "Workers pulling a job.",
         s.busy.load(Ordering::Relaxed) as u64,
     );
+    metric(
+        "ubackup_tls_handshake_failures_total",
+        "counter",
+        "Pull attempts that failed in TLS (handshake, server certificate, client certificate).",
+        s.tls_handshake_failures.load(Ordering::Relaxed),
+    );
     let paused = s.paused.lock().map(|p| p.is_some()).unwrap_or(false);
     metric(
         "ubackup_paused",
@@ -91,12 +145,22 @@ pub fn render(s: &Stats) -> String {
         "Size of the backup root's filesystem.",
         s.total.load(Ordering::Relaxed),
     );
+    let _ = writeln!(
+        out,
+        "# HELP ubackup_pulls_total Jobs pulled, by transport.\n# TYPE ubackup_pulls_total counter\n\
+         ubackup_pulls_total{{transport=\"tls\"}} {}\nubackup_pulls_total{{transport=\"plain\"}} {}",
+        s.pulls_tls.load(Ordering::Relaxed),
+        s.pulls_plain.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP ubackup_queue_length Jobs waiting per list (the dead-letter list included).\n# TYPE ubackup_queue_length gauge");
     if let Ok(l) = s.lengths.lock() {
         for (name, len) in l.iter() {
             let name = name.replace(['\\', '"', '\n'], "_");
             let _ = writeln!(out, "ubackup_queue_length{{list=\"{name}\"}} {len}");
         }
+    }
+    if let Some(r) = s.redis.lock().ok().and_then(|r| r.clone()) {
+        r.render_prometheus(&mut out, "ubackup", "", true);
     }
     out
 }
@@ -147,5 +211,37 @@ pub async fn serve(addr: SocketAddr, stats: Arc<Stats>, mut stop: watch::Receive
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shows_the_queue_redis_connection_once_known() {
+        let s = Stats::default();
+        assert!(!render(&s).contains("ubackup_redis_"));
+        if let Ok(mut r) = s.redis.lock() {
+            *r = Some(ubackup_redis_ha::Status {
+                master: Some("127.0.0.1:6380".into()),
+                master_changes: 1,
+                reconnects: 2,
+                ..ubackup_redis_ha::Status::default()
+            });
+        }
+        let text = render(&s);
+        assert!(
+            text.contains("ubackup_redis_master{master=\"127.0.0.1:6380\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ubackup_redis_master_changes_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ubackup_redis_reconnects_total 2\n"),
+            "{text}"
+        );
     }
 }

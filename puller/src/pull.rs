@@ -46,6 +46,8 @@ pub struct PullJob {
     /// Compress the transfer; its skip list spares already-compressed
     /// backups (gz, zst, lz4, xz, bz2 by default).
     pub compress: Option<rsync_proto::client::Compress>,
+    /// Reach the daemon over TLS with this client (`source.port` is then the TLS port).
+    pub tls: Option<client::TlsConnector>,
 }
 
 /// Exponential backoff with jitter.
@@ -106,6 +108,9 @@ pub struct EngineConfig {
     /// The daemons' last greetings, shared by every pull of the node: a daemon pulled from
     /// before costs one round trip less (see [`PullOptions::greetings`]).
     pub greetings: Option<GreetingCache>,
+    /// Counts attempts that failed in TLS (handshake, certificates, a refused client
+    /// certificate), for a node's figures.
+    pub tls_failures: Option<Arc<AtomicU64>>,
 }
 
 impl Default for EngineConfig {
@@ -122,6 +127,7 @@ impl Default for EngineConfig {
             protocol: ProtocolVersion::default(),
             progress: None,
             greetings: None,
+            tls_failures: None,
         }
     }
 }
@@ -140,6 +146,22 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     loop {
         match rustix::fs::statvfs(p) {
             Ok(st) => return Ok(st.f_bavail.saturating_mul(st.f_frsize)),
+            Err(rustix::io::Errno::NOENT) => match p.parent() {
+                Some(parent) => p = parent,
+                None => return Err(io::Error::from(io::ErrorKind::NotFound)),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Total bytes of the filesystem holding `path` (`f_blocks · f_frsize`), measured like
+/// [`free_bytes`].
+pub fn total_bytes(path: &Path) -> io::Result<u64> {
+    let mut p = path;
+    loop {
+        match rustix::fs::statvfs(p) {
+            Ok(st) => return Ok(st.f_blocks.saturating_mul(st.f_frsize)),
             Err(rustix::io::Errno::NOENT) => match p.parent() {
                 Some(parent) => p = parent,
                 None => return Err(io::Error::from(io::ErrorKind::NotFound)),
@@ -302,6 +324,7 @@ fn options(job: &PullJob, cfg: &EngineConfig) -> PullOptions {
         // more to it than a redo within the session.
         early_end: true,
         greetings: cfg.greetings.clone(),
+        tls: job.tls.clone(),
         ..PullOptions::default()
     }
 }
@@ -316,8 +339,28 @@ fn final_path(job: &PullJob) -> PathBuf {
     }
 }
 
+/// The partial file an interrupted pull of this single-file job left (`.ubackup-partial/`
+/// next to the destination).
+pub fn partial_path(job: &PullJob) -> PathBuf {
+    let name = job.source.path.rsplit('/').next().unwrap_or_default();
+    job.dest_dir
+        .join(rsync_proto::client::PARTIAL_DIR)
+        .join(name)
+}
+
+/// Bytes in this job's partial file (0 without one, or for a tree).
+fn partial_len(job: &PullJob) -> u64 {
+    if job.recursive || job.source.path.ends_with('/') || job.source.path.is_empty() {
+        return 0;
+    }
+    std::fs::symlink_metadata(partial_path(job))
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len())
+}
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Runs one job to its outcome. `cancel` resolves at shutdown.
@@ -363,7 +406,7 @@ async fn attempts(
     loop {
         attempt += 1;
         // Disk reserve before connecting.
-        let free = match free_bytes(&job.dest_dir) {
+        let mut free = match free_bytes(&job.dest_dir) {
             Ok(f) => f,
             Err(e) => {
                 return Outcome::Failed {
@@ -383,12 +426,30 @@ async fn attempts(
         let needed = job.expected_size.filter(|&size| {
             !std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size)
         });
-        if free < cfg.reserve_bytes.saturating_add(needed.unwrap_or(0)) {
-            return Outcome::PausedForDisk {
-                free,
-                reserve: cfg.reserve_bytes,
-                needed,
-            };
+        let want = cfg.reserve_bytes.saturating_add(needed.unwrap_or(0));
+        if free < want {
+            // This job's own partial file counts as written: the room it holds is room the
+            // job has. The sink writes the whole file anew next to its partial (the partial
+            // is only the delta basis), so when the job fits only with that room, the
+            // partial goes and the file is pulled whole.
+            let partial = partial_len(job);
+            if partial > 0 && free.saturating_add(partial) >= want {
+                tracing::info!(
+                    partial,
+                    free,
+                    "the partial file of an earlier attempt holds the room this pull needs: \
+                     removed, the file is pulled whole"
+                );
+                let _ = std::fs::remove_file(partial_path(job));
+                free = free_bytes(&job.dest_dir).unwrap_or(0);
+            }
+            if free < want {
+                return Outcome::PausedForDisk {
+                    free,
+                    reserve: cfg.reserve_bytes,
+                    needed: needed.map(|n| n.saturating_sub(partial_len(job))),
+                };
+            }
         }
         let tripped = Arc::new(AtomicBool::new(false));
         let result = {
@@ -431,6 +492,9 @@ async fn attempts(
                 }
             }
             (Err(e), _) => {
+                if let (client::Error::Tls(_), Some(n)) = (&e, &cfg.tls_failures) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
                 let retryable = e.is_retryable();
                 tracing::warn!(attempt, retryable, source = %job.source, "pull failed: {e}");
                 let failed = AttemptError {
@@ -487,63 +551,13 @@ fn job_report(
     }
 }
 
-/// Leftovers of a process that died while writing `leaf` into `dir`: temp files named as
-/// [`FsSink`] names them (`.LEAF.XXXXXX`, six hex digits). The largest becomes the partial
-/// file (`<dir>/.ubackup-partial/LEAF`, the next pull's resume basis) unless a larger partial
-/// is already there; the rest are removed. Returns how many temp files were found.
+/// Recovers the temp files a dead process left for `leaf` in `dir` into the node's partial
+/// directory: [`rsync_proto::client::salvage_stale_temps`] with
+/// [`rsync_proto::client::PARTIAL_DIR`]. Returns how many temp files were found.
 ///
 /// Only call it for a file no live pull of this process is writing.
 pub fn salvage_stale_temps(dir: &Path, leaf: &str) -> io::Result<usize> {
-    salvage_stale_temps_into(dir, leaf, rsync_proto::client::PARTIAL_DIR)
-}
-
-/// [`salvage_stale_temps`] with another partial directory name (`fetch --partial-dir`).
-pub fn salvage_stale_temps_into(dir: &Path, leaf: &str, partial_dir: &str) -> io::Result<usize> {
-    let prefix = format!(".{}.", &leaf[..leaf.len().min(200)]);
-    let mut found: Vec<(u64, PathBuf)> = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    for e in entries {
-        let e = e?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(tail) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        if tail.len() != 6 || !tail.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        let meta = std::fs::symlink_metadata(e.path())?;
-        if meta.is_file() {
-            found.push((meta.len(), e.path()));
-        }
-    }
-    let n = found.len();
-    found.sort();
-    if let Some((len, best)) = found.pop() {
-        let pdir = dir.join(partial_dir);
-        let partial = pdir.join(leaf);
-        let keep = std::fs::symlink_metadata(&partial).map_or(0, |m| m.len());
-        if len > keep {
-            // FsSink reserves a file's blocks up front (fallocate, size kept): a dead
-            // process's reservation past the data is released here.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&best)
-                .and_then(|f| f.set_len(len))?;
-            std::fs::create_dir_all(&pdir)?;
-            std::fs::rename(&best, &partial)?;
-        } else {
-            std::fs::remove_file(&best)?;
-        }
-    }
-    for (_, p) in found {
-        std::fs::remove_file(p)?;
-    }
-    Ok(n)
+    rsync_proto::client::salvage_stale_temps(dir, leaf, rsync_proto::client::PARTIAL_DIR)
 }
 
 #[cfg(test)]
@@ -572,32 +586,5 @@ mod tests {
         assert!(f > 0);
         let r = reserve_below_current_free(d.path(), 1 << 20).unwrap();
         assert!(r < f);
-    }
-
-    #[test]
-    fn stale_temps_become_the_partial_file() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join(".dump.sql.0a1b2c"), vec![1u8; 100]).unwrap();
-        std::fs::write(d.path().join(".dump.sql.ffffff"), vec![2u8; 10]).unwrap();
-        std::fs::write(d.path().join(".dump.sql.zzzzzz"), b"not ours").unwrap();
-        std::fs::write(d.path().join(".other.sql.000000"), b"other file").unwrap();
-        assert_eq!(salvage_stale_temps(d.path(), "dump.sql").unwrap(), 2);
-        let partial = d
-            .path()
-            .join(rsync_proto::client::PARTIAL_DIR)
-            .join("dump.sql");
-        assert_eq!(std::fs::read(&partial).unwrap(), vec![1u8; 100]);
-        assert!(!d.path().join(".dump.sql.0a1b2c").exists());
-        assert!(!d.path().join(".dump.sql.ffffff").exists());
-        assert!(d.path().join(".dump.sql.zzzzzz").exists());
-        assert!(d.path().join(".other.sql.000000").exists());
-        // A smaller leftover does not replace a longer partial.
-        std::fs::write(d.path().join(".dump.sql.123456"), vec![3u8; 5]).unwrap();
-        assert_eq!(salvage_stale_temps(d.path(), "dump.sql").unwrap(), 1);
-        assert_eq!(std::fs::read(&partial).unwrap().len(), 100);
-        assert_eq!(
-            salvage_stale_temps(&d.path().join("missing"), "x").unwrap(),
-            0
-        );
     }
 }

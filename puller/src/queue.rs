@@ -12,8 +12,8 @@
 //!          │◄──────────────── requeue.lua (HDEL + RPUSH) ──┘ └── dead.lua ──► <prefix>:dead
 //! ```
 //!
-//! * A restarted node requeues its own in-flight jobs ([`RedisQueue::in_flight`] +
-//!   [`RedisQueue::requeue`]).
+//! * A restarted node requeues its own in-flight jobs ([`JobQueue::in_flight`] +
+//!   [`JobQueue::requeue`]).
 //! * Every node writes `<prefix>:node:<id>` (a hash with a TTL, the lease) and registers in
 //!   the set `<prefix>:nodes`. A node whose heartbeat key has expired is dead: any other node
 //!   requeues its in-flight jobs. The scripts delete the in-flight entry first and act only
@@ -25,17 +25,28 @@
 //!   result is pushed first; a crash between the two steps can repeat a result (same job id).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+use ubackup_redis_ha::{Durability, HaConnection, HaError, Options};
 
 use crate::config::{QueueConfig, ResultsConfig};
 
-/// A Redis failure (connection lost, script error, wrong key type).
+/// Why a queue operation did not happen.
 #[derive(Debug, thiserror::Error)]
-#[error("redis: {0}")]
-pub struct QueueError(#[from] redis::RedisError);
+#[non_exhaustive]
+pub enum QueueError {
+    /// A Redis failure (connection lost, script error, wrong key type).
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Another queue implementation's failure, in its own words.
+    #[error("queue: {0}")]
+    Other(String),
+    /// No master, or a write that no replica confirmed (see `[redis_sentinel]`).
+    #[error("redis: {0}")]
+    Ha(#[from] HaError),
+}
 
 /// A job this node holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,9 +61,88 @@ pub struct Taken {
     pub raw: Vec<u8>,
 }
 
+/// The job queue as the node sees it: the reliable-queue moves, the node registry and the
+/// heartbeat. The node's domain code is written against this trait, never against a Redis
+/// type; [`RedisQueue`] is the production adapter.
+pub trait JobQueue: Send + Sync + 'static {
+    /// Takes the oldest job of the first list that has one into this node's in-flight hash,
+    /// passing over waiting messages equal to one in `skip` (jobs this node put back because
+    /// they do not fit on its disk now; they keep their place for other nodes).
+    fn take(
+        &self,
+        now_ms: i64,
+        skip: &[Vec<u8>],
+    ) -> impl Future<Output = Result<Option<Taken>, QueueError>> + Send;
+    /// Publishes `result` (and a dead-letter entry) and releases the job; false when the job
+    /// was no longer held by this node.
+    fn finish(
+        &self,
+        t: &Taken,
+        result: &[u8],
+        dead: Option<&[u8]>,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+    /// Puts a job held by `node` back at the head of its list, or dead-letters it.
+    fn requeue(
+        &self,
+        node: &str,
+        t: &Taken,
+        message: &[u8],
+        dead_letter: bool,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+    /// The jobs `node` holds, oldest first.
+    fn in_flight(&self, node: &str) -> impl Future<Output = Result<Vec<Taken>, QueueError>> + Send;
+    /// Nodes registered as possibly holding jobs, and whether each heartbeat is alive.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<(String, bool)>, QueueError>> + Send;
+    /// Drops `node` from the registry if it holds nothing.
+    fn forget_node_if_idle(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Another process's heartbeat under this node id, if one is alive: (host, pid).
+    fn live_owner(&self) -> impl Future<Output = Result<Option<(String, i64)>, QueueError>> + Send;
+    /// Writes the heartbeat with the lease as its lifetime, and registers the node.
+    fn heartbeat(
+        &self,
+        fields: &[(String, String)],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// The operator's control hash of this node.
+    fn control(&self) -> impl Future<Output = Result<HashMap<String, String>, QueueError>> + Send;
+    /// Removes the heartbeat (clean shutdown with nothing in flight).
+    fn clear_heartbeat(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Lengths of every job list, then of the dead-letter list.
+    fn lengths(&self) -> impl Future<Output = Result<Vec<(String, u64)>, QueueError>> + Send;
+    /// The state of the connection to the queue's Redis (master, failovers followed), for
+    /// metrics; None for a queue that has none.
+    fn redis_status(&self) -> Option<ubackup_redis_ha::Status> {
+        None
+    }
+}
+
+/// KEYS: inflight, seq, nodes, lists... ARGV: node id, taken_ms, then messages to pass over.
+/// With nothing to pass over this is one RPOP per list. Otherwise the oldest `#skip + 1`
+/// messages of each list are looked at (one of them cannot be passed over unless messages
+/// repeat), and the oldest one not passed over is removed by value (LREM from the tail).
 const TAKE: &str = r#"
+local skip = {}
+local nskip = 0
+for j = 3, #ARGV do
+  skip[ARGV[j]] = true
+  nskip = nskip + 1
+end
 for i = 4, #KEYS do
-  local raw = redis.call('RPOP', KEYS[i])
+  local raw = false
+  if nskip == 0 then
+    raw = redis.call('RPOP', KEYS[i])
+  else
+    local oldest = redis.call('LRANGE', KEYS[i], -(nskip + 1), -1)
+    for k = #oldest, 1, -1 do
+      if not skip[oldest[k]] then
+        raw = oldest[k]
+        redis.call('LREM', KEYS[i], -1, raw)
+        break
+      end
+    end
+  end
   if raw then
     local seq = redis.call('INCR', KEYS[2])
     local field = ARGV[1] .. ':' .. seq
@@ -86,8 +176,8 @@ return 0
 /// The queue, results and heartbeat keys of one node.
 #[derive(Clone)]
 pub struct RedisQueue {
-    conn: ConnectionManager,
-    results: Option<ConnectionManager>,
+    conn: HaConnection,
+    results: Option<HaConnection>,
     cfg: QueueConfig,
     results_list: String,
     node_id: String,
@@ -105,14 +195,13 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-async fn connect(url: &str) -> Result<ConnectionManager, QueueError> {
-    let client = redis::Client::open(url)?;
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    Ok(ConnectionManager::new_with_config(client, cfg).await?)
+async fn connect(target: ubackup_redis_ha::Target) -> Result<HaConnection, QueueError> {
+    let opts = Options {
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(10),
+        ..Options::default()
+    };
+    Ok(HaConnection::connect(target, opts).await?)
 }
 
 impl RedisQueue {
@@ -122,11 +211,12 @@ impl RedisQueue {
         results: &ResultsConfig,
         node_id: &str,
     ) -> Result<RedisQueue, QueueError> {
-        let conn = connect(&cfg.redis.0).await?;
+        let conn = connect(cfg.ha.target(&cfg.redis.0)).await?;
         let results_conn = if results.redis == cfg.redis {
             None
         } else {
-            Some(connect(&results.redis.0).await?)
+            let direct = ubackup_redis_ha::Target::Direct(results.redis.0.clone());
+            Some(connect(direct).await?)
         };
         Ok(RedisQueue {
             conn,
@@ -158,8 +248,23 @@ impl RedisQueue {
         format!("{}:nodes", self.cfg.key_prefix)
     }
 
+    fn durability(&self) -> Durability {
+        self.cfg.ha.durability
+    }
+
+    /// The queue connection's state, for the heartbeat and metrics.
+    pub fn redis_status(&self) -> ubackup_redis_ha::Status {
+        self.conn.status()
+    }
+}
+
+impl JobQueue for RedisQueue {
+    fn redis_status(&self) -> Option<ubackup_redis_ha::Status> {
+        Some(self.conn.status())
+    }
+
     /// Takes the oldest job of the first non-empty list into this node's in-flight hash.
-    pub async fn take(&self, now_ms: i64) -> Result<Option<Taken>, QueueError> {
+    async fn take(&self, now_ms: i64, skip: &[Vec<u8>]) -> Result<Option<Taken>, QueueError> {
         let mut inv = self.take.prepare_invoke();
         inv.key(self.inflight_key(&self.node_id))
             .key(format!("{}:seq", self.cfg.key_prefix))
@@ -168,8 +273,14 @@ impl RedisQueue {
             inv.key(l);
         }
         inv.arg(&self.node_id).arg(now_ms);
+        for m in skip {
+            inv.arg(m.as_slice());
+        }
         let mut conn = self.conn.clone();
         let r: Option<(String, String, Vec<u8>)> = inv.invoke_async(&mut conn).await?;
+        if r.is_some() {
+            tracing::debug!(master = ?self.conn.status().master, "job taken");
+        }
         Ok(r.map(|(field, list, raw)| Taken {
             field,
             list,
@@ -182,16 +293,21 @@ impl RedisQueue {
     /// results share the queue's Redis. Returns false when the job was no longer held by
     /// this node (its lease lapsed and another node requeued it): the result was then not
     /// published, so that the requeued copy reports once.
-    pub async fn finish(
+    async fn finish(
         &self,
         t: &Taken,
         result: &[u8],
         dead: Option<&[u8]>,
     ) -> Result<bool, QueueError> {
-        let mut conn = self.conn.clone();
+        // The result and the release are confirmed by WAIT on the socket they went out on:
+        // an unconfirmed finish is an error, and the caller repeats it. Repeated after a
+        // failover that lost it, it runs again on the new master (where the job is still
+        // held); repeated when it was not lost, the job is no longer held (Ok(false)).
+        let mut conn = self.conn.pinned().await?;
         let held = match &self.results {
             None => {
-                self.finish
+                let held = self
+                    .finish
                     .key(self.inflight_key(&self.node_id))
                     .key(&self.results_list)
                     .key(&self.cfg.dead_letter)
@@ -199,7 +315,9 @@ impl RedisQueue {
                     .arg(result)
                     .arg(dead.unwrap_or_default())
                     .invoke_async::<i64>(&mut conn)
-                    .await?
+                    .await?;
+                conn.confirm(self.durability()).await?;
+                held
             }
             Some(results) => {
                 let held: bool = conn
@@ -226,7 +344,7 @@ impl RedisQueue {
 
     /// Puts a job held by `node` back at the head of its list (or, for a dead-lettered
     /// one, `to` = the dead-letter list), if it is still held.
-    pub async fn requeue(
+    async fn requeue(
         &self,
         node: &str,
         t: &Taken,
@@ -259,7 +377,7 @@ impl RedisQueue {
     }
 
     /// The jobs `node` holds.
-    pub async fn in_flight(&self, node: &str) -> Result<Vec<Taken>, QueueError> {
+    async fn in_flight(&self, node: &str) -> Result<Vec<Taken>, QueueError> {
         let mut conn = self.conn.clone();
         let all: HashMap<String, Vec<u8>> = conn.hgetall(self.inflight_key(node)).await?;
         let mut out = Vec::with_capacity(all.len());
@@ -286,7 +404,7 @@ impl RedisQueue {
     }
 
     /// Nodes registered as possibly holding jobs, and whether each heartbeat is alive.
-    pub async fn nodes(&self) -> Result<Vec<(String, bool)>, QueueError> {
+    async fn nodes(&self) -> Result<Vec<(String, bool)>, QueueError> {
         let mut conn = self.conn.clone();
         let ids: Vec<String> = conn.smembers(self.nodes_key()).await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -298,7 +416,7 @@ impl RedisQueue {
     }
 
     /// Drops `node` from the registry if it holds nothing.
-    pub async fn forget_node_if_idle(&self, node: &str) -> Result<(), QueueError> {
+    async fn forget_node_if_idle(&self, node: &str) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let n: i64 = conn.hlen(self.inflight_key(node)).await?;
         if n == 0 {
@@ -308,7 +426,7 @@ impl RedisQueue {
     }
 
     /// Another process's heartbeat under this node id, if one is alive: (host, pid).
-    pub async fn live_owner(&self) -> Result<Option<(String, i64)>, QueueError> {
+    async fn live_owner(&self) -> Result<Option<(String, i64)>, QueueError> {
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> =
             conn.hgetall(self.heartbeat_key(&self.node_id)).await?;
@@ -321,14 +439,16 @@ impl RedisQueue {
     }
 
     /// Writes the heartbeat hash with the lease as its TTL, and registers the node.
-    pub async fn heartbeat(&self, fields: &[(String, String)]) -> Result<(), QueueError> {
+    async fn heartbeat(&self, fields: &[(String, String)]) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let key = self.heartbeat_key(&self.node_id);
+        let mut fields = fields.to_vec();
+        fields.extend(self.conn.heartbeat_fields());
         let _: () = redis::pipe()
             .atomic()
             .del(&key)
             .ignore()
-            .hset_multiple(&key, fields)
+            .hset_multiple(&key, &fields)
             .ignore()
             .pexpire(&key, self.cfg.lease.as_millis() as i64)
             .ignore()
@@ -341,20 +461,20 @@ impl RedisQueue {
 
     /// The operator's control hash of this node (`<prefix>:control:<node>`, written by the
     /// dashboard; see `node::control`).
-    pub async fn control(&self) -> Result<HashMap<String, String>, QueueError> {
+    async fn control(&self) -> Result<HashMap<String, String>, QueueError> {
         let mut conn = self.conn.clone();
         Ok(conn.hgetall(self.key("control", &self.node_id)).await?)
     }
 
     /// Removes the heartbeat (clean shutdown with nothing in flight).
-    pub async fn clear_heartbeat(&self) -> Result<(), QueueError> {
+    async fn clear_heartbeat(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let _: i64 = conn.del(self.heartbeat_key(&self.node_id)).await?;
         self.forget_node_if_idle(&self.node_id).await
     }
 
     /// Lengths of every job list, then of the dead-letter list.
-    pub async fn lengths(&self) -> Result<Vec<(String, u64)>, QueueError> {
+    async fn lengths(&self) -> Result<Vec<(String, u64)>, QueueError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for l in &self.cfg.lists {

@@ -1,18 +1,30 @@
 //! Retention: which stored backups expire. A pure function of the manifest, the policies and
 //! a clock passed in ([`decide`]); deleting is [`crate::lifecycle::prune`]'s job.
 //!
-//! Per instance (server_id, back_type, instance), with the policy of its back_type (or of its
-//! business, `game_id`, when one overrides it):
+//! Nodes share one queue, so the files of one chain land on different nodes, and a node
+//! decides from its own files alone. The rule is therefore one that is safe without knowing
+//! what the other nodes hold. Per instance (server_id, back_type, instance), with the policy of
+//! its back_type (or of its business, `game_id`, when one overrides it), at `cutoff = now -
+//! keep_days`:
 //!
 //! 1. **Kept by rule**: every backup taken within `keep_days`; the `min_fulls` newest fulls;
 //!    the newest full, whatever the policy; the newest backup of the instance (an instance
 //!    whose backups stopped keeps its last restore point); every entry whose chain is unknown
 //!    (rebuilt from disk: it might be any backup's full).
-//! 2. **Kept because needed**, transitively: an incremental needs its full
+//! 2. **Kept because something elsewhere may need it** (every type but Redis and SSDB, whose
+//!    dumps have no chains): every backup taken at or after the *anchor*, the newest full
+//!    the node knows of that was taken before the cutoff. The node knows of a full by holding
+//!    it, or by holding an incremental whose `last_all_filename`/`last_all_time` names it. An
+//!    incremental or differential depends only on backups of its own full, and the agent takes
+//!    an incremental against the newest full it has made (`last_all_log`), so whatever depends
+//!    on a backup taken before the anchor was itself taken before the anchor, that is before
+//!    the cutoff: no restore point in the window, on any node, can need it. A node that
+//!    knows of no full before the cutoff keeps everything.
+//! 3. **Kept because needed**, transitively: an incremental needs its full
 //!    (`last_all_filename`) and, when the job recorded one, its previous incremental
 //!    (`prev_filename`). A UBackup-format incremental carries no such record, so it is taken
 //!    to need every earlier incremental of the same full (it may be incremental-on-incremental).
-//! 3. Everything else expires, with the reason.
+//! 4. Everything else expires, with the reason.
 //!
 //! `keep_days = 0` keeps everything of that type (the default: nothing expires unless a
 //! policy says so). File names are matched within the instance by their last path component,
@@ -59,6 +71,9 @@ pub struct Retention {
     pub games: BTreeMap<(String, i64), Policy>,
     /// How often `run` prunes (zero: never).
     pub interval: Duration,
+    /// Keep times that the configuration holds but does not apply (a legacy INI without
+    /// `apply_keeptime`), and why: shown by `check-config` and at start-up.
+    pub not_applied: Option<String>,
 }
 
 impl Retention {
@@ -68,6 +83,56 @@ impl Retention {
             .and_then(|g| self.games.get(&(back_type.to_string(), g)))
             .or_else(|| self.types.get(back_type))
             .unwrap_or(&self.default)
+    }
+
+    /// What will be deleted and when, in words, one line each (for `check-config` and the
+    /// node's start-up log).
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.expires_anything() {
+            out.push(match &self.not_applied {
+                Some(why) => format!("retention: off, nothing is ever deleted ({why})"),
+                None => "retention: off, nothing is ever deleted (no keep_days is set)".into(),
+            });
+            return out;
+        }
+        let when = if self.interval.is_zero() {
+            "only by `ubackup-puller prune` (retention.interval_secs = 0)".to_string()
+        } else {
+            format!(
+                "by `run` every {} s, and by `ubackup-puller prune`",
+                self.interval.as_secs()
+            )
+        };
+        out.push(format!("retention: on; backups are deleted {when}:"));
+        let line = |what: &str, ty: &str, p: &Policy| {
+            if p.keep_days == 0 {
+                format!(
+                    "  {what}: kept for ever ({})",
+                    p.from.trim_matches(['(', ')'])
+                )
+            } else {
+                format!(
+                    "  {what}: deleted once taken more than {} days ago ({}), keeping the {} newest fulls per instance{}",
+                    p.keep_days,
+                    p.from,
+                    p.min_fulls.max(1),
+                    if is_chainless(ty) {
+                        ""
+                    } else {
+                        ", and everything from the newest full taken before that on"
+                    }
+                )
+            }
+        };
+        for (ty, p) in &self.types {
+            out.push(line(&format!("type {ty}"), ty, p));
+        }
+        for ((ty, g), p) in &self.games {
+            out.push(line(&format!("type {ty}, game_id {g}"), ty, p));
+        }
+        out.push(line("every other type", "", &self.default));
+        out
     }
 
     /// Whether any policy can expire anything.
@@ -100,6 +165,28 @@ fn leaf(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
 
+/// Backup types whose backups never form chains (each dump stands alone).
+pub const CHAINLESS_TYPES: [&str; 2] = ["redis", "ssdb"];
+
+/// Whether backups of `back_type` stand alone (Redis, SSDB).
+pub fn is_chainless(back_type: &str) -> bool {
+    CHAINLESS_TYPES
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(back_type))
+}
+
+/// The newest full a node knows of that was taken before the cutoff: nothing taken before it
+/// can be needed by a restore point in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Anchor<'a> {
+    /// Its name (last component).
+    name: &'a str,
+    /// When it was taken, at the earliest (ms).
+    time_ms: i64,
+    /// The node holds it (rather than an incremental that names it).
+    held: bool,
+}
+
 /// Decides what expires at `now_ms`.
 pub fn decide<'a>(
     files: impl IntoIterator<Item = &'a Entry>,
@@ -118,7 +205,16 @@ pub fn decide<'a>(
         g.sort_by(|a, b| (a.time_ms, a.stored_ms, &a.path).cmp(&(b.time_ms, b.stored_ms, &b.path)));
         let newest_game = g.last().and_then(|e| e.game_id);
         let policy = rules.policy(&g[0].back_type, newest_game);
-        let keep = keep_set(&g, policy, now_ms);
+        let (keep, anchor) = keep_set(&g, policy, now_ms);
+        let why_free = match &anchor {
+            None => format!("a {} backup has no chain", g[0].back_type),
+            Some(a) => format!(
+                "taken before the full {}{} ({:.1} days ago), itself beyond the window, so no backup in the window needs it",
+                a.name,
+                if a.held { "" } else { " that a kept incremental names" },
+                (now_ms - a.time_ms) as f64 / DAY_MS as f64
+            ),
+        };
         for (e, k) in g.iter().zip(&keep) {
             if *k {
                 plan.kept += 1;
@@ -127,7 +223,7 @@ pub fn decide<'a>(
                 plan.expire.push(Expiry {
                     path: e.path.clone(),
                     reason: format!(
-                        "taken {age:.1} days ago, beyond keep_days = {} ({}); not among the {} newest fulls; no kept backup needs it",
+                        "taken {age:.1} days ago, beyond keep_days = {} ({}); {why_free}; not among the {} newest fulls; no kept backup needs it",
                         policy.keep_days, policy.from, policy.min_fulls.max(1)
                     ),
                 });
@@ -138,13 +234,67 @@ pub fn decide<'a>(
     plan
 }
 
-/// Which entries of one instance (sorted oldest first) stay.
-fn keep_set(g: &[&Entry], policy: &Policy, now_ms: i64) -> Vec<bool> {
+/// The anchor of one instance's entries (see the module doc), or `None` when the node knows
+/// of no full taken before `cutoff`. A full's time named by an incremental
+/// (`last_all_time`, whole seconds in UBackup's log) counts only when it precedes the
+/// incremental, and from the end of its second.
+fn find_anchor<'a>(g: &[&'a Entry], cutoff: i64) -> Option<Anchor<'a>> {
+    let mut best: Option<Anchor<'a>> = None;
+    let mut offer = |a: Anchor<'a>, latest: i64| {
+        if latest < cutoff && best.as_ref().is_none_or(|b| a.time_ms > b.time_ms) {
+            best = Some(a);
+        }
+    };
+    for e in g {
+        match &e.chain {
+            Chain::Full => offer(
+                Anchor {
+                    name: leaf(&e.filename),
+                    time_ms: e.time_ms,
+                    held: true,
+                },
+                e.time_ms,
+            ),
+            Chain::Incremental {
+                last_all_filename,
+                last_all_time_ms,
+                ..
+            } if *last_all_time_ms > 0 && *last_all_time_ms <= e.time_ms => offer(
+                Anchor {
+                    name: leaf(last_all_filename),
+                    time_ms: *last_all_time_ms,
+                    held: false,
+                },
+                last_all_time_ms.saturating_add(999),
+            ),
+            _ => {}
+        }
+    }
+    best
+}
+
+/// Which entries of one instance (sorted oldest first) stay, and the anchor that lets the
+/// older ones go (`None` for a type without chains).
+fn keep_set<'a>(g: &[&'a Entry], policy: &Policy, now_ms: i64) -> (Vec<bool>, Option<Anchor<'a>>) {
     let n = g.len();
     if policy.keep_days == 0 {
-        return vec![true; n];
+        return (vec![true; n], None);
     }
     let cutoff = now_ms.saturating_sub(i64::from(policy.keep_days).saturating_mul(DAY_MS));
+    let chained = !is_chainless(&g[0].back_type)
+        || g.iter()
+            .any(|e| matches!(e.chain, Chain::Incremental { .. }));
+    // A chained instance with no anchor keeps everything.
+    let anchor = if chained {
+        find_anchor(g, cutoff)
+    } else {
+        None
+    };
+    let keep_from = match (&anchor, chained) {
+        (Some(a), _) => a.time_ms,
+        (None, true) => i64::MIN,
+        (None, false) => cutoff,
+    };
     let mut keep = vec![false; n];
     let mut stack = Vec::new();
     let mark = |i: usize, keep: &mut Vec<bool>, stack: &mut Vec<usize>| {
@@ -154,7 +304,7 @@ fn keep_set(g: &[&Entry], policy: &Policy, now_ms: i64) -> Vec<bool> {
         }
     };
     for (i, e) in g.iter().enumerate() {
-        if e.time_ms >= cutoff || e.chain == Chain::Unknown {
+        if e.time_ms >= cutoff || e.time_ms >= keep_from || e.chain == Chain::Unknown {
             mark(i, &mut keep, &mut stack);
         }
     }
@@ -223,7 +373,7 @@ fn keep_set(g: &[&Entry], policy: &Policy, now_ms: i64) -> Vec<bool> {
             }
         }
     }
-    keep
+    (keep, anchor)
 }
 
 #[cfg(test)]

@@ -19,6 +19,24 @@ pub fn check(path: &Path) -> u8 {
     match NodeConfig::load(path) {
         Ok(c) => {
             println!("{c:#?}");
+            for line in c.retention.describe() {
+                println!("{line}");
+            }
+            let certs = ubackup_puller::certs::check(&c.tls, std::time::SystemTime::now());
+            for line in &certs.lines {
+                println!("{line}");
+            }
+            if !certs.problems.is_empty() {
+                eprintln!(
+                    "{}: {} TLS problem(s)",
+                    path.display(),
+                    certs.problems.len()
+                );
+                for p in &certs.problems {
+                    eprintln!("  {p}");
+                }
+                return 1;
+            }
             0
         }
         Err(e) => {
@@ -129,9 +147,13 @@ pub(crate) fn init_logging(cfg: &LogConfig, verbose: u8) -> anyhow::Result<()> {
     let main_file = cfg.file.as_deref().map(open_append).transpose()?;
     let err_file = cfg.error_file.as_deref().map(open_append).transpose()?;
     let json = cfg.format == LogFormat::Json;
+    // Colour only on a terminal: never in `[log] file`, journald or a redirect.
+    let ansi = main_file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let main = {
         let w = writer(main_file);
-        let l = tracing_subscriber::fmt::layer().with_writer(w);
+        let l = tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(w);
         if json {
             l.json().with_filter(filter()).boxed()
         } else {

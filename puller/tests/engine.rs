@@ -92,6 +92,7 @@ fn job(source: Source, dest_dir: &Path) -> PullJob {
         rate: None,
         recursive: false,
         compress: None,
+        tls: None,
     }
 }
 

@@ -16,38 +16,32 @@ use std::time::{Duration, Instant};
 use redis::Commands as _;
 use ubackup_messages::{is_event, parse_event, EventKind, NodeEvent};
 use ubackup_puller::manifest::{Chain, Manifest};
-use ubackup_testkit::{
-    require_rsync, write_random_file, DaemonBuilder, Module, RedisServer, RsyncDaemon, RsyncVersion,
-};
+use ubackup_testkit::{write_random_file, Site};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ubackup-puller");
 const DAY: i64 = 86_400_000;
 /// The clock the retention tests decide at: day 0 of the backups' history.
 const T0: i64 = 1_700_000_000_000;
 
-struct Env {
-    redis: RedisServer,
-    daemon: RsyncDaemon,
-    src: tempfile::TempDir,
-    root: tempfile::TempDir,
-    work: tempfile::TempDir,
+/// The testkit [`Site`]: a redis-server, an rsync daemon serving `src` as module `backup`, a
+/// backup root and a work dir.
+struct Env(Site);
+
+impl std::ops::Deref for Env {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Site {
+        &mut self.0
+    }
 }
 
 fn env() -> Option<Env> {
-    require_rsync(RsyncVersion::V3_5_0)?;
-    let redis = RedisServer::start()?;
-    let src = tempfile::tempdir().unwrap();
-    let daemon = DaemonBuilder::new(RsyncVersion::V3_5_0)
-        .module(Module::new("backup", src.path()))
-        .start()
-        .unwrap();
-    Some(Env {
-        redis,
-        daemon,
-        src,
-        root: tempfile::tempdir().unwrap(),
-        work: tempfile::tempdir().unwrap(),
-    })
+    Site::start().map(Env)
 }
 
 /// One backup of the test's history.
@@ -75,13 +69,6 @@ const fn b(name: &'static str, back_type: &'static str, instance: i64, day: f64)
 }
 
 impl Env {
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
     fn config(&self, extra: &str) -> PathBuf {
         let text = format!(
             r#"[node]

@@ -11,52 +11,39 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::Commands as _;
 use ubackup_messages::{parse_result, PullResult};
 use ubackup_testkit::{
-    compare_files, require_rsync, temp_files, write_random_file, DaemonBuilder, Module,
-    RedisServer, RsyncDaemon, RsyncVersion,
+    compare_files, http::get_http10, temp_files, wait_until, write_random_file, LoggedChild, Site,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ubackup-puller");
 
-/// A redis-server, an rsync daemon serving `src` as module `backup`, and a backup root.
-struct Env {
-    redis: RedisServer,
-    daemon: RsyncDaemon,
-    src: tempfile::TempDir,
-    root: tempfile::TempDir,
-    work: tempfile::TempDir,
+/// The testkit [`Site`]: a redis-server, an rsync daemon serving `src` as module `backup`, a
+/// backup root and a work dir.
+struct Env(Site);
+
+impl std::ops::Deref for Env {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Site {
+        &mut self.0
+    }
 }
 
 fn env() -> Option<Env> {
-    require_rsync(RsyncVersion::V3_5_0)?;
-    let redis = RedisServer::start()?;
-    let src = tempfile::tempdir().unwrap();
-    let daemon = DaemonBuilder::new(RsyncVersion::V3_5_0)
-        .module(Module::new("backup", src.path()))
-        .start()
-        .unwrap();
-    Some(Env {
-        redis,
-        daemon,
-        src,
-        root: tempfile::tempdir().unwrap(),
-        work: tempfile::tempdir().unwrap(),
-    })
+    Site::start().map(Env)
 }
 
 impl Env {
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
     /// A node config; `extra` lines are appended to the sections they name.
     fn config(&self, name: &str, node_id: &str, node: &str, pull: &str) -> PathBuf {
         let text = format!(
@@ -97,11 +84,6 @@ level = "info,ubackup_puller=debug"
         p
     }
 
-    /// A source file of `size` random bytes.
-    fn file(&self, name: &str, size: u64, seed: u64) {
-        write_random_file(&self.src.path().join(name), size, seed).unwrap();
-    }
-
     /// UBackup's client message for `name` (daemon on our port via the v1 form).
     fn job(&self, name: &str, size: u64, instance: i64) -> String {
         serde_json::json!({
@@ -122,10 +104,6 @@ level = "info,ubackup_puller=debug"
             "instance": instance, "rsync_model": "backup", "interval": 3600
         })
         .to_string()
-    }
-
-    fn push(&self, list: &str, msg: &str) {
-        let _: i64 = self.conn().lpush(list, msg).unwrap();
     }
 
     /// Results, oldest first.
@@ -173,56 +151,31 @@ level = "info,ubackup_puller=debug"
     }
 }
 
-/// A running `ubackup-puller run`, killed on drop.
-struct Node {
-    child: Option<Child>,
-    log: PathBuf,
+/// A running `ubackup-puller run` (a testkit [`LoggedChild`]: killed on drop).
+struct Node(LoggedChild);
+
+impl std::ops::Deref for Node {
+    type Target = LoggedChild;
+    fn deref(&self) -> &LoggedChild {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut LoggedChild {
+        &mut self.0
+    }
 }
 
 impl Node {
     fn start(config: &Path, until_idle: bool) -> Node {
         let log = config.with_extension(format!("log.{}", rand::random::<u32>()));
-        let f = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("run").arg("--config").arg(config);
         if until_idle {
             cmd.arg("--until-idle");
         }
-        let child = cmd
-            .env_remove("UBACKUP_LOG")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        Node {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} failed");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        Node(LoggedChild::spawn(cmd.env_remove("UBACKUP_LOG"), log).unwrap())
     }
 
     /// Runs `run --until-idle` to a clean exit within 60 s.
@@ -234,32 +187,7 @@ impl Node {
 
     /// SIGTERM, then a clean exit within 20 s.
     fn stop(&mut self) {
-        self.signal("TERM");
-        let status = self.wait(Duration::from_secs(20));
-        assert!(status.success(), "{status}: {}", self.log());
-    }
-
-    /// Waits for the process to exit by itself.
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.try_exit() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!("node still running after {limit:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.0.stop(Duration::from_secs(20));
     }
 }
 
@@ -276,14 +204,6 @@ fn by_job(results: &[PullResult]) -> BTreeMap<String, Vec<&PullResult>> {
         m.entry(r.job_id.clone()).or_default().push(r);
     }
     m
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -562,7 +482,7 @@ fn the_reserve_pauses_the_node_until_sighup_lowers_it() {
     assert!(env.results().is_empty());
     let queued: String = env.conn().hget(hb, "queue:level1").unwrap();
     assert_eq!(queued, "3");
-    let text = http_get(port);
+    let text = get_http10(port, "/metrics").unwrap();
     assert!(text.contains("\nubackup_paused 1\n"), "{text}");
     assert!(
         text.contains("ubackup_queue_length{list=\"level1\"} 3"),
@@ -581,16 +501,6 @@ fn the_reserve_pauses_the_node_until_sighup_lowers_it() {
     node.stop();
     let hb_left: bool = env.conn().exists(hb).unwrap();
     assert!(!hb_left, "a clean stop removes the heartbeat");
-}
-
-fn http_get(port: u16) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]
@@ -912,4 +822,264 @@ fn an_idle_node_polls_gently_and_picks_up_a_new_job_within_about_a_second() {
     // About a second; the bound leaves room for a loaded machine.
     assert!(latency < 2500, "taken {latency} ms after it was pushed");
     node.stop();
+}
+
+/// A node with one worker on `env`'s queue (UBackup-format jobs), and its heartbeat key.
+fn one_worker(env: &Env, name: &str) -> (Node, PathBuf) {
+    let cfg = env.config(name, "n1", "", "");
+    edit(&cfg, "workers = 2", "workers = 1");
+    (Node::start(&cfg, false), cfg)
+}
+
+/// Waits until the heartbeat shows nothing running, and checks that nothing is in flight
+/// and the node is not paused.
+fn assert_idle_and_unpaused(env: &Env) {
+    let hb = "ubackup:node:n1";
+    wait_until(Duration::from_secs(10), "busy_workers 0", || {
+        let busy: Option<String> = env.conn().hget(hb, "busy_workers").unwrap();
+        busy.as_deref() == Some("0")
+    });
+    let held: i64 = env.conn().hlen("ubackup:inflight:n1").unwrap();
+    assert_eq!(held, 0, "nothing stays in flight");
+    let paused: String = env.conn().hget(hb, "paused").unwrap();
+    let reason: String = env.conn().hget(hb, "paused_reason").unwrap();
+    assert_eq!(paused, "0", "{reason}");
+}
+
+/// A legal 206-byte name whose first 200 bytes end inside `中`: the temp-file salvage sliced
+/// it there and the worker panicked, leaving the job in flight and the worker busy for ever.
+#[test]
+fn a_name_cut_inside_a_character_at_200_bytes_is_pulled() {
+    let Some(env) = env() else { return };
+    let name = format!("{}中.rdb", "a".repeat(199));
+    assert_eq!(name.len(), 206);
+    env.file(&name, 30_000, 1);
+    env.file("after.rdb", 10_000, 2);
+    env.push("uuzuback_f", &env.legacy_job(&name, 30_000, 6379));
+    env.push("uuzuback_f", &env.legacy_job("after.rdb", 10_000, 6379));
+    let (mut node, _) = one_worker(&env, "n.toml");
+    let results = env.wait_results(2, Duration::from_secs(30), &mut node);
+    assert!(results.iter().all(|r| r.succeeded()), "{results:#?}");
+    assert_eq!(results[0].filename.as_deref(), Some(name.as_str()));
+    compare_files(&env.src.path().join(&name), &env.dest(&name)).unwrap();
+    assert_idle_and_unpaused(&env);
+    node.stop();
+}
+
+/// A job claiming 10^15 bytes can never fit: it fails at once, saying so, and the node goes
+/// on with the next job instead of pausing for ever.
+#[test]
+fn a_job_larger_than_the_disk_fails_at_once_and_the_node_goes_on() {
+    let Some(env) = env() else { return };
+    env.file("huge.rdb", 1_000, 1);
+    env.file("after.rdb", 10_000, 2);
+    env.push(
+        "uuzuback_f",
+        &env.legacy_job("huge.rdb", 1_000_000_000_000_000, 6379),
+    );
+    env.push("uuzuback_f", &env.legacy_job("after.rdb", 10_000, 6379));
+    let (mut node, _) = one_worker(&env, "n.toml");
+    let results = env.wait_results(2, Duration::from_secs(30), &mut node);
+    assert_eq!(results[0].filename.as_deref(), Some("huge.rdb"));
+    assert!(!results[0].succeeded());
+    assert!(
+        results[0].log.contains("can never fit") && results[0].log.contains("1000000000000000"),
+        "{}",
+        results[0].log
+    );
+    assert!(results[1].succeeded(), "{results:#?}");
+    assert!(
+        node.log().contains("can never fit"),
+        "the node's log says so:\n{}",
+        node.log()
+    );
+    assert_idle_and_unpaused(&env);
+    node.stop();
+}
+
+/// A tmpfs of `mib` MiB mounted on a temp dir, unmounted on drop; None (a skip) where this
+/// process may not mount, unless interop tests are required.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(mib: u64) -> Option<Tmpfs> {
+        let d = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(d.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                !ubackup_testkit::interop_required(),
+                "cannot mount a tmpfs (this test needs root)"
+            );
+            eprintln!("SKIP: cannot mount a tmpfs (this test needs root)");
+            return None;
+        }
+        Some(Tmpfs(d))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// On a 40 MiB filesystem with 20 MiB taken by another writer, a 30 MiB job does not fit
+/// now: it waits in its place on the list while the node pulls the jobs behind it that fit,
+/// and it is pulled once the other writer's file is gone.
+#[test]
+fn a_job_that_does_not_fit_now_waits_in_line_without_holding_the_node() {
+    let Some(env) = env() else { return };
+    let Some(fs) = Tmpfs::mount(40) else { return };
+    let blocker = fs.path().join("other-writer.bin");
+    write_random_file(&blocker, 20 << 20, 9).unwrap();
+    env.file("big.rdb", 30 << 20, 1);
+    for i in 0..3 {
+        env.file(&format!("small-{i}.rdb"), 100_000, 10 + i);
+    }
+    env.push("uuzuback_f", &env.legacy_job("big.rdb", 30 << 20, 6379));
+    for i in 0..3 {
+        let name = format!("small-{i}.rdb");
+        env.push("uuzuback_f", &env.legacy_job(&name, 100_000, 6379));
+    }
+    let cfg = env.config("n.toml", "n1", "", "");
+    edit(&cfg, "workers = 2", "workers = 1");
+    edit(
+        &cfg,
+        &format!("root = \"{}\"", env.root.path().display()),
+        &format!("root = \"{}\"", fs.path().display()),
+    );
+    let mut node = Node::start(&cfg, false);
+    let results = env.wait_results(3, Duration::from_secs(30), &mut node);
+    let names: Vec<_> = results.iter().map(|r| r.filename.clone()).collect();
+    assert_eq!(
+        names,
+        ["small-0.rdb", "small-1.rdb", "small-2.rdb"].map(|n| Some(n.to_string())),
+        "{results:#?}"
+    );
+    assert!(results.iter().all(|r| r.succeeded()), "{results:#?}");
+    // The big job waits in its place, the oldest of its list, not in flight.
+    let waiting: Vec<String> = env.conn().lrange("uuzuback_f", 0, -1).unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(waiting[0].contains("big.rdb"), "{waiting:?}");
+    assert_idle_and_unpaused(&env);
+    let hb = "ubackup:node:n1";
+    wait_until(Duration::from_secs(5), "deferred_jobs 1", || {
+        let d: Option<String> = env.conn().hget(hb, "deferred_jobs").unwrap();
+        d.as_deref() == Some("1")
+    });
+    // The other writer's file goes: the big job is pulled.
+    std::fs::remove_file(&blocker).unwrap();
+    let results = env.wait_results(4, Duration::from_secs(60), &mut node);
+    assert_eq!(results[3].filename.as_deref(), Some("big.rdb"));
+    assert!(results[3].succeeded(), "{results:#?}");
+    compare_files(
+        &env.src.path().join("big.rdb"),
+        &fs.path().join("mysql/127.0.0/1/big.rdb"),
+    )
+    .unwrap();
+    assert_idle_and_unpaused(&env);
+    node.stop();
+}
+
+/// Issue 31, 6: on a 40 MiB filesystem a 30 MiB job whose own 20 MiB partial is there (an
+/// earlier attempt hit ENOSPC) finds 20 MiB free. Its partial counts as written: the node
+/// pulls it instead of waiting for ever for room its own partial holds.
+#[test]
+fn a_jobs_own_partial_counts_as_room_it_has() {
+    let Some(env) = env() else { return };
+    let Some(fs) = Tmpfs::mount(40) else { return };
+    env.file("f30.rdb", 30 << 20, 1);
+    let cfg = env.config("n.toml", "n1", "", "");
+    edit(&cfg, "workers = 2", "workers = 1");
+    edit(
+        &cfg,
+        &format!("root = \"{}\"", env.root.path().display()),
+        &format!("root = \"{}\"", fs.path().display()),
+    );
+    let mut node = Node::start(&cfg, false);
+    wait_until(Duration::from_secs(10), "a heartbeat", || {
+        env.conn().exists("ubackup:node:n1").unwrap()
+    });
+    // The partial an interrupted pull of this file left: its first 20 MiB.
+    let dest = fs.path().join("mysql/127.0.0/1");
+    let partial = dest.join(".ubackup-partial/f30.rdb");
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    let data = std::fs::read(env.src.path().join("f30.rdb")).unwrap();
+    std::fs::write(&partial, &data[..20 << 20]).unwrap();
+    env.push("uuzuback_f", &env.legacy_job("f30.rdb", 30 << 20, 6379));
+    let results = env.wait_results(1, Duration::from_secs(60), &mut node);
+    assert!(results[0].succeeded(), "{results:#?}\n{}", node.log());
+    compare_files(&env.src.path().join("f30.rdb"), &dest.join("f30.rdb")).unwrap();
+    assert!(
+        !partial.exists(),
+        "the partial is gone once the file is in place"
+    );
+    assert_idle_and_unpaused(&env);
+    node.stop();
+}
+
+/// Issue 31, 7: a node SIGKILLed mid-pull leaves its temp file (data plus `fallocate`d
+/// blocks); another node redoes the job. When the first node starts again, that temp file
+/// goes, although the next job it pulls has another name; and a job that failed for good
+/// leaves no partial file behind.
+#[test]
+fn a_dead_pulls_temp_file_goes_when_another_node_did_the_job() {
+    let Some(env) = env() else { return };
+    const SIZE: u64 = 48 << 20;
+    env.file("f200.rdb", SIZE, 1);
+    env.push("uuzuback_f", &env.legacy_job("f200.rdb", SIZE, 6379));
+    let a = env.config("a.toml", "node-a", "bwlimit = \"4M\"", "");
+    edit(&a, "workers = 2", "workers = 1");
+    let mut node_a = Node::start(&a, false);
+    let dir = env.dest_dir();
+    wait_until(Duration::from_secs(30), "a temp file with data", || {
+        walk(&dir).iter().any(|p| {
+            p.contains("/.f200.rdb.") && std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20)
+        })
+    });
+    node_a.signal("KILL");
+    node_a.wait(Duration::from_secs(5));
+    assert_eq!(temp_files(&dir).unwrap().len(), 1);
+
+    // Node B, on its own disk, takes the job once node A's lease lapses.
+    let root_b = tempfile::tempdir().unwrap();
+    let b = env.config("b.toml", "node-b", "", "");
+    edit(
+        &b,
+        &format!("root = \"{}\"", env.root.path().display()),
+        &format!("root = \"{}\"", root_b.path().display()),
+    );
+    let mut node_b = Node::start(&b, false);
+    let results = env.wait_results(1, Duration::from_secs(60), &mut node_b);
+    assert!(results[0].succeeded(), "{results:#?}");
+    assert_eq!(results[0].node_id, "node-b");
+    node_b.stop();
+
+    // Node A again, with the next job another name (a file the daemon does not have: it
+    // fails for good).
+    env.push("uuzuback_f", &env.legacy_job("next.rdb", 1_000, 6379));
+    let mut node_a = Node::start(&a, false);
+    let results = env.wait_results(2, Duration::from_secs(60), &mut node_a);
+    assert!(!results[1].succeeded(), "{results:#?}");
+    assert_eq!(temp_files(&dir).unwrap(), Vec::<String>::new());
+    let partials: Vec<String> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.contains(".ubackup-partial/"))
+        .collect();
+    assert_eq!(partials, Vec::<String>::new());
+    let hb = "ubackup:node:node-a";
+    wait_until(Duration::from_secs(10), "temps_cleared 1", || {
+        let n: Option<String> = env.conn().hget(hb, "temps_cleared").unwrap();
+        n.as_deref() == Some("1")
+    });
+    node_a.stop();
 }

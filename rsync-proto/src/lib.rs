@@ -16,6 +16,35 @@
 //!   temporary name, fsyncs it, sets its mtime and permissions and renames it
 //!   into place.
 //!
+//! ## TLS (feature `tls`, off by default)
+//!
+//! rsync has no TLS of its own: rsyncd.conf(5) ("SSL/TLS Daemon Setup") puts a terminator
+//! such as stunnel on **port 874** in front of the daemon, and `rsync-ssl` reaches it through
+//! an `openssl s_client` or stunnel subprocess. With the `tls` feature the driver speaks TLS
+//! itself: set `client::PullOptions::tls` to a `client::TlsConnector` (built from
+//! `client::TlsOptions`: CA file, client certificate and key, an optional name to verify)
+//! and parse `rsyncs://host[:port]/module/path` with `client::Source::parse_tls`.
+//!
+//! * **Crypto**: rustls 0.23 with the `ring` provider; the default features of rustls and
+//!   tokio-rustls are off, so aws-lc-rs (cmake and a long C build) is never built. ring has
+//!   no post-quantum key exchange (rustls marks its provider deprecated for that): X25519,
+//!   P-256 and P-384 are used.
+//! * **Verification is always on**: the chain must lead to a trusted CA and the certificate
+//!   must name the host (a DNS name, sent as SNI, or an IP address SAN), unless
+//!   `client::TlsOptions::insecure_skip_verify` is set, which logs a warning.
+//! * **Trust roots**: the CA file, else the system store through rustls-native-certs
+//!   (`/etc/ssl/certs`, `SSL_CERT_FILE`): a few kB of code that reads PEM files at run time,
+//!   cheaper to build than webpki-roots' compiled-in bundle, and it follows the host's store,
+//!   where a fleet's private CA is installed.
+//! * **Client certificates** (mutual TLS, stunnel's `verify = 2`).
+//! * **Resumption**: a connector keeps TLS 1.3 tickets; share one (it is cheap to clone)
+//!   between pulls and the next connection to a daemon resumes
+//!   (`client::TlsSession::resumed` in the report). The greeting cache works unchanged.
+//! * **Typed errors** (`client::TlsError`): unknown CA, name mismatch, expired certificate,
+//!   a refused client certificate, a plain daemon on the port (`@RSYNCD:` in clear), a
+//!   handshake timeout; and `client::Error::TlsPort` when a plain connection reaches a TLS
+//!   port (stunnel resets it without a word, so the driver asks the port once in TLS).
+//!
 //! ## What it does not do (yet, or on purpose)
 //!
 //! * It is only a **receiver**: it never uploads.

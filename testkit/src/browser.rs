@@ -17,8 +17,9 @@
 //!
 //! With `UBACKUP_INTEROP=required` a missing chromium or chromedriver is a failure.
 
+use crate::process::free_port;
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -91,20 +92,27 @@ pub struct Element {
     id: String,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 impl Browser {
     /// Starts chromedriver and a session with a window `width` x `height` CSS pixels, or
     /// returns None when the binaries are missing and not required. `name` names the
     /// screenshots a failure leaves.
     pub fn start(name: &str, width: u32, height: u32) -> Option<Browser> {
+        Self::start_with_flags(name, width, height, &[])
+    }
+
+    /// [`Browser::start`] with more Chromium flags after [`CHROMIUM_FLAGS`] (for example
+    /// `--host-resolver-rules=MAP name 127.0.0.1`, or
+    /// `--ignore-certificate-errors-spki-list=<hash>` to trust one test certificate).
+    pub fn start_with_flags(
+        name: &str,
+        width: u32,
+        height: u32,
+        flags: &[String],
+    ) -> Option<Browser> {
         let (chromium, driver) = require_chromium()?;
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(&chromium, &driver, name, width, height) {
+            match Self::try_start(&chromium, &driver, name, width, height, flags) {
                 Ok(b) => return Some(b),
                 Err(e) => last = Some(e),
             }
@@ -118,6 +126,7 @@ impl Browser {
         name: &str,
         width: u32,
         height: u32,
+        flags: &[String],
     ) -> anyhow::Result<Browser> {
         let port = free_port()?;
         let profile = tempfile::tempdir().context("profile dir")?;
@@ -161,6 +170,7 @@ impl Browser {
             b.profile.path().join("profile").display()
         ));
         args.push(format!("--window-size={width},{height}"));
+        args.extend(flags.iter().cloned());
         let caps = json!({
             "capabilities": {"alwaysMatch": {
                 "browserName": "chrome",

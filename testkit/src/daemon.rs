@@ -4,10 +4,11 @@
 //! starts the daemon in the foreground (`--no-detach`) and waits until it answers with its
 //! `@RSYNCD:` greeting. [`RsyncDaemon`] kills it on `Drop` and removes the temp dir.
 
+use crate::process::free_port;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -507,12 +508,6 @@ fn read_greeting(stream: TcpStream, timeout: Duration) -> std::io::Result<String
         Err(e) => return Err(e),
     }
     Ok(String::from_utf8_lossy(&line).into_owned())
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Whether this process runs as root (`id -u` prints 0), asked once.

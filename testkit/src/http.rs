@@ -169,6 +169,18 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
     })
 }
 
+/// `GET path` over HTTP/1.0 from `127.0.0.1:port`, the whole answer (status line, headers and
+/// body) as text: for the small hand-rolled servers (the node's `/metrics`) whose answer a test
+/// only searches.
+pub fn get_http10(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connecting")?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut out = Vec::new();
+    s.take(MAX_RESPONSE as u64).read_to_end(&mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Decodes a chunked body.
 pub fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();

@@ -5,7 +5,8 @@
 //! handed to `nobody` (or the user named by `UBACKUP_PG_USER`) and both programs run as that
 //! user through `setpriv` (util-linux) when we are root.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use crate::process::free_port;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,11 +73,6 @@ fn id_of(flag: &str, user: &str) -> anyhow::Result<String> {
         bail!("no user {user:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 impl Postgres {

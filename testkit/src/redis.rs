@@ -2,7 +2,8 @@
 //! on `Drop`. It can be restarted on the same port and data directory (with the append-only
 //! file on, so nothing acknowledged is lost across the restart), to test reconnects.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use crate::process::free_port;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,11 +41,6 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Arguments after the testkit's own (the last of a repeated directive wins).
     extra: Vec<String>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 impl RedisServer {
@@ -109,20 +105,51 @@ impl RedisServer {
             .stderr(log)
             .spawn()
             .context("spawning redis-server")?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut child = child;
+        let pid = child.id();
+        // Up to 30 s: a loaded CI machine replaying an append-only file can be slow.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    bail!("redis-server exited at once ({status}): {}", self.log());
-                }
+            if let Some(status) = child.try_wait()? {
+                bail!("redis-server exited at once ({status}): {}", self.log());
             }
-            if self.ping() {
+            // The answer must come from this child, not from a server that still holds the
+            // port (this child would then fail to bind and exit).
+            if self.ping() && self.answering_pid() == Some(pid) {
+                self.child = Some(child);
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Never leave a server we gave up on running: a retry would start a second one on
+        // the same data directory.
+        let _ = child.kill();
+        let _ = child.wait();
         bail!("redis-server did not answer: {}", self.log())
+    }
+
+    /// The `process_id` of the server answering on the port (inline `INFO server`).
+    fn answering_pid(&self) -> Option<u32> {
+        use std::io::{Read as _, Write as _};
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        s.write_all(b"INFO server\r\n").ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while buf.len() < 64 * 1024 {
+            let n = s.read(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(chunk.get(..n)?);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(rest) = text.split("process_id:").nth(1) {
+                if let Some((id, _)) = rest.split_once('\r') {
+                    return id.trim().parse().ok();
+                }
+            }
+        }
+        None
     }
 
     fn ping(&self) -> bool {
@@ -177,6 +204,44 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, ...) to the server with kill(1).
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let Some(c) = self.child.as_ref() else {
+            bail!("redis-server is not running");
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(c.id().to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -{signal} failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// Kills the server with SIGKILL (no flush, no goodbye: a crash) and reaps it. `restart`
+    /// starts it again on the same port and data directory.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.signal("KILL")?;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// Freezes the server with SIGSTOP: its sockets stay open and nothing answers (a
+    /// partition, as its clients see it). [`RedisServer::resume`] thaws it; `Drop` kills it
+    /// either way.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Thaws a server frozen by [`RedisServer::pause`] (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
     /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
@@ -198,6 +263,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A paused server ignores nothing but SIGKILL, which is what `kill` sends.
             let _ = c.kill();
             let _ = c.wait();
         }

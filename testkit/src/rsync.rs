@@ -105,7 +105,7 @@ fn check_version(bin: &Path, v: RsyncVersion) -> anyhow::Result<()> {
     // "version 3.5.0" must not match "version 3.5.01": require a separator after it.
     let matches = first
         .find(&want)
-        .map(|i| &first[i + want.len()..])
+        .and_then(|i| first.get(i + want.len()..))
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace));
     if !out.status.success() || !matches {
         bail!(

@@ -171,3 +171,61 @@ fn redis_passwords_are_redacted() {
     let u = RedisUrl("redis://:hunter2@10.0.0.1:6379/".into());
     assert!(!format!("{u} {u:?}").contains("hunter2"));
 }
+
+#[test]
+fn two_sections_with_one_type_and_instance_are_refused_naming_both() {
+    let section = |n: &str, t: &str, i: u32| {
+        format!(
+            "[instances.{n}]\nback_type = \"{t}\"\ninstance = {i}\nrsync_model = \"m\"\n\
+             back_dir = \"/d/{n}\"\nback_log = \"/l/{n}\"\nscript = \"true\"\n"
+        )
+    };
+    let head = "[agent]\nserver_id = \"S\"\ngame_id = 1\nip = \"10.0.0.1\"\n\
+                [redis]\nurl = \"redis://h/\"\n";
+    let text = format!(
+        "{head}{}{}{}",
+        section("data1", "mysql", 3306),
+        section("data2", "mysql", 3306),
+        section("cache", "redis", 3306)
+    );
+    let p = AgentConfig::parse(&text).unwrap_err();
+    assert_eq!(keys(&p), ["instances.data2"]);
+    assert!(
+        p[0].problem
+            .contains("same back_type (mysql) and instance (3306) as instances.data1"),
+        "{}",
+        p[0]
+    );
+    let ok = format!(
+        "{head}{}{}",
+        section("data1", "mysql", 3306),
+        section("data2", "mysql", 3307)
+    );
+    assert!(AgentConfig::parse(&ok).is_ok());
+}
+
+#[test]
+fn sentinel_keys_in_ini_and_toml() {
+    let base = CLIENT_CONF.replace("127.0.0.0.1", "10.0.0.1");
+    let old = AgentConfig::parse(&base).unwrap();
+    assert_eq!(old.redis_ha, ubackup_redis_ha::HaSettings::default());
+    let ini = base.replace(
+        "op_id = 1",
+        "op_id = 1\nredis_sentinel_master = ubackup\nredis_sentinels = 10.0.0.1:26379,10.0.0.2:26379",
+    );
+    let c = AgentConfig::parse(&ini).unwrap();
+    assert_eq!(
+        c.redis_ha.sentinel.as_ref().map(|s| s.sentinels.len()),
+        Some(2)
+    );
+    assert_eq!(c.redis_ha.durability.replicas, 1);
+    let toml = format!(
+        "{}\n[redis_sentinel]\nmaster_name = \"ubackup\"\n",
+        include_str!("../../ubackup-agent.example.toml")
+    );
+    let p = AgentConfig::parse(&toml).unwrap_err();
+    assert!(
+        p.iter().any(|p| p.problem.contains("Sentinel addresses")),
+        "{p:?}"
+    );
+}

@@ -10,7 +10,7 @@ use rsync_proto::limit::Rate;
 
 use super::fetch::{Fetched, NodeAccess, RsyncFetcher};
 use super::hook::Hook;
-use super::indexer::{IndexerPlans, Token};
+use super::indexer::{ClientOptions, IndexerPlans, Token};
 use super::plan::{rfc3339, At, Plan, PlanFile, Request, SavedPlan};
 use super::{execute, plan_for, Progress, RestoreError};
 use crate::config::{AgentConfig, RestoreConfig};
@@ -55,12 +55,21 @@ pub struct RestoreArgs {
     /// Cap the restore's bandwidth (KiB/s, or K/M/G suffixes, as rsync's --bwlimit).
     #[arg(long = "bwlimit")]
     pub bwlimit: Option<String>,
-    /// The indexer (`http://host:port`).
+    /// The indexer (`https://host:port`; `http://` only to this machine unless
+    /// --insecure-http).
     #[arg(long = "indexer")]
     pub indexer: Option<String>,
     /// A file holding the indexer token (first line); otherwise $UBACKUP_INDEXER_TOKEN.
     #[arg(long = "token-file")]
     pub token_file: Option<PathBuf>,
+    /// Trust only the CA certificates in this PEM file for the indexer's HTTPS (otherwise the
+    /// system's roots).
+    #[arg(long = "ca-file")]
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain http:// to an indexer that is not on this machine (the token crosses the
+    /// network in clear).
+    #[arg(long = "insecure-http")]
+    pub insecure_http: bool,
     /// Restore from a plan saved with --dry-run --json instead of asking the indexer.
     #[arg(long = "plan")]
     pub plan: Option<PathBuf>,
@@ -84,6 +93,21 @@ pub struct RestoreArgs {
     /// Give up on a node that sends nothing for this many seconds.
     #[arg(long = "timeout", default_value_t = 600)]
     pub timeout: u64,
+    /// Pull over TLS from a terminator (stunnel, haproxy) in front of each node's rsyncd, as
+    /// `ubackup-puller fetch --tls`: port --node-port, else $RSYNC_SSL_PORT, else 874. The
+    /// node's certificate must name its address (an IP SAN).
+    #[arg(long = "tls")]
+    pub tls: bool,
+    /// CA certificates (PEM) to trust for the nodes; otherwise $RSYNC_SSL_CA_CERT, else the
+    /// system store.
+    #[arg(long = "tls-ca", requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+    /// Our client certificate (PEM) for nodes that require one; otherwise $RSYNC_SSL_CERT.
+    #[arg(long = "tls-cert", requires = "tls")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its key; otherwise $RSYNC_SSL_KEY, else the certificate file.
+    #[arg(long = "tls-key", requires = "tls")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn usage(s: impl Into<String>) -> RestoreError {
@@ -186,6 +210,14 @@ fn node_access(args: &RestoreArgs, rc: &RestoreConfig) -> Result<NodeAccess, Res
     if let Some(p) = args.node_port.or(rc.node_port) {
         a.port = p;
     }
+    if args.tls {
+        // The config's node_port is the plain daemons'; over TLS only the flag names a port.
+        a.port = match args.node_port {
+            Some(p) => p,
+            None => rsync_proto::client::rsync_ssl_port().map_err(|e| usage(e.to_string()))?,
+        };
+        a.tls = Some(tls_connector(args)?);
+    }
     a.node_roots = if args.node_root.is_empty() {
         rc.node_root.iter().cloned().collect()
     } else {
@@ -204,6 +236,17 @@ fn node_access(args: &RestoreArgs, rc: &RestoreConfig) -> Result<NodeAccess, Res
         None => None,
     };
     Ok(a.with_bwlimit(rate))
+}
+
+/// The TLS client of `--tls`, as `fetch` builds it: the `--tls-*` flags, else rsync-ssl's
+/// variables.
+fn tls_connector(args: &RestoreArgs) -> Result<rsync_proto::client::TlsConnector, RestoreError> {
+    let opts = rsync_proto::client::TlsOptions::from_rsync_ssl_env(rsync_proto::client::TlsFiles {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    });
+    rsync_proto::client::TlsConnector::new(&opts).map_err(|e| usage(e.to_string()))
 }
 
 /// Prints the plan for people.
@@ -349,7 +392,11 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
                 .map(|t| String::from_utf8(t).map_err(|_| usage("the token is not UTF-8")))
                 .transpose()?
                 .map(|t| Token(t.trim().to_string()));
-            plan_for(&IndexerPlans::new(&url, token)?, &req).await?
+            let opts = ClientOptions {
+                insecure_http: args.insecure_http,
+                ca_file: args.ca_file.clone(),
+            };
+            plan_for(&IndexerPlans::new(&url, token, &opts)?, &req).await?
         }
     };
     if args.dry_run {

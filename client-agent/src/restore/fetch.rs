@@ -17,7 +17,7 @@ use std::time::Duration;
 use rsync_proto::client::{self, Basis, FsSink, PullOptions, Sink, Source};
 use rsync_proto::limit::{BandwidthLimiter, Rate};
 use rsync_proto::{Event, FileEntry, FileIndex, FileList, FileOutcome};
-use ubackup_puller::manifest::Digest;
+use ubackup_checksum::Digest;
 
 use super::plan::PlanFile;
 use super::RestoreError;
@@ -67,6 +67,9 @@ pub struct NodeAccess {
     /// The restore's bandwidth cap, shared by every file (rsync-proto's limiter); also sent
     /// to the daemon so that its sender paces itself.
     pub limiter: Option<BandwidthLimiter>,
+    /// Reach the nodes' modules over TLS with this client (`port` is then the TLS port). The
+    /// name verified is the node's address from the plan (an IP SAN in its certificate).
+    pub tls: Option<client::TlsConnector>,
 }
 
 impl std::fmt::Debug for NodeAccess {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for NodeAccess {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("port", &self.port)
             .field("node_roots", &self.node_roots)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +97,7 @@ impl NodeAccess {
             connect_timeout: Duration::from_secs(30),
             timeout: Duration::from_secs(600),
             limiter: None,
+            tls: None,
         }
     }
 
@@ -182,6 +187,7 @@ impl Fetcher for RsyncFetcher {
             timeout: Some(self.access.timeout),
             shared_limit: self.access.limiter.clone(),
             forward_bwlimit: self.access.limiter.is_some(),
+            tls: self.access.tls.clone(),
             ..PullOptions::default()
         };
         let sink = FsSink::new(dir.join(""))
@@ -216,6 +222,13 @@ impl Fetcher for RsyncFetcher {
                 source.path, report.entries
             ),
         })?;
+        tracing::info!(
+            file = %file.filename,
+            from = %source,
+            literal = report.stats.literal_bytes,
+            matched = report.stats.matched_bytes,
+            "pulled"
+        );
         Ok(Fetched {
             checksum,
             literal_bytes: report.stats.literal_bytes,
@@ -325,7 +338,7 @@ pub async fn checksum_of(path: &Path, algorithm_of: &str) -> io::Result<Option<S
     };
     let path = Arc::new(path.to_path_buf());
     tokio::task::spawn_blocking(move || {
-        ubackup_puller::manifest::digest_file(&path, digest, 1 << 20, |_| true)
+        ubackup_checksum::digest_file(&path, digest, 1 << 20, |_| true)
             .map(|r| r.map(|(sum, _)| sum))
     })
     .await

@@ -5,17 +5,16 @@
 //! [`RestoreError::NoBackup`], a hole is [`RestoreError::ChainHole`] with every missing,
 //! failed, expired or corrupt link named.
 //!
-//! A deliberately small HTTP/1.1 client (one request per connection, `http://` only, a
-//! bounded response read with a deadline): the agent runs on every database host, and this
-//! is its only HTTP call. Put TLS in front of it with a local tunnel if the indexer is
-//! remote and the network is not trusted.
+//! The client is reqwest (rustls with the ring provider): HTTPS with the certificate
+//! verified against the system's roots, or only against `--ca-file` when given; HTTP/2 when
+//! the indexer offers it; no redirects followed (a token never goes to a second host). Plain
+//! `http://` is accepted only to a loopback host unless `--insecure-http` says the network is
+//! trusted: the token would cross it in clear.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-
-use serde::Deserialize;
+use ubackup_messages::{RestorePlan, StepKind};
 
 use super::plan::{normalize_checksum, At, Plan, PlanFile, PlanSource, Request, Role};
 use super::RestoreError;
@@ -33,68 +32,102 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// How the client reaches the indexer.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Allow `http://` to a host that is not loopback (`--insecure-http`).
+    pub insecure_http: bool,
+    /// Trust only the CAs in this PEM file (`--ca-file`); otherwise the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
 /// The indexer as a plan source.
 #[derive(Debug, Clone)]
 pub struct IndexerPlans {
-    host: String,
-    port: u16,
+    /// `scheme://host:port`.
+    origin: String,
     base: String,
     token: Option<Token>,
+    client: reqwest::Client,
     /// Deadline of the whole request.
     pub timeout: Duration,
 }
 
+/// Whether `host` (a URL's host) is this machine.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(h) = url.host_str() else {
+        return false;
+    };
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    match h.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => h.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 impl IndexerPlans {
-    /// `url` is `http://host[:port][/prefix]`.
-    pub fn new(url: &str, token: Option<Token>) -> Result<IndexerPlans, RestoreError> {
+    /// `url` is `https://host[:port][/prefix]` (or `http://` to a loopback host, or anywhere
+    /// with `opts.insecure_http`).
+    pub fn new(
+        url: &str,
+        token: Option<Token>,
+        opts: &ClientOptions,
+    ) -> Result<IndexerPlans, RestoreError> {
         let bad = |why: &str| RestoreError::Usage(format!("indexer URL {url:?}: {why}"));
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("must start with http://"))?;
-        let (authority, base) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        if authority.contains('@') {
+        let u = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        if !u.username().is_empty() || u.password().is_some() {
             return Err(bad(
                 "put the token in --token-file or UBACKUP_INDEXER_TOKEN, not the URL",
             ));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, tail) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            let port = match tail.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-                None if tail.is_empty() => 80,
-                None => return Err(bad("bad port")),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
-                None => (authority.to_string(), 80),
-            }
-        };
-        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(bad("no host"));
-        }
-        if !base.bytes().all(|b| b.is_ascii_graphic()) || base.contains(['?', '#']) {
+        if u.query().is_some() || u.fragment().is_some() {
             return Err(bad("bad path"));
         }
+        if u.host().is_none() {
+            return Err(bad("no host"));
+        }
+        match u.scheme() {
+            "https" => {}
+            "http" if is_loopback(&u) || opts.insecure_http => {}
+            "http" => {
+                return Err(bad(
+                    "plain http:// to a host that is not this machine would send the token \
+                     in clear: use https:// (--ca-file for a private CA), or --insecure-http \
+                     on a network you trust",
+                ))
+            }
+            _ => return Err(bad("must start with https:// or http://")),
+        }
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("ubackup-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &opts.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| RestoreError::Usage(format!("--ca-file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| RestoreError::Usage(format!("--ca-file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(RestoreError::Usage(format!(
+                    "--ca-file {}: no certificate in it",
+                    path.display()
+                )));
+            }
+            b = b.tls_built_in_root_certs(false);
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let client = b
+            .build()
+            .map_err(|e| RestoreError::Usage(format!("the HTTPS client: {}", chain(&e))))?;
         Ok(IndexerPlans {
-            host,
-            port,
-            base: base.to_string(),
+            origin: u.origin().ascii_serialization(),
+            base: u.path().trim_end_matches('/').to_string(),
             token,
+            client,
             timeout: Duration::from_secs(60),
         })
-    }
-
-    fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
     }
 
     /// The request path for `req`.
@@ -114,36 +147,30 @@ impl IndexerPlans {
 
     async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), RestoreError> {
         let unreachable = |reason: String| RestoreError::IndexerUnreachable {
-            url: format!("http://{}{}", self.authority(), self.base),
+            url: format!("{}{}", self.origin, self.base),
             reason,
         };
+        let mut rb = self
+            .client
+            .get(format!("{}{path}", self.origin))
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(&t.0);
+        }
         let exchange = async {
-            let mut s = TcpStream::connect(self.authority())
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let mut head = format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\
-                 User-Agent: ubackup-agent/{}\r\nConnection: close\r\n",
-                self.authority(),
-                env!("CARGO_PKG_VERSION")
-            );
-            if let Some(t) = &self.token {
-                head.push_str(&format!("Authorization: Bearer {}\r\n", t.0));
+            let mut resp = rb.send().await.map_err(|e| unreachable(chain(&e)))?;
+            let status = resp.status().as_u16();
+            let mut body = Vec::new();
+            while let Some(c) = resp.chunk().await.map_err(|e| unreachable(chain(&e)))? {
+                if body.len() + c.len() > MAX_RESPONSE {
+                    return Err(RestoreError::Indexer {
+                        status,
+                        message: format!("a response over {MAX_RESPONSE} bytes"),
+                    });
+                }
+                body.extend_from_slice(&c);
             }
-            head.push_str("\r\n");
-            s.write_all(head.as_bytes())
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let mut buf = Vec::new();
-            (&mut s)
-                .take(MAX_RESPONSE as u64 + 65536)
-                .read_to_end(&mut buf)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            parse_response(&buf).map_err(|why| RestoreError::Indexer {
-                status: 0,
-                message: format!("unreadable HTTP response: {why}"),
-            })
+            Ok((status, body))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,
@@ -153,6 +180,18 @@ impl IndexerPlans {
             ))),
         }
     }
+}
+
+/// An error with its causes (reqwest's own text is only "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// The `error`/`message` of an error body, or its text.
@@ -177,10 +216,10 @@ impl PlanSource for IndexerPlans {
         let (status, body) = self.get(&self.path_for(req)).await?;
         match status {
             200 => {
-                let p: IndexerPlan = serde_json::from_slice(&body).map_err(|e| {
+                let p: RestorePlan = serde_json::from_slice(&body).map_err(|e| {
                     RestoreError::BadPlan(format!("the indexer's plan is not a plan: {e}"))
                 })?;
-                p.into_plan(req)
+                into_plan(p, req)
             }
             404 => Err(RestoreError::NoBackup {
                 instance: req.label(),
@@ -202,128 +241,75 @@ impl PlanSource for IndexerPlans {
     }
 }
 
-/// The indexer's plan, as `ubackup_indexer::restore::Plan` serializes it.
-#[derive(Debug, Deserialize)]
-struct IndexerPlan {
-    instance: IndexerInstance,
-    #[serde(default)]
-    at_ms: Option<i64>,
-    #[serde(default)]
-    target: Option<i64>,
-    #[serde(default)]
-    steps: Vec<IndexerStep>,
-    #[serde(default)]
-    holes: Vec<IndexerHole>,
-    #[serde(default)]
-    complete: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct IndexerInstance {
-    server_id: String,
-    #[serde(rename = "type")]
-    back_type: String,
-    instance: i64,
-}
-
-#[derive(Debug, Deserialize)]
-struct IndexerStep {
-    kind: String,
-    back_server_ip: String,
-    #[serde(default)]
-    file_path: Option<String>,
-    #[serde(default)]
-    filename: Option<String>,
-    #[serde(default)]
-    size: Option<i64>,
-    #[serde(default)]
-    checksum: Option<String>,
-    #[serde(default)]
-    checksum_algorithm: Option<String>,
-    create_time: i64,
-    #[serde(default)]
-    last_all_filename: Option<String>,
-    #[serde(default)]
-    prev_filename: Option<String>,
-    #[serde(default)]
-    id: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct IndexerHole {
-    filename: String,
-    reason: String,
-}
-
-impl IndexerPlan {
-    fn into_plan(self, req: &Request) -> Result<Plan, RestoreError> {
-        if !self.holes.is_empty() || (self.target.is_some() && !self.complete) {
-            let holes: Vec<String> = self
-                .holes
-                .iter()
-                .map(|h| format!("{} ({})", h.filename, h.reason))
-                .collect();
-            return Err(RestoreError::ChainHole {
-                detail: if holes.is_empty() {
-                    "the indexer says the plan is incomplete".into()
-                } else {
-                    format!("the chain needs {}", holes.join(", "))
-                },
-            });
-        }
-        if self.target.is_none() || self.steps.is_empty() {
-            return Err(RestoreError::NoBackup {
-                instance: req.label(),
-                at: req.at.to_string(),
-                detail: "the catalog has no usable backup taken at or before that time".into(),
-            });
-        }
-        let mut files = Vec::with_capacity(self.steps.len());
-        for s in self.steps {
-            let filename = s.filename.filter(|f| !f.is_empty()).ok_or_else(|| {
-                RestoreError::BadPlan(format!("catalog row {:?} has no file name", s.id))
-            })?;
-            let (checksum, checksum_alt) =
-                catalog_checksum(s.checksum.as_deref(), s.checksum_algorithm.as_deref())
-                    .ok_or_else(|| {
-                        RestoreError::BadPlan(format!(
-                            "{filename}: the catalog's checksum ({} {}) cannot be verified here \
-                             (xxh128, xxh3, xxh64, md5, sha1 or sha256 needed)",
-                            s.checksum_algorithm.as_deref().unwrap_or("no algorithm"),
-                            s.checksum.as_deref().unwrap_or("none")
-                        ))
-                    })?;
-            let size = s
-                .size
-                .and_then(|n| u64::try_from(n).ok())
-                .ok_or_else(|| RestoreError::BadPlan(format!("{filename}: no size")))?;
-            files.push(PlanFile {
-                role: if s.kind == "full" {
-                    Role::Full
-                } else {
-                    Role::Incremental
-                },
-                filename,
-                create_time_ms: s.create_time,
-                node: s.back_server_ip,
-                file_path: s.file_path,
-                module_path: None,
-                size,
-                checksum,
-                checksum_alt,
-                last_all_filename: s.last_all_filename.filter(|f| f != "None"),
-                prev_filename: s.prev_filename,
-                job_id: None,
-            });
-        }
-        Ok(Plan {
-            server_id: self.instance.server_id,
-            back_type: self.instance.back_type,
-            instance: self.instance.instance,
-            at_ms: self.at_ms,
-            files,
-        })
+/// Turns the indexer's plan (the shared contract) into the files to fetch, refusing a plan
+/// with holes, without a target, or with a step that cannot be verified here.
+fn into_plan(plan: RestorePlan, req: &Request) -> Result<Plan, RestoreError> {
+    if !plan.holes.is_empty() || (plan.target.is_some() && !plan.complete) {
+        let holes: Vec<String> = plan
+            .holes
+            .iter()
+            .map(|h| format!("{} ({})", h.filename, h.reason))
+            .collect();
+        return Err(RestoreError::ChainHole {
+            detail: if holes.is_empty() {
+                "the indexer says the plan is incomplete".into()
+            } else {
+                format!("the chain needs {}", holes.join(", "))
+            },
+        });
     }
+    if plan.target.is_none() || plan.steps.is_empty() {
+        return Err(RestoreError::NoBackup {
+            instance: req.label(),
+            at: req.at.to_string(),
+            detail: "the catalog has no usable backup taken at or before that time".into(),
+        });
+    }
+    let mut files = Vec::with_capacity(plan.steps.len());
+    for s in plan.steps {
+        let filename = s.filename.filter(|f| !f.is_empty()).ok_or_else(|| {
+            RestoreError::BadPlan(format!("catalog row {:?} has no file name", s.id))
+        })?;
+        let (checksum, checksum_alt) =
+            catalog_checksum(s.checksum.as_deref(), s.checksum_algorithm.as_deref()).ok_or_else(
+                || {
+                    RestoreError::BadPlan(format!(
+                        "{filename}: the catalog's checksum ({} {}) cannot be verified here \
+                         (xxh128, xxh3, xxh64, md5, sha1 or sha256 needed)",
+                        s.checksum_algorithm.as_deref().unwrap_or("no algorithm"),
+                        s.checksum.as_deref().unwrap_or("none")
+                    ))
+                },
+            )?;
+        let size = s
+            .size
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| RestoreError::BadPlan(format!("{filename}: no size")))?;
+        files.push(PlanFile {
+            role: match s.kind {
+                StepKind::Full => Role::Full,
+                StepKind::Incremental => Role::Incremental,
+            },
+            filename,
+            create_time_ms: s.create_time,
+            node: s.back_server_ip,
+            file_path: s.file_path,
+            module_path: None,
+            size,
+            checksum,
+            checksum_alt,
+            last_all_filename: s.last_all_filename.filter(|f| f != "None"),
+            prev_filename: s.prev_filename,
+            job_id: None,
+        });
+    }
+    Ok(Plan {
+        server_id: plan.instance.server_id,
+        back_type: plan.instance.back_type,
+        instance: plan.instance.instance,
+        at_ms: Some(plan.at_ms),
+        files,
+    })
 }
 
 /// The catalog's checksum as `algo:hex`, and the same digest in the other byte order when
@@ -342,7 +328,7 @@ fn catalog_checksum(
     if !algo.starts_with("xxh") {
         return Some((printed, None));
     }
-    let wire = ubackup_puller::manifest::canonical_checksum(&algo, &sum.to_ascii_lowercase())?;
+    let wire = ubackup_checksum::canonical_checksum(&algo, &sum.to_ascii_lowercase())?;
     Some((wire, Some(printed)))
 }
 
@@ -359,102 +345,9 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// Splits a whole HTTP/1.1 response into status and body (Content-Length, chunked, or up
-/// to the end of the connection).
-fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    if end > 65536 {
-        return Err("headers too long".into());
-    }
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "headers not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    if !parts.next().unwrap_or_default().starts_with("HTTP/1.") {
-        return Err(format!("not HTTP/1.x: {status_line:?}"));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or("no status")?;
-    let mut length = None;
-    let mut chunked = false;
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        if k == "content-length" {
-            length = Some(v.parse::<usize>().map_err(|_| "bad Content-Length")?);
-        } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-            chunked = true;
-        }
-    }
-    let rest = &buf[end + 4..];
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        if n > MAX_RESPONSE {
-            return Err(format!("a body of {n} bytes is too large"));
-        }
-        rest.get(..n)
-            .ok_or("body shorter than Content-Length")?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    if body.len() > MAX_RESPONSE {
-        return Err("body too large".into());
-    }
-    Ok((status, body))
-}
-
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_txt = std::str::from_utf8(&rest[..eol]).map_err(|_| "bad chunk size")?;
-        let size_txt = size_txt.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_txt, 16).map_err(|_| "bad chunk size")?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if size > MAX_RESPONSE || out.len() + size > MAX_RESPONSE {
-            return Err("body too large".into());
-        }
-        let chunk = rest.get(..size).ok_or("truncated chunk")?;
-        out.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).ok_or("truncated chunk")?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_responses() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-        assert_eq!(r, (200, b"{}".to_vec()));
-        let r = parse_response(
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1;x\r\nd\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r, (404, b"abcd".to_vec()));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_err());
-        assert!(parse_response(b"garbage").is_err());
-        assert!(parse_response(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffff\r\n"
-        )
-        .is_err());
-    }
 
     #[test]
     fn reads_both_byte_orders_of_xxh_sums() {
@@ -475,7 +368,9 @@ mod tests {
 
     #[test]
     fn builds_urls_and_hides_the_token() {
-        let p = IndexerPlans::new("http://[::1]:8080/idx/", Some(Token("s3cret".into()))).unwrap();
+        let o = ClientOptions::default();
+        let p =
+            IndexerPlans::new("http://[::1]:8080/idx/", Some(Token("s3cret".into())), &o).unwrap();
         let req = Request {
             server_id: "a b".into(),
             back_type: "mysql".into(),
@@ -487,7 +382,34 @@ mod tests {
             "/idx/api/v1/instances/a%20b/mysql/3306/restore?at_ms=5"
         );
         assert!(!format!("{p:?}").contains("s3cret"));
-        assert!(IndexerPlans::new("https://x", None).is_err());
-        assert!(IndexerPlans::new("http://u:p@x", None).is_err());
+        assert!(IndexerPlans::new("ftp://x", None, &o).is_err());
+        assert!(IndexerPlans::new("https://u:p@x", None, &o).is_err());
+        assert!(IndexerPlans::new("https://indexer.example", None, &o).is_ok());
+        assert!(IndexerPlans::new("http://localhost:8080", None, &o).is_ok());
+        assert!(IndexerPlans::new("http://127.0.0.2:8080", None, &o).is_ok());
+    }
+
+    #[test]
+    fn refuses_plain_http_off_loopback_unless_told() {
+        let o = ClientOptions::default();
+        for url in [
+            "http://indexer.example:8080",
+            "http://10.0.0.5",
+            "http://[2001:db8::1]",
+        ] {
+            let e = IndexerPlans::new(url, Some(Token("t".into())), &o)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("--insecure-http") && e.contains("https://"),
+                "{url}: {e}"
+            );
+        }
+        let yes = ClientOptions {
+            insecure_http: true,
+            ..ClientOptions::default()
+        };
+        assert!(IndexerPlans::new("http://indexer.example:8080", None, &yes).is_ok());
     }
 }

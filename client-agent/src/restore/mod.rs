@@ -266,9 +266,11 @@ pub async fn execute<F: Fetcher>(
         let staged = dir.join(f.leaf());
         // A process killed while writing leaves temp files: the largest becomes the
         // partial, the basis of the next pull.
-        if f.leaf().len() <= 200 {
-            let _ = ubackup_puller::pull::salvage_stale_temps(&dir, f.leaf());
-        }
+        let _ = rsync_proto::client::salvage_stale_temps(
+            &dir,
+            f.leaf(),
+            rsync_proto::client::PARTIAL_DIR,
+        );
         let on_disk = std::fs::symlink_metadata(&staged).ok();
         if let Some(m) = &on_disk {
             let known = state.verified.get(f.leaf()).is_some_and(|s| f.matches(s));

@@ -75,126 +75,29 @@ impl std::str::FromStr for At {
                 .map_err(|_| format!("{s:?} is too large for a time"))?;
             return Ok(At::Ms(if n >= MS_THRESHOLD { n } else { n * 1000 }));
         }
-        parse_rfc3339(s).map(At::Ms).ok_or_else(|| {
+        parse_rfc3339(s).map(At::Ms).map_err(|e| {
             format!(
-                "{s:?} is not a time: use latest, epoch seconds or milliseconds, or RFC 3339 \
-                 (2026-11-30T08:00:00Z)"
+                "{s:?} is not a time ({e}): use latest, epoch seconds or milliseconds, or \
+                 RFC 3339 (2026-11-30T08:00:00Z)"
             )
         })
     }
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day number (inverse of [`days_from_civil`]).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
-/// `2026-11-30T08:00:00.123Z` for epoch milliseconds.
+/// `2026-11-30T08:00:00.123Z` for epoch milliseconds (no fraction on a whole second); the
+/// raw number for a time beyond jiff's range (years -9999 to 9999).
 pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    let frac = ms.rem_euclid(1000);
-    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    if frac == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{frac:03}Z")
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) if ms.rem_euclid(1000) == 0 => format!("{t:.0}"),
+        Ok(t) => format!("{t:.3}"),
+        Err(_) => format!("{ms} ms since the epoch"),
     }
 }
 
-/// Parses RFC 3339 (and its common `YYYY-MM-DD HH:MM:SS` spelling) to epoch milliseconds.
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let days_in = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in[(mo - 1) as usize] || h > 23 || mi > 59 {
-        return None;
-    }
-    if sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut frac_ms = 0i64;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        let mut end = start;
-        while end < b.len() && b[end].is_ascii_digit() {
-            end += 1;
-        }
-        if end == start {
-            return None;
-        }
-        let digits = s.get(start..end.min(start + 3))?;
-        frac_ms = digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32);
-        i = end;
-    }
-    let offset_secs = match s.get(i..)? {
-        "Z" | "z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) => {
-            let tb = tz.as_bytes();
-            if tb[3] != b':' {
-                return None;
-            }
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let v = oh * 3600 + om * 60;
-            if tb[0] == b'-' {
-                -v
-            } else {
-                v
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec.min(59) - offset_secs;
-    Some(secs * 1000 + frac_ms)
+/// Parses RFC 3339 (and its common `YYYY-MM-DD HH:MM:SS+08:00` spelling) to epoch
+/// milliseconds; the offset is required, and a date the calendar does not have is refused.
+fn parse_rfc3339(s: &str) -> Result<i64, jiff::Error> {
+    s.parse::<jiff::Timestamp>().map(|t| t.as_millisecond())
 }
 
 /// What a file is to the restore.
@@ -517,7 +420,25 @@ mod tests {
             assert!(bad.parse::<At>().is_err(), "{bad}");
         }
         assert_eq!(rfc3339(1_764_489_600_500), "2025-11-30T08:00:00.500Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn the_29th_of_february_exists_only_in_leap_years() {
+        let e = "2026-02-29T08:00:00Z".parse::<At>().unwrap_err();
+        assert!(e.contains("2026-02-29") && e.contains("day"), "{e}");
+        assert!("2100-02-29T00:00:00Z".parse::<At>().is_err());
+        assert!("2026-04-31T00:00:00Z".parse::<At>().is_err());
+        assert_eq!(
+            "2028-02-29T08:00:00Z".parse::<At>(),
+            Ok(At::Ms(1_835_424_000_000))
+        );
+        assert_eq!(rfc3339(1_835_424_000_000), "2028-02-29T08:00:00Z");
+        assert_eq!(
+            "2000-02-29T00:00:00Z".parse::<At>(),
+            Ok(At::Ms(951_782_400_000))
+        );
     }
 
     fn file(role: Role, name: &str, t: i64, full: Option<&str>, prev: Option<&str>) -> PlanFile {

@@ -12,7 +12,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::catalog::{Alert, Catalog, CatalogError, InstanceKey, NewAlert};
+use ubackup_messages::ILLEGAL_PREFIX;
+
+use crate::catalog::outbox::OutEvent;
+use crate::catalog::{
+    Alert, AlertChanges, AppliedAlerts, Catalog, CatalogError, InstanceKey, NewAlert,
+};
 use crate::clock::Clock;
 use crate::cluster::ClusterStatus;
 use crate::config::AlertsConfig;
@@ -35,6 +40,15 @@ pub const RULES: &[&str] = &[
 /// UBackup's three alert kinds, the ones `/api/alert` serves.
 pub const LEGACY_RULES: &[&str] = &["script_error", "overdue", "illegal"];
 
+/// How urgent a rule is (routes filter on it): `critical` when backups are being lost or
+/// cannot be restored, `warning` otherwise.
+pub fn severity(rule: &str) -> &'static str {
+    match rule {
+        "node_down" | "backup_corrupt" | "chain_broken" | "script_error" => "critical",
+        _ => "warning",
+    }
+}
+
 /// An alert changed state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Notification {
@@ -49,6 +63,177 @@ pub struct Notification {
 pub trait Notify: Send + Sync {
     /// Queues a notification; must not block on delivery.
     async fn notify(&self, n: Notification);
+
+    /// The sink's routing into the catalog's outbox, if it has one: the engine then writes the
+    /// events with the alert changes, and does not call [`Notify::notify_all`].
+    fn router(&self) -> Option<&dyn Route> {
+        None
+    }
+
+    /// Queues the notifications of one evaluation (a sink with a store writes them at once).
+    async fn notify_all(&self, ns: Vec<Notification>) {
+        for n in ns {
+            self.notify(n).await;
+        }
+    }
+}
+
+/// Turns notifications into outbox events (the delivery's routes). A [`Notify`] sink that
+/// has one gets its events written in the evaluation's own transaction.
+pub trait Route: Send + Sync {
+    /// The events of these notifications.
+    fn route(&self, ns: &[Notification]) -> Vec<OutEvent>;
+}
+
+/// The notifications of what an evaluation changed: opened alerts not held under a cause,
+/// held ones whose cause cleared (`released`), and resolved ones that were neither held nor
+/// silenced.
+fn notifications(
+    applied: &AppliedAlerts,
+    released: &std::collections::HashSet<i64>,
+    now: i64,
+) -> Vec<Notification> {
+    let note = |event: &'static str, a: &Alert| Notification {
+        event,
+        alert: a.clone(),
+    };
+    let opened = applied.opened.iter().filter(|a| a.held_by.is_none());
+    let freed = applied
+        .refreshed
+        .iter()
+        .filter(|a| released.contains(&a.id) && a.held_by.is_none());
+    let resolved = applied
+        .resolved
+        .iter()
+        .filter(|a| a.held_by.is_none() && a.silenced_until_ms.is_none_or(|t| t <= now));
+    opened
+        .chain(freed)
+        .map(|a| note("open", a))
+        .chain(resolved.map(|a| note("resolve", a)))
+        .collect()
+}
+
+/// Alerts logged one by one per evaluation; past it, counts per rule (a storm of 20,000).
+const LOGGED_ONE_BY_ONE: usize = 20;
+
+fn log_changes(opened: &[Alert], resolved: &[Alert]) {
+    for a in opened.iter().take(LOGGED_ONE_BY_ONE) {
+        tracing::warn!(rule = %a.rule, subject = %a.subject, "{}", a.message);
+    }
+    for a in resolved.iter().take(LOGGED_ONE_BY_ONE) {
+        tracing::info!(rule = %a.rule, subject = %a.subject, "resolved");
+    }
+    if opened.len() > LOGGED_ONE_BY_ONE || resolved.len() > LOGGED_ONE_BY_ONE {
+        let mut by_rule: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for a in opened {
+            *by_rule.entry(("opened", &a.rule)).or_default() += 1;
+        }
+        for a in resolved {
+            *by_rule.entry(("resolved", &a.rule)).or_default() += 1;
+        }
+        for ((what, rule), n) in by_rule {
+            tracing::warn!(rule, "{n} alerts {what} in this evaluation");
+        }
+    }
+}
+
+/// What the dashboard shows for a registered instance's backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceHealth {
+    /// Disabled in the registry: no rule looks at it.
+    Disabled,
+    /// An `overdue` alert is open.
+    Overdue,
+    /// Registered, no success yet, and its period plus grace since registration has not
+    /// passed: not overdue yet.
+    AwaitingFirstBackup,
+    /// It has succeeded and is not overdue.
+    Ok,
+}
+
+impl InstanceHealth {
+    /// Its name in the API and on the page.
+    pub fn name(self) -> &'static str {
+        match self {
+            InstanceHealth::Disabled => "disabled",
+            InstanceHealth::Overdue => "overdue",
+            InstanceHealth::AwaitingFirstBackup => "awaiting_first_backup",
+            InstanceHealth::Ok => "ok",
+        }
+    }
+
+    /// For people.
+    pub fn label(self) -> &'static str {
+        match self {
+            InstanceHealth::Disabled => "disabled",
+            InstanceHealth::Overdue => "overdue",
+            InstanceHealth::AwaitingFirstBackup => "awaiting first backup",
+            InstanceHealth::Ok => "ok",
+        }
+    }
+}
+
+/// What [`instance_states`] read: the instances with a success, and those overdue.
+#[derive(Debug, Default)]
+pub struct HealthIndex {
+    succeeded: std::collections::HashSet<InstanceKey>,
+    overdue: std::collections::HashSet<String>,
+}
+
+impl HealthIndex {
+    /// An instance's health, as the last evaluation left it.
+    pub fn of(&self, i: &crate::catalog::Instance) -> InstanceHealth {
+        if !i.enabled {
+            InstanceHealth::Disabled
+        } else if self.overdue.contains(&i.key.subject()) {
+            InstanceHealth::Overdue
+        } else if self.succeeded.contains(&i.key) {
+            InstanceHealth::Ok
+        } else {
+            InstanceHealth::AwaitingFirstBackup
+        }
+    }
+}
+
+/// Reads what [`HealthIndex::of`] needs (the open `overdue` alerts, the instances that ever
+/// succeeded): an instance never backed up is "awaiting first backup" until the evaluation
+/// finds it overdue.
+pub async fn instance_states(catalog: &dyn Catalog) -> Result<HealthIndex, CatalogError> {
+    let succeeded = catalog
+        .instance_states()
+        .await?
+        .into_iter()
+        .filter(|s| s.last_ok_ms > 0)
+        .map(|s| s.key)
+        .collect();
+    let overdue = catalog
+        .alerts(&crate::catalog::AlertFilter {
+            open: true,
+            rule: Some("overdue".into()),
+            limit: Some(100_000),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .map(|a| a.subject)
+        .collect();
+    Ok(HealthIndex { succeeded, overdue })
+}
+
+/// [`instance_states`] for `keys` only (a page of the instance list): two indexed lookups
+/// instead of every state row and every open `overdue` alert.
+pub async fn instance_states_of(
+    catalog: &dyn Catalog,
+    keys: &[InstanceKey],
+) -> Result<HealthIndex, CatalogError> {
+    let succeeded = catalog.succeeded_among(keys).await?.into_iter().collect();
+    let subjects: Vec<String> = keys.iter().map(InstanceKey::subject).collect();
+    let overdue = catalog
+        .open_subjects("overdue", &subjects)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(HealthIndex { succeeded, overdue })
 }
 
 /// A sink that drops everything.
@@ -110,6 +295,7 @@ fn instance_alert(rule: &str, key: &InstanceKey, message: String) -> NewAlert {
         game_id: None,
         game_server_ip: None,
         message,
+        held_by: None,
     }
 }
 
@@ -121,6 +307,104 @@ fn other_alert(rule: &str, subject: String, message: String) -> NewAlert {
         game_id: None,
         game_server_ip: None,
         message,
+        held_by: None,
+    }
+}
+
+/// The subject of the `illegal` alert on messages without identity (they share one
+/// `instance_state` row: the empty key).
+pub const NO_IDENTITY: &str = "(no identity)";
+
+/// Dead-list entries classified per evaluation at most (the newest ones).
+pub const DEAD_SCAN: i64 = crate::cluster::DEAD_SCAN;
+
+/// What an `illegal` alert on a message without identity says: the node's reason, the raw
+/// excerpt the node kept, the queue and the node.
+fn no_identity_message(s: &crate::catalog::InstanceState) -> String {
+    let mut m = format!(
+        "a node refused a message without identity as illegal: {}",
+        s.last_log
+            .strip_prefix(ILLEGAL_PREFIX)
+            .unwrap_or(&s.last_log)
+    );
+    if let Some(r) = &s.last_raw {
+        m.push_str(&format!("; raw: {r}"));
+    }
+    if let Some(q) = &s.last_queue {
+        m.push_str(&format!("; queue {q}"));
+    }
+    if let Some(n) = &s.last_node {
+        m.push_str(&format!("; node {n}"));
+    }
+    m
+}
+
+/// The cause an alert is held under, as `held_by` stores it.
+pub fn cause_of(rule: &str, subject: &str) -> String {
+    format!("{rule}:{subject}")
+}
+
+/// Inhibition: an `overdue` alert whose host's agent is down (`agent_down`), or whose
+/// instance's latest result came from a node that is down or paused (`node_down`,
+/// `node_paused`; or its cluster's Redis is unreachable), is held under that cause: not
+/// notified on its own, listed on the cause's page. The cause's message names how many it
+/// holds.
+fn inhibit<'a, N>(
+    want: &mut [NewAlert],
+    last_node: impl Fn(&InstanceKey) -> Option<&'a str>,
+    nodes_of_cluster: N,
+) where
+    N: Fn(&str) -> Vec<String>,
+{
+    let mut by_node: HashMap<String, String> = HashMap::new();
+    let mut by_host: HashMap<String, String> = HashMap::new();
+    for a in want.iter() {
+        let cause = cause_of(&a.rule, &a.subject);
+        let Some((cluster, what)) = a.subject.split_once('/') else {
+            continue;
+        };
+        match a.rule.as_str() {
+            "node_down" if what == "redis" => {
+                for n in nodes_of_cluster(cluster) {
+                    by_node.entry(n).or_insert_with(|| cause.clone());
+                }
+            }
+            "node_down" | "node_paused" => {
+                // A node down outranks the same node paused (both cannot hold; down wins).
+                let e = by_node
+                    .entry(what.to_string())
+                    .or_insert_with(|| cause.clone());
+                if a.rule == "node_down" {
+                    *e = cause;
+                }
+            }
+            "agent_down" => {
+                by_host.insert(what.to_string(), cause);
+            }
+            _ => {}
+        }
+    }
+    if by_node.is_empty() && by_host.is_empty() {
+        return;
+    }
+    let mut held: HashMap<String, usize> = HashMap::new();
+    for a in want.iter_mut().filter(|a| a.rule == "overdue") {
+        let Some(key) = &a.key else { continue };
+        let cause = by_host
+            .get(&key.server_id)
+            .or_else(|| last_node(key).and_then(|n| by_node.get(n)));
+        if let Some(c) = cause {
+            *held.entry(c.clone()).or_default() += 1;
+            a.held_by = Some(c.clone());
+        }
+    }
+    for a in want.iter_mut() {
+        if let Some(n) = held.get(&cause_of(&a.rule, &a.subject)) {
+            a.message.push_str(&format!(
+                "; holds {n} overdue alert{} it explains (listed on its page)",
+                if *n == 1 { "" } else { "s" }
+            ));
+        }
     }
 }
 
@@ -171,8 +455,15 @@ impl Engine {
                 a.game_server_ip = s.game_server_ip.clone();
                 a
             };
-            // script_error: the latest result failed.
-            if enabled && s.last_ms > 0 && !s.last_succeed && !s.key.server_id.is_empty() {
+            // script_error: the latest result failed. An illegal message is not a failed
+            // backup: it has its own alert (`illegal`), not a second one here.
+            let latest_illegal = s.last_log.starts_with(ILLEGAL_PREFIX);
+            if enabled
+                && s.last_ms > 0
+                && !s.last_succeed
+                && !latest_illegal
+                && !s.key.server_id.is_empty()
+            {
                 want.push(with_host(instance_alert(
                     "script_error",
                     &s.key,
@@ -191,6 +482,12 @@ impl Engine {
                     &s.key,
                     "results arrive for an instance that is not registered".into(),
                 )));
+            } else if recent(s.last_illegal_ms) && s.key.server_id.is_empty() {
+                // A message without identity (not JSON, no server_id): what the node kept of
+                // it, the queue and the node, instead of empty instance fields.
+                let mut a = other_alert("illegal", NO_IDENTITY.into(), no_identity_message(s));
+                a.game_server_ip = s.game_server_ip.clone();
+                want.push(a);
             } else if recent(s.last_illegal_ms) {
                 want.push(with_host(instance_alert(
                     "illegal",
@@ -218,11 +515,8 @@ impl Engine {
                 .interval_secs
                 .or(s.and_then(|s| s.interval_secs))
                 .unwrap_or(self.default_interval_secs);
-            let since = s
-                .map(|s| s.last_ok_ms)
-                .filter(|t| *t > 0)
-                .unwrap_or(reg.created_ms);
-            let deadline = overdue_deadline(since, interval, c.grace_secs);
+            let last_ok = s.map(|s| s.last_ok_ms).unwrap_or(0);
+            let deadline = overdue_deadline(last_ok.max(reg.created_ms), interval, c.grace_secs);
             if now > deadline {
                 let last = match s {
                     Some(s) if s.last_ok_ms > 0 => {
@@ -327,12 +621,29 @@ impl Engine {
                     }
                 }
             }
-            if cl.dead_letters > 0 {
-                want.push(other_alert(
-                    "dead_letter",
-                    format!("{}/dead", cl.name),
-                    format!("{} jobs exhausted their requeues", cl.dead_letters),
-                ));
+            // Illegal messages wait in the dead list too, but each already has its `illegal`
+            // alert: dead_letter counts the jobs that exhausted their requeues.
+            let exhausted = cl.dead_letters.saturating_sub(cl.dead_illegal);
+            if exhausted > 0 {
+                let mut m = format!(
+                    "{exhausted} job{} exhausted {} requeues",
+                    if exhausted == 1 { "" } else { "s" },
+                    if exhausted == 1 { "its" } else { "their" }
+                );
+                if cl.dead_illegal > 0 {
+                    m.push_str(&format!(
+                        "; the list also holds {} illegal message{} (see the illegal alerts)",
+                        cl.dead_illegal,
+                        if cl.dead_illegal == 1 { "" } else { "s" }
+                    ));
+                }
+                if cl.dead_unread > 0 {
+                    m.push_str(&format!(
+                        "; {} older entries not classified (the newest {DEAD_SCAN} were)",
+                        cl.dead_unread
+                    ));
+                }
+                want.push(other_alert("dead_letter", format!("{}/dead", cl.name), m));
             }
             for (server, t) in &cl.agents {
                 if *t == 0 || now - t <= c.agent_timeout_secs * 1000 {
@@ -359,60 +670,81 @@ impl Engine {
         }
         self.catalog.nodes_seen(&nodes_alive, now).await?;
         self.catalog.agents_seen(&agents_alive, now).await?;
+        let last_node: HashMap<&InstanceKey, &str> = states
+            .iter()
+            .filter_map(|s| Some((&s.key, s.last_node.as_deref()?)))
+            .collect();
+        let nodes_of_cluster = |cluster: &str| -> Vec<String> {
+            known_nodes
+                .iter()
+                .filter(|(_, c, _, _)| c == cluster)
+                .map(|(n, _, _, _)| n.clone())
+                .collect()
+        };
+        inhibit(&mut want, |k| last_node.get(k).copied(), nodes_of_cluster);
         Ok(want
             .into_iter()
             .map(|a| ((a.rule.clone(), a.subject.clone()), a))
             .collect())
     }
 
-    /// Runs every rule once.
+    /// Runs every rule once. Its changes (and, with a routing sink, their outbox events) are
+    /// written in one transaction.
     pub async fn evaluate(&self, clusters: &[ClusterStatus]) -> Result<Evaluation, CatalogError> {
         let started = std::time::Instant::now();
         let now = self.clock.now_ms();
         let want = self.wanted(now, clusters).await?;
         let open = self.catalog.open_alerts().await?;
         let mut out = Evaluation::default();
+        let mut changes = AlertChanges::default();
         let mut open_keys = HashMap::new();
         for a in &open {
             open_keys.insert((a.rule.clone(), a.subject.clone()), a);
         }
+        // Alerts whose cause cleared while they stay open: notified now, as Alertmanager
+        // notifies an inhibited alert once its source resolves.
+        let mut released = std::collections::HashSet::new();
         for (k, a) in &want {
             match open_keys.get(k) {
-                Some(existing) if existing.message == a.message => {}
-                Some(_) => {
-                    self.catalog.open_alert(a, now).await?;
-                }
-                None => {
-                    if let Some(opened) = self.catalog.open_alert(a, now).await? {
-                        out.opened.push(k.clone());
-                        tracing::warn!(rule = %a.rule, subject = %a.subject, "{}", a.message);
-                        self.notify
-                            .notify(Notification {
-                                event: "open",
-                                alert: opened,
-                            })
-                            .await;
+                Some(existing)
+                    if existing.message == a.message && existing.held_by == a.held_by => {}
+                Some(existing) => {
+                    if existing.held_by.is_some() && a.held_by.is_none() {
+                        released.insert(existing.id);
                     }
+                    changes.refresh.push(a.clone());
                 }
+                None => changes.open.push(a.clone()),
             }
         }
         for (k, a) in &open_keys {
-            if want.contains_key(k) {
-                continue;
+            if !want.contains_key(k) {
+                changes.resolve.push(a.id);
             }
-            if let Some(resolved) = self.catalog.resolve_alert(&k.0, &k.1, now).await? {
-                out.resolved.push(k.clone());
-                tracing::info!(rule = %k.0, subject = %k.1, "resolved");
-                let silenced = a.silenced_until_ms.is_some_and(|t| t > now);
-                if !silenced {
-                    self.notify
-                        .notify(Notification {
-                            event: "resolve",
-                            alert: resolved,
-                        })
-                        .await;
-                }
+        }
+        let router = self.notify.router();
+        let route = |applied: &AppliedAlerts| -> Vec<OutEvent> {
+            match router {
+                Some(r) => r.route(&notifications(applied, &released, now)),
+                None => Vec::new(),
             }
+        };
+        let applied = self.catalog.apply_alerts(&changes, now, &route).await?;
+        log_changes(&applied.opened, &applied.resolved);
+        out.opened = applied
+            .opened
+            .iter()
+            .map(|a| (a.rule.clone(), a.subject.clone()))
+            .collect();
+        out.resolved = applied
+            .resolved
+            .iter()
+            .map(|a| (a.rule.clone(), a.subject.clone()))
+            .collect();
+        if router.is_none() {
+            self.notify
+                .notify_all(notifications(&applied, &released, now))
+                .await;
         }
         for k in want.keys() {
             *out.open_by_rule.entry(k.0.clone()).or_default() += 1;

@@ -38,14 +38,17 @@ pub fn sum_bigint(engine: Engine, expr: &str) -> String {
     }
 }
 
-/// The duration percentiles inside a grouped select, when the engine has them; SQLite has
+/// The duration percentiles inside a grouped select (as `duration_p50_ms`,
+/// `duration_p95_ms`), when the engine has them; SQLite has
 /// no percentile aggregate, and the catalog computes them from the sorted durations instead.
 pub fn percentiles(engine: Engine) -> Option<&'static str> {
     match engine {
         Engine::Sqlite => None,
         Engine::Postgres => Some(
-            "percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms)::FLOAT8, \
-             percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::FLOAT8",
+            "COALESCE(percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms)::FLOAT8, 0) \
+             AS duration_p50_ms, \
+             COALESCE(percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::FLOAT8, 0) \
+             AS duration_p95_ms",
         ),
     }
 }
@@ -94,42 +97,18 @@ pub const LIST_PARTITIONS: &str = "SELECT c.relname::text FROM pg_inherits i \
      JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
      WHERE p.relname = 'backups'";
 
-/// Epoch ms of the first instant of `month` (months since 1970-01), UTC.
+/// Epoch ms of the first instant of `month` (months since 1970-01), UTC; clamped to the years
+/// -9999..=9999.
 pub fn month_start_ms(month: i64) -> i64 {
-    let y = 1970 + month.div_euclid(12);
-    let m = month.rem_euclid(12) + 1;
-    days_from_civil(y, m, 1) * 86_400_000
+    let y = (1970 + month.div_euclid(12)).clamp(-9999, 9999) as i16;
+    let m = (month.rem_euclid(12) + 1) as i8;
+    crate::clock::utc_midnight_ms(jiff::civil::date(y, m, 1))
 }
 
 /// The month index (months since 1970-01) of epoch ms `ms`, UTC.
 pub fn month_of(ms: i64) -> i64 {
-    let days = ms.div_euclid(86_400_000);
-    let (y, m, _) = civil_from_days(days);
-    (y - 1970) * 12 + (m - 1)
-}
-
-// Howard Hinnant's days_from_civil / civil_from_days (public-domain algorithms).
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let d = crate::clock::utc_date(ms);
+    (i64::from(d.year()) - 1970) * 12 + i64::from(d.month()) - 1
 }
 
 #[cfg(test)]

@@ -3,8 +3,12 @@
 use serde::{Deserialize, Serialize};
 use ubackup_messages::NodeEvent;
 
+use super::rows::Flag;
+
 /// An instance: (server_id, lower-cased type, instance number).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::FromRow,
+)]
 pub struct InstanceKey {
     /// The database host's asset id.
     pub server_id: String,
@@ -32,12 +36,13 @@ impl InstanceKey {
 }
 
 /// One validated result, ready for the catalog (all integers fit an i64).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
 #[allow(missing_docs)] // the fields are PullResult's, documented there
 pub struct Record {
     pub job_id: String,
     pub server_id: String,
     #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
     pub back_type: String,
     pub instance: i64,
     pub game_id: Option<i64>,
@@ -55,11 +60,13 @@ pub struct Record {
     pub last_all_time: i64,
     pub prev_filename: Option<String>,
     pub prev_time: i64,
+    #[sqlx(try_from = "Flag")]
     pub succeed: bool,
     pub log: String,
     pub checksum: Option<String>,
     pub checksum_algorithm: Option<String>,
     pub expected_size: Option<i64>,
+    #[sqlx(try_from = "Flag")]
     pub size_mismatch: bool,
     pub bytes_received: i64,
     pub literal_bytes: i64,
@@ -70,7 +77,13 @@ pub struct Record {
     pub queue: Option<String>,
     pub taken_ms: i64,
     pub duration_ms: i64,
+    /// An illegal message's first characters, when nothing in it names its instance. Not
+    /// stored with the backup: kept as its instance state's `last_raw`.
+    #[sqlx(skip)]
+    pub raw_excerpt: Option<String>,
     /// The node dead-lettered the job as illegal (`log` starts with `illegal message: `).
+    /// Not stored: derived from `log` when read back.
+    #[sqlx(skip)]
     pub illegal: bool,
 }
 
@@ -113,12 +126,13 @@ pub struct Page {
 }
 
 /// A backup row as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Backup {
     /// Catalog id.
     pub id: i64,
     /// The result.
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub record: Record,
     /// When the indexer wrote it (ms).
     pub indexed_ms: i64,
@@ -138,10 +152,11 @@ impl Backup {
 }
 
 /// A registered instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Instance {
     /// Its key.
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub key: InstanceKey,
     /// Display name.
     #[serde(default)]
@@ -154,6 +169,7 @@ pub struct Instance {
     pub interval_secs: Option<i64>,
     /// Whether it is expected to back up at all.
     #[serde(default = "yes")]
+    #[sqlx(try_from = "Flag")]
     pub enabled: bool,
     /// When it was registered (ms; set by the catalog).
     #[serde(default, skip_deserializing)]
@@ -165,7 +181,7 @@ fn yes() -> bool {
 }
 
 /// A business.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Business {
     /// UBackup's `business_id` (the client's `game_id`).
     pub business_id: i64,
@@ -174,7 +190,7 @@ pub struct Business {
 }
 
 /// A backup type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct BackupType {
     /// UBackup's `backup_type.id` (batch-add lines name types by it).
     pub id: i64,
@@ -183,11 +199,13 @@ pub struct BackupType {
 }
 
 /// The latest state of an instance, as results left it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct InstanceState {
     /// The instance.
+    #[sqlx(flatten)]
     pub key: InstanceKey,
     /// The type as it arrived.
+    #[sqlx(rename = "type")]
     pub back_type: String,
     /// Business.
     pub game_id: Option<i64>,
@@ -196,6 +214,7 @@ pub struct InstanceState {
     /// create_time of the latest result (ms).
     pub last_ms: i64,
     /// Whether that result succeeded.
+    #[sqlx(try_from = "Flag")]
     pub last_succeed: bool,
     /// Its log.
     pub last_log: String,
@@ -209,6 +228,12 @@ pub struct InstanceState {
     pub last_corrupt_reason: Option<String>,
     /// The period the latest result carried (s).
     pub interval_secs: Option<i64>,
+    /// The node that sent the latest result.
+    pub last_node: Option<String>,
+    /// The queue the latest result's job was taken from.
+    pub last_queue: Option<String>,
+    /// The raw excerpt of the latest result (an illegal message without identity).
+    pub last_raw: Option<String>,
 }
 
 /// Grouping of statistics.
@@ -226,7 +251,7 @@ pub enum StatsBy {
 }
 
 /// One statistics row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct StatsRow {
     /// The group (day `YYYY-MM-DD`, business id, type or node).
     pub group: String,
@@ -237,8 +262,10 @@ pub struct StatsRow {
     /// Failed results.
     pub failures: i64,
     /// Median pull duration (ms).
+    #[sqlx(default)]
     pub duration_p50_ms: f64,
     /// 95th percentile pull duration (ms).
+    #[sqlx(default)]
     pub duration_p95_ms: f64,
 }
 
@@ -276,13 +303,14 @@ impl Role {
 }
 
 /// A user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
     /// Id.
     pub id: i64,
     /// Login name.
     pub name: String,
     /// Role.
+    #[sqlx(try_from = "String")]
     pub role: Role,
     /// argon2 PHC string.
     pub password_hash: String,
@@ -305,10 +333,12 @@ pub struct NewAlert {
     pub game_server_ip: Option<String>,
     /// What is wrong, for people.
     pub message: String,
+    /// The cause (`rule:subject`) this alert is held under (inhibition), if any.
+    pub held_by: Option<String>,
 }
 
 /// An alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Alert {
     /// Id.
     pub id: i64,
@@ -320,6 +350,7 @@ pub struct Alert {
     pub server_id: Option<String>,
     /// Type.
     #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
     pub back_type: Option<String>,
     /// Instance number.
     pub instance: Option<i64>,
@@ -341,6 +372,10 @@ pub struct Alert {
     pub acked_ms: Option<i64>,
     /// Silenced until (ms).
     pub silenced_until_ms: Option<i64>,
+    /// The cause (`rule:subject`) it is held under: listed on the cause's page, not notified
+    /// on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 /// Which alerts to list.
@@ -367,6 +402,9 @@ pub struct AlertFilter {
     /// Alerts of these businesses come first (a user's focus businesses).
     #[serde(default)]
     pub first_businesses: Vec<i64>,
+    /// Only alerts held under this cause (`rule:subject`).
+    #[serde(default)]
+    pub held_by: Option<String>,
 }
 
 /// The state of an alert at a moment.
@@ -384,11 +422,12 @@ pub enum AlertState {
 }
 
 /// One audit-log entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     /// When (ms).
     pub at_ms: i64,
     /// Who.
+    #[sqlx(rename = "user_name")]
     pub user: String,
     /// What.
     pub action: String,

@@ -3,30 +3,18 @@
 //! (`control_seq` and the values it applied). The key sits outside `<prefix>:node:*` so the
 //! heartbeat scan never mistakes it for a node.
 //!
-//! Fields (all strings; a missing field means "as configured"):
-//! `seq` (increments with every change), `paused` (`1`/`0`), `drain` (`1`/`0`), `reason`,
-//! `workers` (count), `bwlimit` (bytes per second, `0` = unlimited), `by`, `at_ms`.
+//! The fields and their meaning are the contract in [`ubackup_messages::control`], shared with
+//! the node.
 
 use std::collections::BTreeMap;
 
 use redis::AsyncCommands as _;
+use ubackup_messages::control::field;
+use ubackup_messages::NodeControl as ControlHash;
 
 use super::Clusters;
 
-/// A change asked for by an operator.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ControlChange {
-    /// Stop taking jobs (`Some(false)` resumes).
-    pub paused: Option<bool>,
-    /// Stop taking jobs and let running ones finish (`Some(false)` ends the drain).
-    pub drain: Option<bool>,
-    /// Why (shown on the node page and in the node's heartbeat).
-    pub reason: Option<String>,
-    /// Workers (`Some(None)`: back to the configured number).
-    pub workers: Option<Option<u32>>,
-    /// Bandwidth cap in bytes/s (`Some(Some(0))`: unlimited; `Some(None)`: as configured).
-    pub bwlimit: Option<Option<u64>>,
-}
+pub use ubackup_messages::{control_key, ControlChange};
 
 /// Why a control write failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +23,17 @@ pub enum ControlError {
     /// No cluster by that name.
     #[error("no cluster named {0:?}")]
     UnknownCluster(String),
+    /// No node by that id in the cluster (not configured, never seen by its heartbeat).
+    #[error("cluster {cluster:?} has no node {node:?}")]
+    UnknownNode {
+        /// The cluster.
+        cluster: String,
+        /// The node id asked for.
+        node: String,
+    },
     /// Its Redis failed.
     #[error("cluster Redis: {0}")]
     Redis(#[from] redis::RedisError),
-}
-
-/// The control key of a node.
-pub fn control_key(prefix: &str, node_id: &str) -> String {
-    format!("{prefix}:control:{node_id}")
 }
 
 impl Clusters {
@@ -60,37 +51,32 @@ impl Clusters {
             .iter()
             .find(|c| c.name == cluster)
             .ok_or_else(|| ControlError::UnknownCluster(cluster.to_string()))?;
-        let mut conn = crate::ingest::redis::connect(&cfg.redis).await?;
+        let mut conn = crate::ingest::redis::connect_to(self.target(cfg)).await?;
+        // Only a node the cluster knows (as the nodes page lists them: configured, in the
+        // `<prefix>:nodes` set, or with a heartbeat): no control hash for a made-up id.
+        let p = &cfg.key_prefix;
+        let known = cfg.nodes.iter().any(|n| n == node_id)
+            || conn
+                .sismember::<_, _, bool>(format!("{p}:nodes"), node_id)
+                .await?
+            || conn
+                .exists::<_, bool>(format!("{p}:node:{node_id}"))
+                .await?;
+        if !known {
+            return Err(ControlError::UnknownNode {
+                cluster: cluster.to_string(),
+                node: node_id.to_string(),
+            });
+        }
         let key = control_key(&cfg.key_prefix, node_id);
-        let mut set: Vec<(&str, String)> =
-            vec![("by", by.to_string()), ("at_ms", now_ms.to_string())];
-        let mut del: Vec<&str> = Vec::new();
-        if let Some(p) = change.paused {
-            set.push(("paused", u8::from(p).to_string()));
-        }
-        if let Some(d) = change.drain {
-            set.push(("drain", u8::from(d).to_string()));
-        }
-        if let Some(r) = &change.reason {
-            set.push(("reason", r.clone()));
-        }
-        match change.workers {
-            Some(Some(w)) => set.push(("workers", w.to_string())),
-            Some(None) => del.push("workers"),
-            None => {}
-        }
-        match change.bwlimit {
-            Some(Some(b)) => set.push(("bwlimit", b.to_string())),
-            Some(None) => del.push("bwlimit"),
-            None => {}
-        }
+        let writes = change.writes(by, now_ms);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        if !del.is_empty() {
-            pipe.hdel(&key, del).ignore();
+        if !writes.delete.is_empty() {
+            pipe.hdel(&key, &writes.delete).ignore();
         }
-        pipe.hset_multiple(&key, &set).ignore();
-        pipe.hincr(&key, "seq", 1).ignore();
+        pipe.hset_multiple(&key, &writes.set).ignore();
+        pipe.hincr(&key, field::SEQ, 1).ignore();
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(conn.hgetall(&key).await?)
     }
@@ -106,15 +92,17 @@ impl Clusters {
             .iter()
             .find(|c| c.name == cluster)
             .ok_or_else(|| ControlError::UnknownCluster(cluster.to_string()))?;
-        let mut conn = crate::ingest::redis::connect(&cfg.redis).await?;
+        let mut conn = crate::ingest::redis::connect_to(self.target(cfg)).await?;
         let mut out = BTreeMap::new();
         for id in node_ids {
-            let desired: BTreeMap<String, String> =
+            let hash: BTreeMap<String, String> =
                 conn.hgetall(control_key(&cfg.key_prefix, id)).await?;
+            let desired = (!hash.is_empty())
+                .then(|| ControlHash::parse(hash.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
             let hb_key = format!("{}:node:{id}", cfg.key_prefix);
             let (seq, applied): (Option<i64>, Option<String>) = redis::pipe()
-                .hget(&hb_key, "control_seq")
-                .hget(&hb_key, "control_applied")
+                .hget(&hb_key, field::CONTROL_SEQ)
+                .hget(&hb_key, field::CONTROL_APPLIED)
                 .query_async(&mut conn)
                 .await?;
             out.insert(
@@ -133,8 +121,8 @@ impl Clusters {
 /// A node's control: what was asked, and what its last heartbeat reports applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeControl {
-    /// The control hash.
-    pub desired: BTreeMap<String, String>,
+    /// The control hash, if the node has one.
+    pub desired: Option<ControlHash>,
     /// The `seq` the node applied last.
     pub applied_seq: Option<i64>,
     /// What it applied, as the node describes it.
@@ -144,7 +132,9 @@ pub struct NodeControl {
 impl NodeControl {
     /// Whether the node has applied the newest change.
     pub fn in_effect(&self) -> bool {
-        let want: Option<i64> = self.desired.get("seq").and_then(|s| s.parse().ok());
-        want.is_none() || want == self.applied_seq
+        match &self.desired {
+            Some(d) if d.seq != 0 => Some(d.seq) == self.applied_seq,
+            _ => true,
+        }
     }
 }

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use super::auth::{Admin, Operator, Viewer};
 use super::error::ApiError;
 use super::AppState;
+use crate::auth::LoginOutcome;
 use crate::catalog::{AlertFilter, BackupType, Business, Instance, InstanceKey, Page, StatsBy};
+use crate::web::session::PeerAddr;
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -36,37 +38,79 @@ async fn record(s: &AppState, user: &str, action: &str, detail: Value) -> Result
 pub struct Login {
     name: String,
     password: String,
+    /// Token lifetime (s): at most, and by default, `login.login_token_secs`.
+    expires_in_secs: Option<u64>,
 }
 
-/// Exchanges a name and password for a new bearer token.
-pub async fn login(State(s): State<AppState>, Json(l): Json<Login>) -> ApiResult {
-    let user = s
-        .catalog
-        .user(&l.name)
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
-    let phc = user.password_hash.clone();
-    let password = l.password;
-    let ok = tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &phc))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        return Err(ApiError::Unauthenticated);
+/// Exchanges a name and password for a new short-lived bearer token (`expires_ms`, named
+/// "API login from ADDRESS" in the token list). Limits, hashing and timing are the web
+/// login's ([`crate::auth::LoginGuard`]).
+pub async fn login(
+    State(s): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    Json(l): Json<Login>,
+) -> ApiResult {
+    use crate::web::login::{MAX_LOGIN_NAME_BYTES, MAX_LOGIN_PASSWORD_BYTES};
+    if l.name.len() > MAX_LOGIN_NAME_BYTES || l.password.len() > MAX_LOGIN_PASSWORD_BYTES {
+        return Err(ApiError::BadRequest("name or password too long".into()));
     }
+    let wall = crate::web::session::wall_ms();
+    let outcome = s
+        .login
+        .verify(
+            &*s.catalog,
+            &l.name,
+            &l.password,
+            peer.map(|p| p.ip()),
+            wall,
+        )
+        .await?;
+    let user = match outcome {
+        LoginOutcome::Verified(u) => u,
+        LoginOutcome::Wrong => {
+            let _ = record(&s, &l.name, "login_failed", json!({})).await;
+            return Err(ApiError::Unauthenticated);
+        }
+        LoginOutcome::Limited { retry_after_secs } => {
+            return Err(ApiError::RateLimited(retry_after_secs))
+        }
+        LoginOutcome::Busy { retry_after_secs } => return Err(ApiError::Busy(retry_after_secs)),
+    };
     let token = crate::auth::new_token();
     let now = s.clock.now_ms();
+    let expires = s.login.login_token_expiry(now, l.expires_in_secs);
+    let name = match peer {
+        Some(p) => format!("API login from {}", p.ip()),
+        None => "API login".to_string(),
+    };
     s.catalog
-        .add_token(user.id, &crate::auth::token_hash(&token), now)
+        .add_named_token(
+            user.id,
+            &name,
+            &crate::auth::token_hash(&token),
+            now,
+            expires,
+        )
         .await?;
-    record(&s, &user.name, "login", json!({})).await?;
+    record(&s, &user.name, "login", json!({"expires_ms": expires})).await?;
     Ok(Json(
-        json!({"token": token, "user": user.name, "role": user.role}),
+        json!({"token": token, "user": user.name, "role": user.role, "expires_ms": expires}),
     ))
 }
 
 /// The registry.
 pub async fn instances(State(s): State<AppState>, _v: Viewer) -> ApiResult {
-    to_json(s.catalog.instances().await?)
+    let states = crate::alerts::instance_states(s.catalog.as_ref()).await?;
+    let mut out = Vec::new();
+    for i in s.catalog.instances().await? {
+        let state = states.of(&i);
+        let mut v = serde_json::to_value(i).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if let Value::Object(o) = &mut v {
+            o.insert("state".into(), Value::from(state.name()));
+        }
+        out.push(v);
+    }
+    Ok(Json(Value::Array(out)))
 }
 
 /// Adds or updates registry rows (one object or a list).
@@ -80,14 +124,11 @@ pub async fn put_instances(
         other => serde_json::from_value(other).map(|i| vec![i]),
     }
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if rows
-        .iter()
-        .any(|r| r.key.server_id.is_empty() || r.key.type_key.is_empty())
-    {
-        return Err(ApiError::BadRequest(
-            "server_id and type must be non-empty".into(),
-        ));
-    }
+    let rows = rows
+        .into_iter()
+        .map(crate::validate::instance)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let n = s.catalog.upsert_instances(&rows, s.clock.now_ms()).await?;
     record(&s, &u.name, "registry.put", json!({"count": rows.len()})).await?;
     Ok(Json(json!({"written": n})))
@@ -174,6 +215,11 @@ pub async fn put_businesses(
     Operator(u): Operator,
     Json(rows): Json<Vec<Business>>,
 ) -> ApiResult {
+    let rows = rows
+        .into_iter()
+        .map(crate::validate::business)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let n = s.catalog.upsert_businesses(&rows).await?;
     record(&s, &u.name, "business.put", json!({"count": rows.len()})).await?;
     Ok(Json(json!({"written": n})))
@@ -190,6 +236,11 @@ pub async fn put_backup_types(
     Operator(u): Operator,
     Json(rows): Json<Vec<BackupType>>,
 ) -> ApiResult {
+    let rows = rows
+        .into_iter()
+        .map(crate::validate::backup_type)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let n = s.catalog.upsert_backup_types(&rows).await?;
     record(&s, &u.name, "backup_type.put", json!({"count": rows.len()})).await?;
     Ok(Json(json!({"written": n})))
@@ -211,8 +262,10 @@ pub async fn stats(
 ) -> ApiResult {
     let now = s.clock.now_ms();
     let by = q.by.unwrap_or(StatsBy::Day);
-    let from = q.from_ms.unwrap_or(now - 7 * 86_400_000);
     let to = q.to_ms.unwrap_or(now + 1);
+    let from = q.from_ms.unwrap_or(to.saturating_sub(7 * 86_400_000));
+    let (from, to) = crate::validate::stats_range_ms(from, to)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     to_json(json!({"by": by_name(by), "from_ms": from, "to_ms": to,
         "rows": s.catalog.stats(by, from, to).await?}))
 }
@@ -267,17 +320,18 @@ pub async fn silence(
     Path(id): Path<i64>,
     Json(b): Json<Silence>,
 ) -> ApiResult {
+    let now = s.clock.now_ms();
     let until = match (b.until_ms, b.for_secs) {
         (Some(t), _) => t,
-        (None, Some(secs)) if secs > 0 => {
-            s.clock.now_ms().saturating_add(secs.saturating_mul(1000))
-        }
+        (None, Some(secs)) if secs > 0 => now.saturating_add(secs.saturating_mul(1000)),
         _ => {
             return Err(ApiError::BadRequest(
                 "give until_ms or a positive for_secs".into(),
             ))
         }
     };
+    let until = crate::validate::silence_until(now, until)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if !s.catalog.silence_alert(id, until).await? {
         return Err(ApiError::NotFound);
     }

@@ -1,6 +1,6 @@
 //! Authentication and roles as extractors. A bearer token (`Authorization: Bearer ubk_…`) is
-//! looked up by its SHA-256; passwords (argon2) are checked only by `POST /api/v1/login`,
-//! which hands out a token.
+//! looked up by its SHA-256 and refused once expired; passwords (argon2) are checked only by
+//! `POST /api/v1/login` (through [`crate::auth::LoginGuard`]), which hands out a token.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -24,7 +24,7 @@ async fn user_of(parts: &Parts, state: &AppState) -> Result<Option<User>, ApiErr
     }
     let user = state
         .catalog
-        .user_by_token(&crate::auth::token_hash(token))
+        .user_by_token(&crate::auth::token_hash(token), state.clock.now_ms())
         .await?;
     user.map(Some).ok_or(ApiError::Unauthenticated)
 }

@@ -22,6 +22,12 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Too many failed logins: wait this many seconds.
+    #[error("too many failed logins; retry after {0} s")]
+    RateLimited(u64),
+    /// Every password-hash worker is busy: retry after this many seconds.
+    #[error("login busy; retry after {0} s")]
+    Busy(u64),
     /// The catalog failed.
     #[error("catalog unavailable")]
     Catalog(#[from] CatalogError),
@@ -34,12 +40,24 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Catalog(e) => {
                 tracing::error!("catalog: {e}");
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
+        let retry = match &self {
+            ApiError::RateLimited(s) | ApiError::Busy(s) => Some(*s),
+            _ => None,
+        };
         let mut r = (status, Json(serde_json::json!({"error": self.to_string()}))).into_response();
+        if let Some(s) = retry {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(s),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

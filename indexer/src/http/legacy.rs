@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use super::auth::{LegacyReader, Viewer};
 use super::error::ApiError;
 use super::AppState;
-use crate::alerts::LEGACY_RULES;
-use crate::catalog::{AlertFilter, InstanceKey, Page};
+use crate::alerts::{LEGACY_RULES, NO_IDENTITY};
+use crate::catalog::{AlertFilter, InstanceKey, InstanceState, Page};
 
 /// The 480 newest, as UBackup's ES query.
 const BACKUP_LIST_SIZE: i64 = 480;
@@ -39,12 +39,12 @@ pub async fn alert(State(s): State<AppState>, _r: LegacyReader) -> Result<Json<V
         .into_iter()
         .map(|i| (i.key, i.name))
         .collect();
-    let states: HashMap<InstanceKey, (i64, String)> = s
+    let states: HashMap<InstanceKey, InstanceState> = s
         .catalog
         .instance_states()
         .await?
         .into_iter()
-        .map(|st| (st.key, (st.last_ms, st.last_log)))
+        .map(|st| (st.key.clone(), st))
         .collect();
     let open = s
         .catalog
@@ -63,7 +63,31 @@ pub async fn alert(State(s): State<AppState>, _r: LegacyReader) -> Result<Json<V
             (Some(sid), Some(t), Some(i)) => Some(InstanceKey::new(sid, t, i)),
             _ => None,
         };
-        let state = key.as_ref().and_then(|k| states.get(k));
+        if key.is_none() && a.subject == NO_IDENTITY {
+            // A message without identity: what the node kept of it, not empty fields.
+            let st = states.get(&InstanceKey::new("", "", 0));
+            out.push(json!({
+                "server_id": NO_IDENTITY,
+                "game_server_ip": a.game_server_ip,
+                "type": null,
+                "instance": null,
+                "game_id": a.game_id,
+                "game_name": "unknow",
+                "instance_name": null,
+                "create_time": st.map(|st| st.last_ms).filter(|t| *t > 0).unwrap_or(a.opened_ms),
+                "log": a.message,
+                "alert_type": a.rule,
+                "queue": st.and_then(|st| st.last_queue.clone()),
+                "node_id": st.and_then(|st| st.last_node.clone()),
+                "raw": st.and_then(|st| st.last_raw.clone()),
+            }));
+            continue;
+        }
+        let state = key
+            .as_ref()
+            .and_then(|k| states.get(k))
+            .map(|st| (st.last_ms, st.last_log.clone()));
+        let state = state.as_ref();
         out.push(json!({
             "server_id": a.server_id,
             "game_server_ip": a.game_server_ip,

@@ -9,8 +9,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod legacy;
+pub mod tls;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -35,6 +38,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Whether UBackup's legacy GET routes answer without a token.
     pub anonymous_legacy_reads: bool,
+    /// The login check the web form and `POST /api/v1/login` share.
+    pub login: Arc<crate::auth::LoginGuard>,
 }
 
 /// Largest request body accepted (registry uploads included).
@@ -76,6 +81,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/alerts/{id}/ack", post(api::ack))
         .route("/api/v1/alerts/{id}/silence", post(api::silence))
         .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/tokens", get(tokens::list))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         // UBackup's routes, old shapes.
         .route("/api/alert", get(legacy::alert))
         .route("/api/get_force_business", get(legacy::get_force_business))
@@ -84,6 +91,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/business", get(legacy::business))
         .route("/metrics", get(api::metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// `/metrics` alone, for `http.metrics_listen`.
+pub fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(api::metrics))
 }
 
 /// The whole app.

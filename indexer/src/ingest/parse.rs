@@ -35,6 +35,10 @@ pub enum Invalid {
     /// Fields missing or malformed (all of them listed).
     #[error("invalid result: {}", .0.join("; "))]
     Fields(Vec<String>),
+    /// A field that the registry's and the pages' validator refuses (a 5,000-byte server id,
+    /// a type starting with a tab or `=`): the same rule as every other way in.
+    #[error("illegal field: {0}")]
+    Field(crate::validate::FieldError),
 }
 
 impl Invalid {
@@ -45,6 +49,7 @@ impl Invalid {
             Invalid::NotJson(_) => "not_json",
             Invalid::Event(_) => "bad_event",
             Invalid::Fields(_) => "fields",
+            Invalid::Field(_) => "illegal_field",
         }
     }
 }
@@ -222,6 +227,7 @@ fn parse_result_object(obj: &Map<String, Value>) -> Result<Record, Invalid> {
         attempts: f.count("attempts"),
         requeues: f.count("requeues"),
         queue: f.string("queue", false),
+        raw_excerpt: f.string("raw_excerpt", false),
         taken_ms: f.time("taken_ms", false),
         duration_ms: f.count("duration_ms"),
         illegal,
@@ -236,7 +242,86 @@ fn parse_result_object(obj: &Map<String, Value>) -> Result<Record, Invalid> {
     if !f.bad.is_empty() {
         return Err(Invalid::Fields(f.bad));
     }
+    check_fields(&mut r).map_err(Invalid::Field)?;
     Ok(r)
+}
+
+/// Puts every text field of a result through its validator in [`crate::validate`] (the one
+/// forms, API and registry import use). A result that fails is refused; a node's own
+/// "illegal message" report is kept instead (it is how an illegal job reaches the `illegal`
+/// alert) with each failing field emptied, so its text never reaches a page or an export.
+fn check_fields(r: &mut Record) -> Result<(), crate::validate::FieldError> {
+    use crate::validate::{self as v, FieldError};
+    let illegal = r.illegal;
+    let keep = |res: Result<(), FieldError>, value: &mut String| -> Result<(), FieldError> {
+        match res {
+            Ok(()) => Ok(()),
+            Err(_) if illegal => {
+                value.clear();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    };
+    // A node's report may lack its identity: empty is its "unknown" there.
+    let key = |field, s: &str, max| {
+        if illegal && s.is_empty() {
+            Ok(())
+        } else {
+            v::key(field, s, max)
+        }
+    };
+    let res = key("server_id", &r.server_id, v::MAX_SERVER_ID_BYTES);
+    keep(res, &mut r.server_id)?;
+    let res = key("type", &r.back_type, v::MAX_TYPE_KEY_BYTES);
+    keep(res, &mut r.back_type)?;
+    // Empty is allowed where it was before (a node that does not know its own address).
+    let ident = |field, s: &str| {
+        if s.is_empty() {
+            Ok(())
+        } else {
+            v::identifier(field, s, v::MAX_IDENTIFIER_BYTES)
+        }
+    };
+    for (field, value) in [
+        ("job_id", &mut r.job_id),
+        ("back_server_ip", &mut r.back_server_ip),
+        ("node_id", &mut r.node_id),
+    ] {
+        let res = ident(field, value);
+        keep(res, value)?;
+    }
+    for (field, value) in [
+        ("game_server_ip", &mut r.game_server_ip),
+        ("checksum", &mut r.checksum),
+        ("checksum_algorithm", &mut r.checksum_algorithm),
+        ("queue", &mut r.queue),
+    ] {
+        if let Some(s) = value {
+            let res = ident(field, s);
+            keep(res, s)?;
+        }
+    }
+    for (field, value) in [
+        ("file_path", &mut r.file_path),
+        ("filename", &mut r.filename),
+        ("last_all_filename", &mut r.last_all_filename),
+        ("prev_filename", &mut r.prev_filename),
+        ("basis", &mut r.basis),
+    ] {
+        if let Some(s) = value {
+            let res = v::path(field, s);
+            keep(res, s)?;
+        }
+    }
+    if let Some(s) = &mut r.raw_excerpt {
+        let res = v::text("raw_excerpt", s, v::MAX_PATH_BYTES);
+        keep(res, s)?;
+    }
+    if illegal && r.job_id.is_empty() {
+        r.job_id = natural_key(r);
+    }
+    Ok(())
 }
 
 /// The job id of a result that has none: a hash of its natural key.
@@ -316,6 +401,27 @@ mod tests {
     }
 
     #[test]
+    fn a_raw_excerpt_is_carried_and_bounded() {
+        let mut v = legacy();
+        v["raw_excerpt"] = "{\\\"filename\\\": 3".into();
+        assert_eq!(
+            result(v.to_string().as_bytes()).raw_excerpt.as_deref(),
+            Some("{\\\"filename\\\": 3")
+        );
+        // A control character (the node escapes them) or more than 4 KiB is refused.
+        v["raw_excerpt"] = "a\nb".into();
+        assert!(matches!(
+            parse_message(v.to_string().as_bytes(), 65536),
+            Err(Invalid::Field(_))
+        ));
+        v["raw_excerpt"] = "x".repeat(5000).into();
+        assert!(matches!(
+            parse_message(v.to_string().as_bytes(), 65536),
+            Err(Invalid::Field(_))
+        ));
+    }
+
+    #[test]
     fn rejects_with_every_reason() {
         assert!(matches!(
             parse_message(b"not json", 65536),
@@ -342,6 +448,48 @@ mod tests {
             parse_message(e.as_bytes(), 65536),
             Err(Invalid::Event(_))
         ));
+    }
+
+    #[test]
+    fn refuses_fields_that_the_registry_refuses() {
+        let bad: [(&str, Value); 6] = [
+            ("server_id", Value::from("S".repeat(5000))),
+            ("server_id", Value::from("=HYPERLINK(\"http://x\")")),
+            ("type", Value::from("\t=cmd|' /C calc'!A0")),
+            ("node_id", Value::from("n\u{1b}[31m")),
+            ("filename", Value::from("f\r\n.xb")),
+            ("game_server_ip", Value::from(" 10.1.2.3")),
+        ];
+        for (k, val) in bad {
+            let mut v = legacy();
+            v[k] = val;
+            match parse_message(v.to_string().as_bytes(), 65536) {
+                Err(e @ Invalid::Field(_)) => {
+                    assert_eq!(e.kind(), "illegal_field");
+                    assert!(e.to_string().contains(k), "{e}");
+                }
+                other => panic!("{k}: {other:?}"),
+            }
+        }
+        // A business id is a number: 5,000 digits is no business.
+        let mut v = legacy();
+        v["game_id"] = Value::from("9".repeat(5000));
+        assert!(matches!(
+            parse_message(v.to_string().as_bytes(), 65536),
+            Err(Invalid::Fields(_))
+        ));
+    }
+
+    #[test]
+    fn a_nodes_illegal_report_is_kept_without_its_bad_fields() {
+        let v = serde_json::json!({"back_server_ip": "10.0.0.5", "rsync_time": 9,
+            "succeed": 0, "log": "illegal message: server_id: too long",
+            "server_id": "\t=cmd", "type": "mysql", "instance": 1, "create_time": 0});
+        let r = result(v.to_string().as_bytes());
+        assert!(r.illegal);
+        assert_eq!(r.server_id, "");
+        assert_eq!(r.back_type, "mysql");
+        assert!(!r.job_id.is_empty());
     }
 
     #[test]

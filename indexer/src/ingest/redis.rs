@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ubackup_redis_ha::{HaConnection, Options, Target};
 
-use super::{Intake, IntakeError};
+use super::{Intake, IntakeError, Outcome, Settled};
 
 /// Moves up to ARGV[1] messages from the right (oldest) end of KEYS[1] to the left of KEYS[2],
 /// atomically, and returns them oldest first.
@@ -21,14 +21,14 @@ return out
 
 /// The results list and a processing list on one Redis.
 pub struct RedisIntake {
-    conn: ConnectionManager,
+    conn: HaConnection,
     list: String,
     processing: String,
     dead: String,
     indexer: String,
     take: redis::Script,
     forward: Option<String>,
-    done_forwarding: redis::Script,
+    settle: redis::Script,
 }
 
 impl std::fmt::Debug for RedisIntake {
@@ -45,14 +45,25 @@ fn err(e: redis::RedisError) -> IntakeError {
 }
 
 /// A Redis connection that reconnects by itself (with bounded waits).
-pub async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_with_config(client, cfg).await
+pub async fn connect(url: &str) -> Result<HaConnection, redis::RedisError> {
+    connect_to(Target::Direct(url.to_string())).await
+}
+
+/// A connection to `target` (the master of a Sentinel set, followed across failovers, or
+/// one server), reconnecting by itself with bounded backoff.
+pub async fn connect_to(target: Target) -> Result<HaConnection, redis::RedisError> {
+    let opts = Options {
+        connect_timeout: Duration::from_secs(5),
+        // Above the longest BLMOVE wait of `take`.
+        response_timeout: Duration::from_secs(10),
+        ..Options::default()
+    };
+    HaConnection::connect(target, opts)
+        .await
+        .map_err(|e| match e {
+            ubackup_redis_ha::HaError::Redis(e) => e,
+            other => redis::RedisError::from((redis::ErrorKind::Io, "redis", other.to_string())),
+        })
 }
 
 impl RedisIntake {
@@ -64,45 +75,111 @@ impl RedisIntake {
         dead: &str,
         indexer: &str,
     ) -> Result<RedisIntake, IntakeError> {
+        Self::connect_to(
+            Target::Direct(url.to_string()),
+            list,
+            processing,
+            dead,
+            indexer,
+        )
+        .await
+    }
+
+    /// Like [`RedisIntake::connect`], to `target` (through Sentinel when it names one).
+    pub async fn connect_to(
+        target: Target,
+        list: &str,
+        processing: &str,
+        dead: &str,
+        indexer: &str,
+    ) -> Result<RedisIntake, IntakeError> {
         Ok(RedisIntake {
-            conn: connect(url).await.map_err(err)?,
+            conn: connect_to(target).await.map_err(err)?,
             list: list.into(),
             processing: processing.into(),
             dead: dead.into(),
             indexer: indexer.into(),
             take: redis::Script::new(TAKE),
             forward: None,
-            done_forwarding: redis::Script::new(DONE_FORWARDING),
+            settle: redis::Script::new(SETTLE),
         })
     }
 
-    /// Copies every consumed message to `list` (see `ResultsConfig::forward_list`).
+    /// The connection's state (master, failovers followed), for metrics.
+    pub fn redis_status(&self) -> ubackup_redis_ha::Status {
+        self.conn.status()
+    }
+
+    /// A handle on the connection (it follows the master as the intake's does), for
+    /// `/metrics` to read its state at each scrape.
+    pub fn connection(&self) -> HaConnection {
+        self.conn.clone()
+    }
+
+    /// Copies every consumed pull result that `to_es.py` reads to `list` (see
+    /// `ResultsConfig::forward_list` and [`super::forwardable`]).
     pub fn forwarding_to(mut self, list: Option<String>) -> RedisIntake {
         self.forward = list;
         self
     }
 }
 
-/// KEYS[1] processing, KEYS[2] forward list, ARGV[1] n: LPUSH the n oldest in-flight messages
-/// onto the forward list, oldest first (so a consumer reading from the right gets them in
-/// order), then drop them from the processing list — in one step, so a message is forwarded
-/// exactly once however the indexer stops.
-const DONE_FORWARDING: &str = r"
-local n = tonumber(ARGV[1])
-local items = redis.call('LRANGE', KEYS[1], -n, -1)
-for i = #items, 1, -1 do
-  redis.call('LPUSH', KEYS[2], items[i])
+/// KEYS[1] processing, KEYS[2] dead letters, KEYS[3] (optional) forward list; ARGV holds pairs
+/// (message, action), oldest first. For each pair: LREM one entry with exactly those bytes,
+/// scanning from the right (the oldest end, where a settled batch sits); only if one was
+/// removed, act: `d<entry>` LPUSHes the dead letter, `f` LPUSHes the message onto the forward
+/// list (oldest first, so a consumer reading from the right gets them in order), `k` nothing.
+/// One script, so a dead letter or a forward copy exists exactly when its entry left flight,
+/// however the indexer or Redis stops; a second run for the same messages (its first reply
+/// was lost) finds nothing to remove and pushes nothing. Returns how many entries it removed.
+const SETTLE: &str = r"
+local removed = 0
+for i = 1, #ARGV - 1, 2 do
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+    removed = removed + 1
+    local action = ARGV[i + 1]
+    local tag = string.sub(action, 1, 1)
+    if tag == 'd' then
+      redis.call('LPUSH', KEYS[2], string.sub(action, 2))
+    elseif tag == 'f' and KEYS[3] then
+      redis.call('LPUSH', KEYS[3], ARGV[i])
+    end
+  end
 end
-redis.call('LTRIM', KEYS[1], 0, -n - 1)
-return #items
+return removed
 ";
+
+/// How much of a malformed message its dead-letter entry keeps.
+pub const DEAD_LETTER_EXCERPT: usize = 64 * 1024;
+
+impl RedisIntake {
+    /// The dead-letter entry of `raw`: its first [`DEAD_LETTER_EXCERPT`] bytes and its size.
+    /// The whole message would go into the settle script twice (raw and escaped), so one
+    /// huge message of control bytes could pass Redis's argument limit and hold the batch.
+    fn dead_entry(&self, raw: &[u8], reason: &str) -> String {
+        let text = String::from_utf8_lossy(raw);
+        serde_json::json!({
+            "reason": reason,
+            "message": ubackup_messages::truncate_str(&text, DEAD_LETTER_EXCERPT),
+            "bytes": raw.len(),
+            "indexer": self.indexer,
+            "at_ms": crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+        })
+        .to_string()
+    }
+}
 
 #[async_trait]
 impl Intake for RedisIntake {
-    async fn in_flight(&mut self) -> Result<Vec<Vec<u8>>, IntakeError> {
+    async fn in_flight(&mut self, max: usize) -> Result<Vec<Vec<u8>>, IntakeError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // The oldest are at the right.
+        let from = -i64::try_from(max).unwrap_or(i64::MAX);
         let mut v: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(&self.processing)
-            .arg(0)
+            .arg(from)
             .arg(-1)
             .query_async(&mut self.conn)
             .await
@@ -137,48 +214,25 @@ impl Intake for RedisIntake {
         Ok(out)
     }
 
-    async fn done(&mut self, n: usize) -> Result<(), IntakeError> {
-        if n == 0 {
-            return Ok(());
+    async fn done(&mut self, settled: &[Settled<'_>]) -> Result<usize, IntakeError> {
+        if settled.is_empty() {
+            return Ok(0);
         }
-        // Only this indexer writes its processing list, and the batch is its n rightmost
-        // (oldest) entries.
+        let mut inv = self.settle.key(&self.processing);
+        inv.key(&self.dead);
         if let Some(forward) = &self.forward {
-            let _: i64 = self
-                .done_forwarding
-                .key(&self.processing)
-                .key(forward)
-                .arg(n)
-                .invoke_async(&mut self.conn)
-                .await
-                .map_err(err)?;
-            return Ok(());
+            inv.key(forward);
         }
-        let stop = -(n as i64) - 1;
-        let () = redis::cmd("LTRIM")
-            .arg(&self.processing)
-            .arg(0)
-            .arg(stop)
-            .query_async(&mut self.conn)
-            .await
-            .map_err(err)?;
-        Ok(())
-    }
-
-    async fn dead_letter(&mut self, raw: &[u8], reason: &str) -> Result<(), IntakeError> {
-        let entry = serde_json::json!({
-            "reason": reason,
-            "message": String::from_utf8_lossy(raw),
-            "indexer": self.indexer,
-            "at_ms": crate::clock::Clock::now_ms(&crate::clock::SystemClock),
-        });
-        let _: i64 = redis::cmd("LPUSH")
-            .arg(&self.dead)
-            .arg(entry.to_string())
-            .query_async(&mut self.conn)
-            .await
-            .map_err(err)?;
-        Ok(())
+        for s in settled {
+            inv.arg(s.raw);
+            match s.outcome {
+                Outcome::Forward => inv.arg("f"),
+                Outcome::Keep => inv.arg("k"),
+                Outcome::Dead(reason) => inv.arg(format!("d{}", self.dead_entry(s.raw, reason))),
+            };
+        }
+        let removed: usize = inv.invoke_async(&mut self.conn).await.map_err(err)?;
+        Ok(removed)
     }
 
     async fn backlog(&mut self) -> Result<i64, IntakeError> {

@@ -7,13 +7,14 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
 
 use super::errors::PageError;
 use super::html::{csrf_field, esc, layout, thead, time, url};
 use super::instances::backups_table;
+use super::notice::{self, Notice};
 use super::session::{PageOperator, PageViewer, Session};
 use crate::catalog::{Alert, AlertFilter, AlertState, InstanceKey, Page, Role};
 use crate::http::AppState;
@@ -100,9 +101,15 @@ pub struct ListQuery {
     pub(crate) business: String,
     #[serde(default)]
     pub(crate) done: String,
+    /// The notice's count (`web::notice`).
+    #[serde(default)]
+    pub(crate) n: String,
     /// 1-based page of the list.
     #[serde(default)]
     pub(crate) page: Option<i64>,
+    /// Only the alerts held under this cause (`rule:subject`).
+    #[serde(default)]
+    pub(crate) held_by: String,
 }
 
 impl ListQuery {
@@ -150,6 +157,7 @@ pub async fn list(
         state: q.state.catalog(),
         now_ms: now,
         first_businesses: first,
+        held_by: (!q.held_by.trim().is_empty()).then(|| q.held_by.trim().to_string()),
     };
     let total = s.catalog.count_alerts(&f).await?;
     let (page, pages, offset) = list_page(q.page, total);
@@ -167,13 +175,7 @@ pub async fn list(
     let can_write = me.user.role >= Role::Operator;
 
     let mut o = String::with_capacity(256 * alerts.len() + 4096);
-    if !q.done.is_empty() {
-        let _ = write!(
-            o,
-            "<p class=\"notice\" role=\"status\">{}</p>",
-            esc(&q.done)
-        );
-    }
+    o.push_str(&notice::html(&q.done, &q.n, None));
     o.push_str(
         "<form method=\"get\" class=\"filters\" role=\"search\" aria-label=\"Filter alerts\">",
     );
@@ -213,11 +215,24 @@ pub async fn list(
             b.business_id
         );
     }
-    o.push_str("</select></div><button type=\"submit\">Filter</button>");
+    o.push_str("</select></div>");
+    if !q.held_by.trim().is_empty() {
+        let _ = write!(
+            o,
+            "<input type=\"hidden\" name=\"held_by\" value=\"{}\">",
+            esc(q.held_by.trim())
+        );
+    }
+    o.push_str("<button type=\"submit\">Filter</button>");
     o.push_str("<p id=\"notify\" class=\"muted\"><span></span> <button type=\"button\" class=\"secondary\" id=\"notify-enable\">Enable notifications</button></p></form>");
+    let held = if q.held_by.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" held under <code>{}</code>", esc(q.held_by.trim()))
+    };
     let _ = write!(
         o,
-        "<p class=\"muted\"><b id=\"alert-count\">{total}</b> {} alert(s); ★ = one of your focus businesses. Times in <span id=\"tz\">your zone</span>.</p>",
+        "<p class=\"muted\"><b id=\"alert-count\">{total}</b> {} alert(s){held}; ★ = one of your focus businesses. Times in <span id=\"tz\">your zone</span>.</p>",
         q.state.name()
     );
     let pager = pager(&q, page, pages);
@@ -248,7 +263,8 @@ pub async fn list(
             upd = time(a.updated_ms),
             cls = if st == StateFilter::Open { "bad" } else { "muted" },
             st = st.name(),
-            by = a.acked_by.as_ref().map(|u| format!(" <span class=\"muted\">by {}</span>", esc(u))).unwrap_or_default(),
+            by = a.acked_by.as_ref().map(|u| format!(" <span class=\"muted\">by {}</span>", esc(u))).unwrap_or_default()
+                + &a.held_by.as_ref().map(|c| format!(" <span class=\"muted\">held under {}</span>", esc(c))).unwrap_or_default(),
         );
         if can_write && st != StateFilter::Resolved {
             o.push_str(&action_forms(&me, a.id, st));
@@ -267,10 +283,11 @@ fn pager(q: &ListQuery, page: i64, pages: i64) -> String {
     }
     let link = |p: i64| {
         format!(
-            "/alerts?state={}&amp;rule={}&amp;business={}&amp;page={p}",
+            "/alerts?state={}&amp;rule={}&amp;business={}&amp;held_by={}&amp;page={p}",
             q.state.name(),
             url(q.rule.trim()),
-            url(q.business.trim())
+            url(q.business.trim()),
+            url(q.held_by.trim())
         )
     };
     let mut o = String::from("<nav class=\"pager\" aria-label=\"Alert pages\">");
@@ -346,7 +363,41 @@ pub async fn detail(
     if me.user.role >= Role::Operator && st != StateFilter::Resolved {
         o.push_str(&action_forms(&me, a.id, st));
     }
+    if let Some(c) = &a.held_by {
+        let _ = write!(
+            o,
+            "<p id=\"held-by\">Held under <code>{}</code>: notified through its cause, not on its own.</p>",
+            esc(c)
+        );
+    }
     o.push_str("</div>");
+    // A cause (a node or an agent down) lists the alerts it holds.
+    let cause = crate::alerts::cause_of(&a.rule, &a.subject);
+    let held = AlertFilter {
+        open: true,
+        limit: Some(PAGE_ROWS),
+        now_ms: now,
+        held_by: Some(cause.clone()),
+        ..AlertFilter::default()
+    };
+    let n_held = s.catalog.count_alerts(&held).await?;
+    if n_held > 0 {
+        let _ = write!(
+            o,
+            "<h2 id=\"held\">Holds {n_held} alert(s)</h2><p><a href=\"/alerts?state=all&amp;held_by={}\">List all {n_held}</a></p><ul class=\"held\">",
+            url(&cause)
+        );
+        for h in s.catalog.alerts(&held).await? {
+            let _ = write!(
+                o,
+                "<li><a href=\"/alerts/{}\">{} {}</a></li>",
+                h.id,
+                esc(&h.rule),
+                esc(&h.subject)
+            );
+        }
+        o.push_str("</ul>");
+    }
     if let (Some(server), Some(ty), Some(inst)) = (&a.server_id, &a.back_type, a.instance) {
         let key = InstanceKey::new(server, ty, inst);
         let rows = s
@@ -388,7 +439,7 @@ pub struct ActionForm {
 }
 
 /// Longest silence (hours): 90 days.
-pub const MAX_SILENCE_HOURS: i64 = 24 * 90;
+pub const MAX_SILENCE_HOURS: i64 = crate::validate::MAX_SILENCE_MS / 3_600_000;
 
 /// Longest comment kept (characters).
 pub const MAX_COMMENT_CHARS: usize = 500;
@@ -432,11 +483,11 @@ pub async fn ack(
             &serde_json::json!({"id": id, "comment": comment}).to_string(),
         )
         .await?;
-    Ok(Redirect::to(&format!(
-        "/alerts?done={}",
-        url(&format!("Alert {id} acknowledged."))
+    Ok(notice::redirect(
+        "/alerts",
+        Notice::AlertAcked,
+        u64::try_from(id).ok(),
     ))
-    .into_response())
 }
 
 /// `POST /alerts/{id}/silence`.
@@ -461,11 +512,11 @@ pub async fn silence(
             &serde_json::json!({"id": id, "until_ms": until, "comment": comment}).to_string(),
         )
         .await?;
-    Ok(Redirect::to(&format!(
-        "/alerts?done={}",
-        url(&format!("Alert {id} silenced for {hours} h."))
+    Ok(notice::redirect(
+        "/alerts",
+        Notice::AlertSilenced,
+        u64::try_from(id).ok(),
     ))
-    .into_response())
 }
 
 /// `GET /alerts/feed`: open, unacknowledged alerts with a focus flag (the page's poller).

@@ -42,10 +42,12 @@ fn origin_ok(req: &Request) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true;
     };
+    // HTTP/2 carries no Host header: the authority is in the URI (`:authority`).
     let Some(host) = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
     else {
         return false;
     };

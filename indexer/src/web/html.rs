@@ -86,7 +86,8 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/businesses", "Businesses", Role::Viewer),
     ("/types", "Backup types", Role::Viewer),
     ("/nodes", "Clusters & nodes", Role::Viewer),
-    ("/users", "Users", Role::Admin),
+    // Admins manage users here; everyone else finds their own API tokens.
+    ("/users", "Users", Role::Viewer),
 ];
 
 /// The whole page around `body`.
@@ -110,12 +111,19 @@ pub fn layout(title: &str, active: &str, s: Option<&Session>, body: &str) -> Str
             } else {
                 ""
             };
+            let label = if *href == "/users" && s.user.role < Role::Admin {
+                "API tokens"
+            } else {
+                label
+            };
             let _ = write!(o, "<li><a href=\"{href}\"{cur}>{label}</a></li>");
         }
         let _ = write!(
             o,
             "</ul><form method=\"post\" action=\"/logout\" class=\"who\">{}<span>{} ({})</span> \
-             <button type=\"submit\">Log out</button></form></nav></header>",
+             <button type=\"submit\">Log out</button> <button type=\"submit\" \
+             formaction=\"/logout/everywhere\" id=\"logout-everywhere\" \
+             title=\"End every session of this user\">Log out everywhere</button></form></nav></header>",
             csrf_field(s),
             esc(&s.user.name),
             s.user.role.name()

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, Response};
 use axum::Form;
 use serde::Deserialize;
 
 use super::errors::PageError;
 use super::html::{bytes, csrf_field, duration, esc, layout, thead, time, url};
+use super::notice::{self, Notice};
 use super::session::{PageOperator, PageViewer, Session};
 use crate::catalog::{Backup, BackupType, Business, Instance, InstanceKey, Page, Role};
 use crate::http::AppState;
@@ -29,6 +30,9 @@ pub struct ListQuery {
     pub(crate) page: usize,
     #[serde(default)]
     pub(crate) done: String,
+    /// The notice's count (`web::notice`).
+    #[serde(default)]
+    pub(crate) n: String,
 }
 
 /// The page of the instance list to show (0-based) and the number of pages, for a requested
@@ -87,15 +91,17 @@ pub async fn list(
         .filter(|i| matches(i, &q.field, query, &biz))
         .collect();
     let (pg, pages) = list_page(q.page, hits.len());
+    let shown: Vec<&Instance> = hits
+        .iter()
+        .skip(pg * PAGE_ROWS)
+        .take(PAGE_ROWS)
+        .copied()
+        .collect();
+    let keys: Vec<crate::catalog::InstanceKey> = shown.iter().map(|i| i.key.clone()).collect();
+    let health = crate::alerts::instance_states_of(s.catalog.as_ref(), &keys).await?;
     let can_write = me.user.role >= Role::Operator;
     let mut o = String::with_capacity(PAGE_ROWS * 600 + 4096);
-    if !q.done.is_empty() {
-        let _ = write!(
-            o,
-            "<p class=\"notice\" role=\"status\" id=\"done\">{}</p>",
-            esc(&q.done)
-        );
-    }
+    o.push_str(&notice::html(&q.done, &q.n, None));
     o.push_str(
         "<form method=\"get\" class=\"filters\" role=\"search\" aria-label=\"Search instances\">",
     );
@@ -136,6 +142,7 @@ pub async fn list(
         &[
             "<input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\">",
             "Server id",
+            "State",
             "Type",
             "Instance",
             "Name",
@@ -147,6 +154,7 @@ pub async fn list(
     } else {
         &[
             "Server id",
+            "State",
             "Type",
             "Instance",
             "Name",
@@ -158,7 +166,7 @@ pub async fn list(
     };
     o.push_str(&thead(head));
     o.push_str("<tbody>");
-    for i in hits.iter().skip(pg * PAGE_ROWS).take(PAGE_ROWS) {
+    for i in &shown {
         let k = &i.key;
         let kv = format!("{}\t{}\t{}", k.server_id, k.type_key, k.instance);
         o.push_str("<tr>");
@@ -172,11 +180,17 @@ pub async fn list(
         }
         let _ = write!(
             o,
-            "<td><a href=\"/instances/{}/{}/{}\">{}</a></td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<td><a href=\"/instances/{}/{}/{}\">{}</a></td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
             url(&k.server_id),
             url(&k.type_key),
             k.instance,
             esc(&k.server_id),
+            // First after the id: on a phone the table scrolls sideways, and this is what an
+            // operator looks for.
+            match health.of(i) {
+                crate::alerts::InstanceHealth::Overdue => "<span class=\"bad\">overdue</span>",
+                h => h.label(),
+            },
             esc(&k.type_key),
             k.instance,
             esc(&i.name),
@@ -257,7 +271,7 @@ pub struct SaveForm {
 impl SaveForm {
     /// The instance the form describes: a server id of 1 to 255 bytes and a type of 1 to 64,
     /// both trimmed and without control characters; an integer instance; a name trimmed and
-    /// cut to 255 characters; a business id and a period that are integers when given, the
+    /// at most 255 characters and not a formula (`crate::validate`); a business id and a period that are integers when given, the
     /// period positive (as the registry file requires: a period of 0 or less would make the
     /// instance overdue at once, for ever).
     pub fn instance(&self) -> Result<Instance, PageError> {
@@ -281,14 +295,15 @@ impl SaveForm {
                 "period: a positive number of seconds".into(),
             ));
         }
-        Ok(Instance {
+        crate::validate::instance(Instance {
             key: InstanceKey::new(server, ty, instance),
-            name: self.name.trim().chars().take(255).collect(),
+            name: self.name.clone(),
             business_id: opt_int(&self.business_id, "business id")?,
             interval_secs,
             enabled: self.enabled.is_some(),
             created_ms: 0,
         })
+        .map_err(|e| PageError::BadRequest(e.to_string()))
     }
 }
 
@@ -300,10 +315,6 @@ fn opt_int(s: &str, what: &str) -> Result<Option<i64>, PageError> {
             .map(Some)
             .map_err(|_| PageError::BadRequest(format!("{what} {v:?} is not a number"))),
     }
-}
-
-fn done(path: &str, msg: &str) -> Response {
-    Redirect::to(&format!("{path}?done={}", url(msg))).into_response()
 }
 
 async fn audit(
@@ -335,7 +346,7 @@ pub async fn save(
         serde_json::to_value(&row).unwrap_or_default(),
     )
     .await?;
-    Ok(done("/instances", &format!("Saved {}.", row.key.subject())))
+    Ok(notice::redirect("/instances", Notice::InstanceSaved, None))
 }
 
 /// Batch add.
@@ -366,9 +377,10 @@ pub async fn batch_add(
         serde_json::json!({"lines": n, "instances": applied.instances}),
     )
     .await?;
-    Ok(done(
+    Ok(notice::redirect(
         "/instances",
-        &format!("Added or updated {} instances.", applied.instances),
+        Notice::InstancesAdded,
+        Some(applied.instances as u64),
     ))
 }
 
@@ -419,9 +431,10 @@ pub async fn batch_delete(
         serde_json::json!({"removed": removed}),
     )
     .await?;
-    Ok(done(
+    Ok(notice::redirect(
         "/instances",
-        &format!("Deleted {} instances.", removed.len()),
+        Notice::InstancesDeleted,
+        Some(removed.len() as u64),
     ))
 }
 
@@ -633,13 +646,7 @@ pub async fn businesses(
         .into_iter()
         .collect();
     let mut o = String::new();
-    if !q.done.is_empty() {
-        let _ = write!(
-            o,
-            "<p class=\"notice\" role=\"status\">{}</p>",
-            esc(&q.done)
-        );
-    }
+    o.push_str(&notice::html(&q.done, &q.n, None));
     o.push_str("<div class=\"scroll\"><table>");
     o.push_str(&thead(&["Business id", "Name", "Instances"]));
     o.push_str("<tbody>");
@@ -675,13 +682,7 @@ pub async fn types(
 ) -> Result<Html<String>, PageError> {
     let rows = s.catalog.backup_types().await?;
     let mut o = String::new();
-    if !q.done.is_empty() {
-        let _ = write!(
-            o,
-            "<p class=\"notice\" role=\"status\">{}</p>",
-            esc(&q.done)
-        );
-    }
+    o.push_str(&notice::html(&q.done, &q.n, None));
     o.push_str("<p class=\"muted\">Batch-add lines name a type by its id.</p><div class=\"scroll\"><table>");
     o.push_str(&thead(&["Type id", "Name"]));
     o.push_str("<tbody>");
@@ -716,13 +717,8 @@ pub struct IdName {
 
 /// A business or type name: trimmed, 1 to `max` bytes, no control characters.
 pub fn name_ok(n: &str, max: usize) -> Result<String, PageError> {
-    let n = n.trim();
-    if n.is_empty() || n.len() > max || n.chars().any(char::is_control) {
-        return Err(PageError::BadRequest(format!(
-            "name: 1 to {max} printable characters"
-        )));
-    }
-    Ok(n.to_string())
+    crate::validate::display_name("name", n, max, false)
+        .map_err(|e| PageError::BadRequest(e.to_string()))
 }
 
 /// `POST /businesses`.
@@ -733,7 +729,7 @@ pub async fn save_business(
 ) -> Result<Response, PageError> {
     let b = Business {
         business_id: f.id,
-        name: name_ok(&f.name, 255)?,
+        name: name_ok(&f.name, crate::validate::MAX_BUSINESS_NAME_CHARS)?,
     };
     s.catalog
         .upsert_businesses(std::slice::from_ref(&b))
@@ -745,10 +741,7 @@ pub async fn save_business(
         serde_json::to_value(&b).unwrap_or_default(),
     )
     .await?;
-    Ok(done(
-        "/businesses",
-        &format!("Saved business {}.", b.business_id),
-    ))
+    Ok(notice::redirect("/businesses", Notice::BusinessSaved, None))
 }
 
 /// `POST /types`.
@@ -759,7 +752,7 @@ pub async fn save_type(
 ) -> Result<Response, PageError> {
     let t = BackupType {
         id: f.id,
-        name: name_ok(&f.name, 64)?,
+        name: name_ok(&f.name, crate::validate::MAX_TYPE_NAME_CHARS)?,
     };
     s.catalog
         .upsert_backup_types(std::slice::from_ref(&t))
@@ -771,7 +764,7 @@ pub async fn save_type(
         serde_json::to_value(&t).unwrap_or_default(),
     )
     .await?;
-    Ok(done("/types", &format!("Saved type {}.", t.id)))
+    Ok(notice::redirect("/types", Notice::TypeSaved, None))
 }
 
 #[cfg(test)]

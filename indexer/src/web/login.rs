@@ -1,10 +1,8 @@
-//! Log in (argon2 hash from the catalog, rate-limited per client address and per name), log
-//! out, and log out everywhere.
-
-use std::net::SocketAddr;
+//! Log in (through [`crate::auth::LoginGuard`], the limiter and hashing pool the API login
+//! shares), log out, and log out everywhere.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
@@ -13,6 +11,7 @@ use super::errors::PageError;
 use super::html::{esc, layout};
 use super::session::{wall_ms, PageViewer, PeerAddr};
 use super::{cookies, WebState};
+use crate::auth::LoginOutcome;
 use crate::http::AppState;
 
 fn form_html(name: &str, error: Option<&str>) -> String {
@@ -70,81 +69,91 @@ impl LoginForm {
     }
 }
 
-fn client(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
-    // The peer address; a proxy in front is one address for everyone, so the per-name limit
-    // is what protects an account there.
-    let _ = headers;
-    peer.map(|p| p.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// `POST /login`.
+/// `POST /login`: the check is [`crate::auth::LoginGuard`], shared with the API.
 pub async fn submit(
     State(s): State<AppState>,
     Extension(web): Extension<WebState>,
     PeerAddr(peer): PeerAddr,
-    headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, PageError> {
-    let now = wall_ms();
-    let ip_key = format!("ip:{}", client(&headers, peer));
-    let name_key = format!("name:{}", f.name);
-    if !web.sessions.login_allowed(&ip_key, now) || !web.sessions.login_allowed(&name_key, now) {
-        return Ok((
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            Html(form_html(
-                &f.name,
-                Some(&PageError::RateLimited.to_string()),
-            )),
-        )
-            .into_response());
-    }
     f.check_lengths()?;
-    let user = s.catalog.user(&f.name).await?;
-    // Verify against a fixed hash when the user is unknown, so timing does not tell names.
-    let phc = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(dummy_hash);
-    let password = f.password;
-    let ok = tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &phc))
-        .await
-        .unwrap_or(false);
-    let user = match user {
-        Some(u) if ok => u,
-        _ => {
-            web.sessions.login_failed(&ip_key, now);
-            web.sessions.login_failed(&name_key, now);
+    let now = wall_ms();
+    let outcome = s
+        .login
+        .verify(&*s.catalog, &f.name, &f.password, peer.map(|p| p.ip()), now)
+        .await?;
+    let (status, retry, message) = match outcome {
+        LoginOutcome::Verified(user) => {
+            let id = web.sessions.create(&user, now);
+            s.catalog.audit(now, &user.name, "web.login", "{}").await?;
+            // Through the cookie check: a browser that dropped the cookie gets told why
+            // instead of an empty login form.
+            let mut r = Redirect::to(COOKIE_CHECK).into_response();
+            cookies::add(
+                r.headers_mut(),
+                cookies::set(
+                    &id,
+                    web.opts.secure_cookies,
+                    web.opts.session_idle_ms / 1000,
+                ),
+            );
+            return Ok(r);
+        }
+        LoginOutcome::Wrong => {
             let _ = s
                 .catalog
                 .audit(now, &f.name, "web.login_failed", "{}")
                 .await;
-            return Ok((
-                axum::http::StatusCode::UNAUTHORIZED,
-                Html(form_html(&f.name, Some("Wrong user name or password."))),
+            (
+                StatusCode::UNAUTHORIZED,
+                None,
+                "Wrong user name or password.".to_string(),
             )
-                .into_response());
         }
-    };
-    let id = web.sessions.create(&user.name, now);
-    s.catalog.audit(now, &user.name, "web.login", "{}").await?;
-    let mut r = Redirect::to("/").into_response();
-    cookies::add(
-        r.headers_mut(),
-        cookies::set(
-            &id,
-            web.opts.secure_cookies,
-            web.opts.session_idle_ms / 1000,
+        LoginOutcome::Limited { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(retry_after_secs),
+            format!(
+                "{} Try again in {retry_after_secs} s.",
+                PageError::RateLimited
+            ),
         ),
-    );
+        LoginOutcome::Busy { retry_after_secs } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(retry_after_secs),
+            format!("The server is busy. Try again in {retry_after_secs} s."),
+        ),
+    };
+    let mut r = (status, Html(form_html(&f.name, Some(&message)))).into_response();
+    if let Some(secs) = retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     Ok(r)
 }
 
-/// An argon2id hash of a random password, verified against when the name is unknown.
-fn dummy_hash() -> String {
-    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    H.get_or_init(|| crate::auth::hash_password(&crate::auth::new_token()).unwrap_or_default())
-        .clone()
+/// Where a successful login goes first.
+pub const COOKIE_CHECK: &str = "/login/check";
+
+/// What the login page says when the browser did not keep the session cookie.
+pub const COOKIE_DROPPED: &str = "Your password was accepted, but your browser did not keep \
+    the session cookie. The cookie is marked Secure (HTTPS only) and this page was loaded \
+    over plain HTTP, so the browser refused it. Open the dashboard over https:// (the \
+    indexer's http.tls_cert and http.tls_key, or a TLS proxy in front of it).";
+
+/// `GET /login/check`: on to the overview when the browser sent the new session cookie back,
+/// else the login form with [`COOKIE_DROPPED`].
+pub async fn check(Extension(web): Extension<WebState>, headers: HeaderMap) -> Response {
+    let has_session =
+        cookies::session_id(&headers).is_some_and(|id| web.sessions.get(&id, wall_ms()).is_some());
+    if has_session {
+        return Redirect::to("/").into_response();
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        Html(form_html("", Some(COOKIE_DROPPED))),
+    )
+        .into_response()
 }
 
 /// `POST /logout`: ends this session.

@@ -2,7 +2,7 @@
 //! its catalog and its cluster reader.
 //!
 //! Shape (after kanidm's `views/`): one module per page, and the cross-cutting parts apart —
-//! [`cookies`] (the session cookie), [`session`] (sessions, login rate limit, the role
+//! [`cookies`] (the session cookie), [`session`] (sessions, the role
 //! extractors pages take), [`csrf`] (a middleware that refuses any write without the session's
 //! token), [`errors`] (HTML error pages and the redirect to the login page). Handlers stay
 //! thin: extract, call the catalog, render.
@@ -28,6 +28,7 @@ pub mod html;
 pub mod instances;
 pub mod login;
 pub mod nodes;
+pub mod notice;
 pub mod overview;
 pub mod session;
 pub mod stats;
@@ -47,10 +48,6 @@ pub struct WebOptions {
     pub secure_cookies: bool,
     /// Idle session lifetime (ms).
     pub session_idle_ms: i64,
-    /// Failed logins allowed per client address and per name in one window.
-    pub login_attempts: u32,
-    /// That window (ms).
-    pub login_window_ms: i64,
 }
 
 impl Default for WebOptions {
@@ -58,13 +55,12 @@ impl Default for WebOptions {
         WebOptions {
             secure_cookies: true,
             session_idle_ms: 12 * 3600 * 1000,
-            login_attempts: 5,
-            login_window_ms: 60_000,
         }
     }
 }
 
-/// What the pages share besides [`AppState`]: sessions and the login limiter.
+/// What the pages share besides [`AppState`]: sessions (the login limiter is in
+/// [`AppState::login`], shared with the API).
 #[derive(Debug, Clone)]
 pub struct WebState {
     /// Options.
@@ -82,6 +78,7 @@ pub fn router(opts: WebOptions) -> Router<AppState> {
     Router::new()
         .route("/", get(overview::page))
         .route("/login", get(login::form).post(login::submit))
+        .route("/login/check", get(login::check))
         .route("/logout", post(login::logout))
         .route("/logout/everywhere", post(login::logout_everywhere))
         .route("/stats", get(stats::page))
@@ -106,6 +103,8 @@ pub fn router(opts: WebOptions) -> Router<AppState> {
         .route("/nodes/control", post(nodes::control))
         .route("/users", get(users::page).post(users::save))
         .route("/users/token", post(users::token))
+        .route("/users/tokens", post(users::create_token))
+        .route("/users/tokens/revoke", post(users::revoke_token))
         .route("/static/{name}", get(assets::serve))
         .layer(axum::middleware::from_fn(csrf::guard))
         .layer(Extension(web))

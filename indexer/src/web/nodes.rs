@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::errors::PageError;
 use super::html::{bytes, csrf_field, esc, layout, thead, time, url};
+use super::notice::{self, Notice};
 use super::session::{PageOperator, PageViewer};
 use crate::catalog::Role;
 use crate::cluster::control::ControlChange;
@@ -24,6 +25,15 @@ pub const WARN_USE: f64 = 0.80;
 pub struct PageQuery {
     #[serde(default)]
     pub(crate) done: String,
+    /// The notice's count (`web::notice`).
+    #[serde(default)]
+    pub(crate) n: String,
+    /// After a control change: its action, shown when it is one of the form's.
+    #[serde(default)]
+    pub(crate) action: String,
+    /// After a control change: its node, shown when the page lists that node.
+    #[serde(default)]
+    pub(crate) node: String,
 }
 
 fn use_bar(used: u64, total: u64) -> String {
@@ -53,13 +63,13 @@ pub async fn page(
     let now = s.clock.now_ms();
     let can_write = me.user.role >= Role::Operator;
     let mut o = String::new();
-    if !q.done.is_empty() {
-        let _ = write!(
-            o,
-            "<p class=\"notice\" role=\"status\" id=\"done\">{}</p>",
-            esc(&q.done)
-        );
-    }
+    // The action and node only when they are the form's own values (a link cannot add words).
+    let known_node = clusters
+        .iter()
+        .any(|c| c.nodes.iter().any(|n| n.node_id == q.node));
+    let extra = (["pause", "resume", "drain", "tune"].contains(&q.action.as_str()) && known_node)
+        .then(|| format!("({} on {})", q.action, q.node));
+    o.push_str(&notice::html(&q.done, &q.n, extra.as_deref()));
     if clusters.is_empty() {
         o.push_str("<p class=\"muted\">No cluster is configured (<code>[[clusters]]</code>).</p>");
     }
@@ -141,24 +151,23 @@ pub async fn page(
                 "<span class=\"ok\">taking jobs</span>".to_string()
             };
             let ctl_text = match ctl {
-                Some(c) if !c.desired.is_empty() => {
-                    let d = &c.desired;
+                Some(c) if c.desired.is_some() => {
+                    let d = c.desired.clone().unwrap_or_default();
                     let mut parts = Vec::new();
-                    if d.get("paused").map(String::as_str) == Some("1") {
+                    if d.paused {
                         parts.push("pause".to_string());
                     }
-                    if d.get("drain").map(String::as_str) == Some("1") {
+                    if d.drain {
                         parts.push("drain".to_string());
                     }
-                    if let Some(w) = d.get("workers") {
-                        parts.push(format!("workers {}", esc(w)));
+                    if let Some(w) = d.workers {
+                        parts.push(format!("workers {w}"));
                     }
-                    if let Some(b) = d.get("bwlimit") {
-                        let b: i64 = b.parse().unwrap_or(0);
+                    if let Some(b) = d.bwlimit {
                         parts.push(if b == 0 {
                             "no cap".into()
                         } else {
-                            format!("cap {}/s", bytes(b))
+                            format!("cap {}/s", bytes(i64::try_from(b).unwrap_or(i64::MAX)))
                         });
                     }
                     format!(
@@ -342,11 +351,10 @@ pub async fn control(
         )
         .await?;
     Ok(Redirect::to(&format!(
-        "/nodes?done={}",
-        url(&format!(
-            "{} on {}: sent; the node applies it at its next heartbeat.",
-            f.action, f.node
-        ))
+        "{}&action={}&node={}",
+        notice::location("/nodes", Notice::ControlSent, None),
+        url(&f.action),
+        url(&f.node)
     ))
     .into_response())
 }

@@ -1,8 +1,9 @@
-//! Sessions, the login rate limit, and the extractors that pages take.
+//! Sessions and the extractors that pages take.
 //!
 //! A session is 32 random bytes (hex in the cookie); the server keeps only its SHA-256, the
 //! user's name, its CSRF token and when it was last used. The user row (role included) is read
-//! from the catalog on every request, so a role change or removal takes effect at once.
+//! from the catalog on every request, so a role change or removal takes effect at once, and
+//! a session made before the user's last password or role change is refused.
 //! Sessions live in the indexer's memory: a restart logs everyone out, which is the safe side.
 //!
 //! Pages take [`PageViewer`], [`PageOperator`] or [`PageAdmin`]; without a session they
@@ -26,16 +27,22 @@ struct Entry {
     user: String,
     csrf: String,
     last_ms: i64,
+    /// [`credentials_stamp`] of the user at login.
+    stamp: String,
 }
 
-/// Sessions and failed-login counters.
+/// Sessions (the login limiter is [`crate::auth::LoginGuard`]'s, shared with the API).
 #[derive(Debug)]
 pub struct Sessions {
     idle_ms: i64,
-    attempts: u32,
-    window_ms: i64,
     by_hash: Mutex<HashMap<String, Entry>>,
-    failures: Mutex<HashMap<String, Vec<i64>>>,
+}
+
+/// What a session remembers of its user's credentials: a new password (any reset: the salt
+/// is new) or another role makes every older session of the user invalid, wherever the
+/// change came from (users page, `user add`, another indexer on the same catalog).
+pub fn credentials_stamp(u: &User) -> String {
+    crate::auth::token_hash(&format!("{}\0{}", u.role.name(), u.password_hash))
 }
 
 /// A logged-in request: the user as the catalog has it now, and the session's CSRF token.
@@ -70,15 +77,12 @@ impl Sessions {
     pub fn new(o: &WebOptions) -> Sessions {
         Sessions {
             idle_ms: o.session_idle_ms,
-            attempts: o.login_attempts,
-            window_ms: o.login_window_ms,
             by_hash: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
         }
     }
 
     /// Starts a session for `user`: its id (for the cookie).
-    pub fn create(&self, user: &str, now_ms: i64) -> String {
+    pub fn create(&self, user: &User, now_ms: i64) -> String {
         let id = random_hex();
         if let Ok(mut m) = self.by_hash.lock() {
             // Drop idle ones while here; bounded by the number of live sessions.
@@ -87,9 +91,10 @@ impl Sessions {
             m.insert(
                 hash(&id),
                 Entry {
-                    user: user.to_string(),
+                    user: user.name.clone(),
                     csrf: random_hex(),
                     last_ms: now_ms,
+                    stamp: credentials_stamp(user),
                 },
             );
         }
@@ -109,6 +114,21 @@ impl Sessions {
         Some((e.user.clone(), e.csrf.clone()))
     }
 
+    /// Whether the session still matches `user`'s credentials; ends it when not.
+    pub fn current(&self, id: &str, user: &User) -> bool {
+        let Ok(mut m) = self.by_hash.lock() else {
+            return false;
+        };
+        let h = hash(id);
+        let ok = m
+            .get(&h)
+            .is_some_and(|e| e.user == user.name && e.stamp == credentials_stamp(user));
+        if !ok {
+            m.remove(&h);
+        }
+        ok
+    }
+
     /// Ends one session.
     pub fn remove(&self, id: &str) {
         if let Ok(mut m) = self.by_hash.lock() {
@@ -125,36 +145,6 @@ impl Sessions {
         m.retain(|_, e| e.user != user);
         before - m.len()
     }
-
-    /// Whether `key` (a client address or a user name) may try to log in now.
-    pub fn login_allowed(&self, key: &str, now_ms: i64) -> bool {
-        let Ok(mut f) = self.failures.lock() else {
-            return false;
-        };
-        let w = self.window_ms;
-        match f.get_mut(key) {
-            Some(v) => {
-                v.retain(|t| now_ms - t < w);
-                (v.len() as u32) < self.attempts
-            }
-            None => true,
-        }
-    }
-
-    /// Records a failed login for `key`.
-    pub fn login_failed(&self, key: &str, now_ms: i64) {
-        if let Ok(mut f) = self.failures.lock() {
-            if f.len() > 100_000 {
-                let w = self.window_ms;
-                f.retain(|_, v| v.iter().any(|t| now_ms - t < w));
-            }
-            let v = f.entry(key.to_string()).or_default();
-            v.push(now_ms);
-            if v.len() > 64 {
-                v.remove(0);
-            }
-        }
-    }
 }
 
 async fn session_of(parts: &mut Parts, state: &AppState) -> Result<Session, PageError> {
@@ -164,6 +154,9 @@ async fn session_of(parts: &mut Parts, state: &AppState) -> Result<Session, Page
     let id = cookies::session_id(&parts.headers).ok_or(PageError::Login)?;
     let (name, csrf) = web.sessions.get(&id, wall_ms()).ok_or(PageError::Login)?;
     let user = state.catalog.user(&name).await?.ok_or(PageError::Login)?;
+    if !web.sessions.current(&id, &user) {
+        return Err(PageError::Login);
+    }
     Ok(Session { user, csrf })
 }
 
@@ -227,28 +220,44 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
 mod tests {
     use super::*;
 
+    fn user(name: &str, role: Role, hash: &str) -> User {
+        User {
+            id: 1,
+            name: name.into(),
+            role,
+            password_hash: hash.into(),
+            focus_business: "[]".into(),
+        }
+    }
+
     #[test]
-    fn sessions_expire_and_logins_are_limited() {
+    fn sessions_expire_and_end_on_new_credentials() {
         let o = WebOptions {
             session_idle_ms: 1000,
-            login_attempts: 2,
-            login_window_ms: 500,
             ..WebOptions::default()
         };
         let s = Sessions::new(&o);
-        let id = s.create("ann", 0);
+        let ann = user("ann", Role::Admin, "h1");
+        let id = s.create(&ann, 0);
         assert_eq!(s.get(&id, 900).map(|x| x.0).as_deref(), Some("ann"));
         assert!(s.get(&id, 1899).is_some(), "use refreshes the idle timer");
         assert!(s.get(&id, 2899).is_none());
-        let a = s.create("ann", 0);
-        let b = s.create("ann", 0);
-        let c = s.create("bob", 0);
+        let a = s.create(&ann, 0);
+        let b = s.create(&ann, 0);
+        let c = s.create(&user("bob", Role::Viewer, "h2"), 0);
         assert_eq!(s.remove_user("ann"), 2);
         assert!(s.get(&a, 1).is_none() && s.get(&b, 1).is_none() && s.get(&c, 1).is_some());
-        assert!(s.login_allowed("ip", 0));
-        s.login_failed("ip", 0);
-        s.login_failed("ip", 10);
-        assert!(!s.login_allowed("ip", 20));
-        assert!(s.login_allowed("ip", 600));
+        let d = s.create(&ann, 0);
+        assert!(s.current(&d, &ann));
+        assert!(
+            !s.current(&d, &user("ann", Role::Viewer, "h1")),
+            "role change"
+        );
+        assert!(s.get(&d, 1).is_none(), "and the session is gone");
+        let e = s.create(&ann, 0);
+        assert!(
+            !s.current(&e, &user("ann", Role::Admin, "h3")),
+            "password reset"
+        );
     }
 }

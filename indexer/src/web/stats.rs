@@ -18,7 +18,7 @@ use crate::http::AppState;
 
 const DAY: i64 = 86_400_000;
 /// Longest range (days).
-pub const MAX_DAYS: i64 = 400;
+pub const MAX_DAYS: i64 = crate::validate::MAX_STATS_DAYS;
 
 /// Query.
 #[derive(Debug, Deserialize, Default)]
@@ -92,33 +92,61 @@ pub fn by_name(by: StatsBy) -> &'static str {
     }
 }
 
-/// Days since the epoch of `YYYY-MM-DD`.
+/// Days since the epoch of `YYYY-MM-DD` (a day the calendar does not have, 2026-02-29, is
+/// refused).
 pub fn parse_day(s: &str) -> Option<i64> {
     let mut it = s.trim().splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: i64 = it.next()?.parse().ok()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let y: i16 = it.next()?.parse().ok()?;
+    let m: i8 = it.next()?.parse().ok()?;
+    let d: i8 = it.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&y) {
         return None;
     }
-    // A day that does not exist (2026-02-31) comes back as another date.
-    let z = crate::catalog::sql::days_from_civil(y, m, d);
-    (crate::catalog::sql::civil_from_days(z) == (y, m, d)).then_some(z)
+    let date = jiff::civil::Date::new(y, m, d).ok()?;
+    Some(crate::clock::day_number(date))
 }
 
 /// `YYYY-MM-DD` of a day since the epoch.
 pub fn day_str(days: i64) -> String {
-    crate::clock::rfc3339(days * DAY)[..10].to_string()
+    crate::clock::date_of_day(days).to_string()
 }
 
-fn csv_field(s: &str) -> String {
-    // Quote always; a leading formula character is neutralised for spreadsheets.
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
+/// A text field for the CSV export: one that a spreadsheet would read as a formula (it starts
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`.
+fn csv_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}").into()
     } else {
-        s.to_string()
-    };
-    format!("\"{}\"", s.replace('"', "\"\""))
+        s.into()
+    }
+}
+
+/// The CSV export of `rows`, one line per day and group. Text is always quoted.
+fn stats_csv(rows: &[crate::catalog::DayGroupRow]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::NonNumeric)
+        .from_writer(Vec::new());
+    w.write_record([
+        "day",
+        "group",
+        "count",
+        "bytes",
+        "failures",
+        "duration_avg_ms",
+        "duration_max_ms",
+    ])?;
+    for r in rows {
+        w.write_record([
+            csv_text(&r.day).as_ref(),
+            csv_text(&r.group).as_ref(),
+            &r.count.to_string(),
+            &r.bytes.to_string(),
+            &r.failures.to_string(),
+            &format!("{:.0}", r.duration_avg_ms),
+            &r.duration_max_ms.to_string(),
+        ])?;
+    }
+    w.into_inner().map_err(|e| e.into_error().into())
 }
 
 /// `GET /stats`.
@@ -134,21 +162,7 @@ pub async fn page(
         .stats_by_day(by, from * DAY, (to + 1) * DAY)
         .await?;
     if q.format == "csv" {
-        let mut o =
-            String::from("day,group,count,bytes,failures,duration_avg_ms,duration_max_ms\n");
-        for r in &rows {
-            let _ = writeln!(
-                o,
-                "{},{},{},{},{},{:.0},{}",
-                r.day,
-                csv_field(&r.group),
-                r.count,
-                r.bytes,
-                r.failures,
-                r.duration_avg_ms,
-                r.duration_max_ms
-            );
-        }
+        let o = stats_csv(&rows).map_err(|e| PageError::Internal(e.to_string()))?;
         let name = format!(
             "attachment; filename=\"ubackup-stats-{}-{}-{by_name}.csv\"",
             day_str(from),
@@ -183,7 +197,7 @@ pub async fn page(
         let ds = day_str(day);
         let v = per_day.get(ds.as_str()).copied().unwrap_or_default();
         pts.push(Point {
-            label: ds[5..].to_string(),
+            label: ds.get(5..).unwrap_or(&ds).to_string(),
             title: ds,
             count: v.0,
             failures: v.2,
@@ -286,8 +300,54 @@ mod tests {
             parse_day("9999-12-31").map(day_str).as_deref(),
             Some("9999-12-31")
         );
-        assert_eq!(csv_field("=cmd()"), "\"'=cmd()\"");
-        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+        let row = |group: &str| crate::catalog::DayGroupRow {
+            day: "2026-11-30".into(),
+            group: group.into(),
+            count: 3,
+            bytes: 10,
+            failures: 1,
+            duration_avg_ms: 1.6,
+            duration_max_ms: 4,
+        };
+        let rows: Vec<_> = [
+            "=cmd()", "a\"b", "+1", "-1", "@x", "\tx", "\rx", "a,b\nc", "7",
+        ]
+        .into_iter()
+        .map(row)
+        .collect();
+        let text = stats_csv(&rows).map(String::from_utf8);
+        let Ok(Ok(text)) = text else {
+            panic!("{text:?}")
+        };
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(
+            lines[0],
+            "\"day\",\"group\",\"count\",\"bytes\",\"failures\",\"duration_avg_ms\",\"duration_max_ms\"\n"
+        );
+        assert_eq!(lines[1], "\"2026-11-30\",\"'=cmd()\",3,10,1,2,4\n");
+        assert_eq!(lines[2], "\"2026-11-30\",\"a\"\"b\",3,10,1,2,4\n");
+        for (i, lead) in ["'+1", "'-1", "'@x", "'\tx", "'\rx"].iter().enumerate() {
+            assert!(lines[3 + i].contains(&format!(",\"{lead}\",")), "{text}");
+        }
+        // A quoted newline stays inside its field.
+        assert!(text.contains(",\"a,b\nc\",3,"), "{text}");
+        assert!(text.ends_with("\"2026-11-30\",7,3,10,1,2,4\n"), "{text}");
+    }
+
+    #[test]
+    fn the_range_takes_29_february_only_in_a_leap_year() {
+        let q = |from: &str, to: &str| StatsQuery {
+            from: from.into(),
+            to: to.into(),
+            ..StatsQuery::default()
+        };
+        assert!(q("2026-02-01", "2026-02-29").range(0).is_err());
+        assert!(q("2026-02-29", "2026-03-10").range(0).is_err());
+        let r = q("2028-02-01", "2028-02-29").range(0).ok();
+        assert_eq!(
+            r.map(|r| (day_str(r.from), day_str(r.to))),
+            Some(("2028-02-01".into(), "2028-02-29".into()))
+        );
     }
 
     #[test]

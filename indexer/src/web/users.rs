@@ -1,18 +1,21 @@
-//! Users (admins): add a user or change its role and password, set focus businesses, issue
-//! an API token (shown once), revoke a user's tokens, end its sessions.
+//! Users and API tokens. Every user sees their own API tokens here (name, created, expiry,
+//! last use; never the secret), makes a named one (shown once) and revokes any of them; an
+//! admin also sees and revokes everyone's, adds users, changes roles and passwords, revokes
+//! all of a user's tokens and ends its sessions.
 
 use std::fmt::Write as _;
 
 use axum::extract::{Query, State};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::errors::PageError;
-use super::html::{csrf_field, esc, layout, thead, url};
-use super::session::PageAdmin;
+use super::html::{csrf_field, esc, layout, thead, time};
+use super::notice::{self, Notice};
+use super::session::{PageAdmin, PageViewer, Session};
 use super::WebState;
-use crate::catalog::Role;
+use crate::catalog::{ApiToken, Role};
 use crate::http::AppState;
 
 /// Page query.
@@ -20,23 +23,46 @@ use crate::http::AppState;
 pub struct PageQuery {
     #[serde(default)]
     pub(crate) done: String,
+    /// The notice's count (`web::notice`).
+    #[serde(default)]
+    pub(crate) n: String,
 }
 
-/// `GET /users`.
+const DAY_MS: i64 = 86_400_000;
+
+/// `GET /users`: an admin's users and every token; anyone else's own tokens.
 pub async fn page(
     State(s): State<AppState>,
-    PageAdmin(me): PageAdmin,
+    PageViewer(me): PageViewer,
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, PageError> {
-    let users = s.catalog.users().await?;
+    let admin = me.user.role >= Role::Admin;
+    let now = s.clock.now_ms();
     let mut o = String::new();
-    if !q.done.is_empty() {
-        let _ = write!(
-            o,
-            "<p class=\"notice\" role=\"status\" id=\"done\">{}</p>",
-            esc(&q.done)
-        );
+    o.push_str(&notice::html(&q.done, &q.n, None));
+    let users = if admin {
+        s.catalog.users().await?
+    } else {
+        Vec::new()
+    };
+    if admin {
+        users_table(&mut o, &me, &users);
     }
+    let tokens = s
+        .catalog
+        .tokens((!admin).then_some(me.user.id), now)
+        .await?;
+    tokens_table(&mut o, &me, &tokens, admin);
+    let names: Vec<&str> = users.iter().map(|(u, _)| u.name.as_str()).collect();
+    token_form(&mut o, &me, &names, s.login.policy());
+    if admin {
+        user_form(&mut o, &me);
+    }
+    let title = if admin { "Users" } else { "API tokens" };
+    Ok(Html(layout(title, "/users", Some(&me), &o)))
+}
+
+fn users_table(o: &mut String, me: &Session, users: &[(crate::catalog::User, i64)]) {
     o.push_str("<div class=\"scroll\"><table id=\"users\">");
     o.push_str(&thead(&[
         "Name",
@@ -46,22 +72,93 @@ pub async fn page(
         "Actions",
     ]));
     o.push_str("<tbody>");
-    for (u, tokens) in &users {
+    for (u, tokens) in users {
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"num\">{tokens}</td><td>\
+            "<tr><td data-label=\"Name\">{}</td><td data-label=\"Role\">{}</td><td class=\"mono\" data-label=\"Focus\">{}</td><td class=\"num\" data-label=\"API tokens\">{tokens}</td><td>\
              <form method=\"post\" action=\"/users/token\" class=\"inline\">{c}<input type=\"hidden\" name=\"name\" value=\"{n}\">\
-             <button type=\"submit\" name=\"op\" value=\"issue\" class=\"secondary\">New token</button>\
              <button type=\"submit\" name=\"op\" value=\"revoke\" class=\"secondary\">Revoke tokens</button>\
              <button type=\"submit\" name=\"op\" value=\"logout\" class=\"secondary\">End sessions</button></form></td></tr>",
             esc(&u.name),
             u.role.name(),
             esc(&u.focus_business),
-            c = csrf_field(&me),
+            c = csrf_field(me),
             n = esc(&u.name),
         );
     }
     o.push_str("</tbody></table></div>");
+}
+
+fn tokens_table(o: &mut String, me: &Session, tokens: &[ApiToken], admin: bool) {
+    let _ = write!(
+        o,
+        "<h2 id=\"tokens-title\">{}</h2>",
+        if admin {
+            "API tokens"
+        } else {
+            "Your API tokens"
+        }
+    );
+    if tokens.is_empty() {
+        o.push_str("<p class=\"muted\" id=\"no-tokens\">No live API tokens.</p>");
+        return;
+    }
+    o.push_str("<div class=\"scroll\"><table id=\"tokens\" aria-labelledby=\"tokens-title\">");
+    let mut cols = vec!["Name", "Created", "Expires", "Last used", ""];
+    if admin {
+        cols.insert(0, "User");
+    }
+    o.push_str(&thead(&cols));
+    o.push_str("<tbody>");
+    for t in tokens {
+        o.push_str("<tr>");
+        if admin {
+            let _ = write!(o, "<td data-label=\"User\">{}</td>", esc(&t.user));
+        }
+        let _ = write!(
+            o,
+            "<td class=\"token-name\" data-label=\"Name\">{}</td><td data-label=\"Created\">{}</td>\
+             <td data-label=\"Expires\">{}</td><td data-label=\"Last used\">{}</td><td>\
+             <form method=\"post\" action=\"/users/tokens/revoke\" class=\"inline\">{}\
+             <input type=\"hidden\" name=\"id\" value=\"{}\">\
+             <button type=\"submit\" class=\"secondary\" aria-label=\"Revoke token {}\">Revoke</button></form></td></tr>",
+            esc(&t.name),
+            time(t.created_ms),
+            time(t.expires_ms),
+            if t.last_used_ms > 0 { time(t.last_used_ms) } else { "never".into() },
+            csrf_field(me),
+            t.id,
+            esc(&t.name),
+        );
+    }
+    o.push_str("</tbody></table></div>");
+}
+
+fn token_form(o: &mut String, me: &Session, users: &[&str], p: &crate::auth::LoginPolicy) {
+    let max_days = (p.token_max_ms / DAY_MS).max(1);
+    let default_days = (p.token_default_ms / DAY_MS).clamp(1, max_days);
+    let _ = write!(
+        o,
+        "<form method=\"post\" action=\"/users/tokens\" class=\"card filters\" id=\"token-form\"><h2>New API token</h2>{}\
+         <div><label for=\"t-name\">Name</label><input id=\"t-name\" name=\"name\" required maxlength=\"{}\" placeholder=\"restore on db7\" autocomplete=\"off\"></div>\
+         <div><label for=\"t-days\">Lifetime (days, at most {max_days})</label><input id=\"t-days\" name=\"days\" type=\"number\" min=\"1\" max=\"{max_days}\" value=\"{default_days}\" required></div>",
+        csrf_field(me),
+        crate::validate::MAX_TOKEN_NAME_CHARS,
+    );
+    if !users.is_empty() {
+        o.push_str(
+            "<div><label for=\"t-user\">For user</label><select id=\"t-user\" name=\"user\">",
+        );
+        for u in users {
+            let sel = if *u == me.user.name { " selected" } else { "" };
+            let _ = write!(o, "<option{sel}>{}</option>", esc(u));
+        }
+        o.push_str("</select></div>");
+    }
+    o.push_str("<button type=\"submit\">Create token</button></form>");
+}
+
+fn user_form(o: &mut String, me: &Session) {
     let _ = write!(
         o,
         "<form method=\"post\" action=\"/users\" class=\"card filters\" id=\"user-form\"><h2>Add a user, or change one</h2>{}\
@@ -70,9 +167,151 @@ pub async fn page(
          <div><label for=\"u-pw\">Password (12+ characters)</label><input id=\"u-pw\" name=\"password\" type=\"password\" minlength=\"12\" required autocomplete=\"new-password\"></div>\
          <div><label for=\"u-focus\">Focus business ids</label><input id=\"u-focus\" name=\"focus\" placeholder=\"101, 102\"></div>\
          <button type=\"submit\">Save</button></form>",
-        csrf_field(&me)
+        csrf_field(me)
     );
-    Ok(Html(layout("Users", "/users", Some(&me), &o)))
+}
+
+/// The new-token form.
+#[derive(Debug, Deserialize)]
+pub struct NewTokenForm {
+    /// The token's name.
+    pub(crate) name: String,
+    /// Lifetime in days (empty: the default).
+    #[serde(default)]
+    pub(crate) days: String,
+    /// Whose token (admins only; empty: one's own).
+    #[serde(default)]
+    pub(crate) user: String,
+}
+
+/// A [`NewTokenForm`] checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidNewToken {
+    /// The name ([`crate::validate::token_name`]).
+    pub name: String,
+    /// Lifetime in seconds (none: the default).
+    pub secs: Option<u64>,
+    /// Whose (none: the requester's own).
+    pub user: Option<String>,
+}
+
+impl NewTokenForm {
+    /// Checks the form: a token name, a lifetime of 1 to `max_days` days or empty.
+    pub fn check(&self, max_days: i64) -> Result<ValidNewToken, PageError> {
+        let name = crate::validate::token_name(&self.name)
+            .map_err(|e| PageError::BadRequest(e.to_string()))?;
+        let days = self.days.trim();
+        let secs = if days.is_empty() {
+            None
+        } else {
+            match days.parse::<i64>() {
+                Ok(d) if (1..=max_days.max(1)).contains(&d) => {
+                    u64::try_from(d).ok().map(|d| d * 86_400)
+                }
+                _ => {
+                    return Err(PageError::BadRequest(format!(
+                        "lifetime: 1 to {} days",
+                        max_days.max(1)
+                    )))
+                }
+            }
+        };
+        let user = self.user.trim();
+        Ok(ValidNewToken {
+            name,
+            secs,
+            user: (!user.is_empty()).then(|| user.to_string()),
+        })
+    }
+}
+
+/// `POST /users/tokens`: a named token for oneself (an admin: for anyone), shown once.
+pub async fn create_token(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Form(f): Form<NewTokenForm>,
+) -> Result<Response, PageError> {
+    let v = f.check(s.login.policy().token_max_ms / DAY_MS)?;
+    let owner = match v.user.as_deref() {
+        None => me.user.clone(),
+        Some(n) if n == me.user.name => me.user.clone(),
+        Some(_) if me.user.role < Role::Admin => {
+            return Err(PageError::Forbidden(Role::Admin.name()))
+        }
+        Some(n) => s.catalog.user(n).await?.ok_or(PageError::NotFound)?,
+    };
+    let now = s.clock.now_ms();
+    let t = crate::auth::new_token();
+    let expires = s.login.token_expiry(now, v.secs);
+    let id = s
+        .catalog
+        .add_named_token(
+            owner.id,
+            &v.name,
+            &crate::auth::token_hash(&t),
+            now,
+            expires,
+        )
+        .await?;
+    s.catalog
+        .audit(
+            now,
+            &me.user.name,
+            "token.issue",
+            &serde_json::json!({"user": owner.name, "id": id, "name": v.name,
+                "expires_ms": expires})
+            .to_string(),
+        )
+        .await?;
+    Ok(shown_once(&me, &owner.name, &v.name, &t, expires))
+}
+
+fn shown_once(me: &Session, user: &str, name: &str, token: &str, expires: i64) -> Response {
+    let body = format!(
+        "<p>New API token <b>{}</b> for <b>{}</b>, until {}. It is shown only now:</p>\
+         <div class=\"copy\"><code id=\"token\">{}</code>\
+         <button type=\"button\" data-copy=\"token\">Copy</button></div><p><a href=\"/users\">Back to tokens</a></p>",
+        esc(name),
+        esc(user),
+        time(expires),
+        esc(token)
+    );
+    Html(layout("API token", "/users", Some(me), &body)).into_response()
+}
+
+/// The revoke-one form.
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    /// The token's id.
+    pub(crate) id: String,
+}
+
+/// `POST /users/tokens/revoke`: revokes one token of one's own (an admin: anyone's). Another
+/// user's token is "not found" to a non-admin.
+pub async fn revoke_token(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Form(f): Form<RevokeForm>,
+) -> Result<Response, PageError> {
+    let id: i64 =
+        f.id.trim()
+            .parse()
+            .map_err(|_| PageError::BadRequest("id: a token id".into()))?;
+    let owner = (me.user.role < Role::Admin).then_some(me.user.id);
+    let t = s
+        .catalog
+        .revoke_token(id, owner)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    s.catalog
+        .audit(
+            s.clock.now_ms(),
+            &me.user.name,
+            "token.revoke",
+            &serde_json::json!({"user": t.user, "id": t.id, "name": t.name}).to_string(),
+        )
+        .await?;
+    Ok(notice::redirect("/users", Notice::TokenRevoked, None))
 }
 
 /// The user form.
@@ -146,6 +385,7 @@ impl UserForm {
 /// `POST /users`.
 pub async fn save(
     State(s): State<AppState>,
+    Extension(web): Extension<WebState>,
     PageAdmin(me): PageAdmin,
     Form(f): Form<UserForm>,
 ) -> Result<Response, PageError> {
@@ -157,7 +397,10 @@ pub async fn save(
         .map_err(|e| PageError::Internal(e.to_string()))?
         .map_err(|e| PageError::Internal(e.to_string()))?;
     let now = s.clock.now_ms();
+    // A save sets a new password (and maybe role): the catalog drops the user's tokens, and
+    // its sessions end here (they would fail their credentials check on the next request).
     let id = s.catalog.put_user(name, role, &hash, now).await?;
+    let sessions = web.sessions.remove_user(name);
     s.catalog
         .set_focus(
             id,
@@ -169,14 +412,12 @@ pub async fn save(
             now,
             &me.user.name,
             "user.put",
-            &serde_json::json!({"name": name, "role": role.name(), "focus": focus}).to_string(),
+            &serde_json::json!({"name": name, "role": role.name(), "focus": focus,
+                "sessions_ended": sessions})
+            .to_string(),
         )
         .await?;
-    Ok(Redirect::to(&format!(
-        "/users?done={}",
-        url(&format!("Saved {name} ({}).", role.name()))
-    ))
-    .into_response())
+    Ok(notice::redirect("/users", Notice::UserSaved, None))
 }
 
 /// Token form.
@@ -209,7 +450,8 @@ impl TokenOp {
     }
 }
 
-/// `POST /users/token`: issue (shown once), revoke all, or end sessions.
+/// `POST /users/token` (admins): issue a token with the default lifetime (shown once), revoke
+/// all of a user's tokens, or end its sessions.
 pub async fn token(
     State(s): State<AppState>,
     Extension(web): Extension<WebState>,
@@ -218,26 +460,26 @@ pub async fn token(
 ) -> Result<Response, PageError> {
     let u = s.catalog.user(&f.name).await?.ok_or(PageError::NotFound)?;
     let now = s.clock.now_ms();
-    let body = match TokenOp::parse(&f.op) {
+    match TokenOp::parse(&f.op) {
         Some(TokenOp::Issue) => {
             let t = crate::auth::new_token();
-            s.catalog
-                .add_token(u.id, &crate::auth::token_hash(&t), now)
+            let expires = s.login.token_expiry(now, None);
+            let name = format!("issued by {}", me.user.name);
+            let id = s
+                .catalog
+                .add_named_token(u.id, &name, &crate::auth::token_hash(&t), now, expires)
                 .await?;
             s.catalog
                 .audit(
                     now,
                     &me.user.name,
                     "token.issue",
-                    &serde_json::json!({"user": u.name}).to_string(),
+                    &serde_json::json!({"user": u.name, "id": id, "name": name,
+                        "expires_ms": expires})
+                    .to_string(),
                 )
                 .await?;
-            format!(
-                "<p>New API token for <b>{}</b>. It is shown only now:</p><div class=\"copy\"><code id=\"token\">{}</code>\
-                 <button type=\"button\" data-copy=\"token\">Copy</button></div><p><a href=\"/users\">Back to users</a></p>",
-                esc(&u.name),
-                esc(&t)
-            )
+            Ok(shown_once(&me, &u.name, &name, &t, expires))
         }
         Some(TokenOp::Revoke) => {
             let n = s.catalog.revoke_tokens(u.id).await?;
@@ -249,11 +491,7 @@ pub async fn token(
                     &serde_json::json!({"user": u.name, "revoked": n}).to_string(),
                 )
                 .await?;
-            return Ok(Redirect::to(&format!(
-                "/users?done={}",
-                url(&format!("Revoked {n} tokens of {}.", u.name))
-            ))
-            .into_response());
+            Ok(notice::redirect("/users", Notice::TokensRevoked, Some(n)))
         }
         Some(TokenOp::Logout) => {
             let n = web.sessions.remove_user(&u.name);
@@ -265,13 +503,12 @@ pub async fn token(
                     &serde_json::json!({"user": u.name, "sessions": n}).to_string(),
                 )
                 .await?;
-            return Ok(Redirect::to(&format!(
-                "/users?done={}",
-                url(&format!("Ended {n} sessions of {}.", u.name))
+            Ok(notice::redirect(
+                "/users",
+                Notice::SessionsEnded,
+                u64::try_from(n).ok(),
             ))
-            .into_response());
         }
-        None => return Err(PageError::BadRequest("unknown operation".into())),
-    };
-    Ok(Html(layout("API token", "/users", Some(&me), &body)).into_response())
+        None => Err(PageError::BadRequest("unknown operation".into())),
+    }
 }

@@ -1,9 +1,11 @@
 //! Shared by the indexer's integration tests: catalogs on both engines, result builders.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod server;
+
 use std::sync::Arc;
 
-use ubackup_indexer::catalog::{Catalog, Ingest, Record, SqlCatalog};
+use ubackup_indexer::catalog::{prelude::*, Ingest, Record, SqlCatalog};
 use ubackup_testkit::Postgres;
 
 /// A catalog and what keeps it alive.

@@ -165,8 +165,29 @@ fn retention_policies_per_type_and_business_and_ubackups_keeptime() {
         min_fulls,
         from: from.into(),
     };
-    // UBackup's reserved keys are honoured.
+    // UBackup never applied its reserved keys: on a legacy INI they are read and checked,
+    // but nothing is deleted until the operator says so.
     let c = NodeConfig::parse(SAMPLE).unwrap();
+    assert!(!c.retention.expires_anything());
+    assert_eq!(c.retention.policy("mysql", Some(1)).keep_days, 0);
+    let said = c.retention.describe().join("\n");
+    assert!(said.starts_with("retention: off, nothing is ever deleted (mysqlkeeptime = 15, rediskeeptime = 15 not applied"), "{said}");
+    assert!(said.contains("apply_keeptime = yes"), "{said}");
+    let off =
+        NodeConfig::parse(&SAMPLE.replace("node_id=5", "node_id=5\napply_keeptime = no")).unwrap();
+    assert!(!off.retention.expires_anything());
+    // Turned on, they are honoured.
+    let c =
+        NodeConfig::parse(&SAMPLE.replace("node_id=5", "node_id=5\napply_keeptime = yes")).unwrap();
+    assert!(c.retention.not_applied.is_none());
+    let said = c.retention.describe().join("\n");
+    assert!(
+        said.contains("retention: on; backups are deleted by `run` every 3600 s"),
+        "{said}"
+    );
+    assert!(said.contains("type mysql: deleted once taken more than 15 days ago (mysqlkeeptime), keeping the 1 newest fulls per instance, and everything from the newest full taken before that on"), "{said}");
+    assert!(said.contains("type redis: deleted once taken more than 15 days ago (rediskeeptime), keeping the 1 newest fulls per instance\n"), "{said}");
+    assert!(said.contains("every other type: kept for ever"), "{said}");
     assert_eq!(
         c.retention.policy("mysql", Some(1)),
         &p(15, 1, "mysqlkeeptime")
@@ -226,6 +247,14 @@ fn retention_problems_name_their_keys() {
     let mut keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     keys.sort();
     assert_eq!(keys, ["mysqlkeeptime", "rediskeeptime"], "{problems:?}");
+    let problems =
+        NodeConfig::parse(&SAMPLE.replace("node_id=5", "node_id=5\napply_keeptime = maybe"))
+            .unwrap_err();
+    assert_eq!(problems[0].key, "apply_keeptime", "{problems:?}");
+    // Only the INI has it: in TOML a [retention] policy is on by itself.
+    let problems = NodeConfig::parse("[node]\nroot = \"/b\"\n[retention]\napply_keeptime = true\n")
+        .unwrap_err();
+    assert_eq!(problems[0].key, "retention.apply_keeptime", "{problems:?}");
 
     let text = r#"
 [node]
@@ -253,4 +282,56 @@ rate = "fast"
     ] {
         assert!(keys.contains(&want), "{want} missing from {problems:?}");
     }
+}
+
+#[test]
+fn a_legacy_ini_sets_the_stall_timeout() {
+    let c = NodeConfig::parse(SAMPLE).unwrap();
+    assert_eq!(c.pull.stall_timeout, Duration::from_secs(300));
+    let c = NodeConfig::parse(&SAMPLE.replace("retry = 3", "retry = 3\nstall_timeout = 45 #秒"))
+        .unwrap();
+    assert_eq!(c.pull.stall_timeout, Duration::from_secs(45));
+    for bad in ["0", "soon", "-1"] {
+        let p = NodeConfig::parse(
+            &SAMPLE.replace("retry = 3", &format!("retry = 3\nstall_timeout = {bad}")),
+        )
+        .unwrap_err();
+        assert_eq!(p[0].key, "stall_timeout", "{bad}: {p:?}");
+    }
+}
+
+#[test]
+fn legacy_sentinel_keys_select_sentinel_mode_and_old_files_stay_direct() {
+    let old = NodeConfig::parse(SAMPLE).unwrap();
+    assert_eq!(old.queue.ha, RedisHa::default());
+    let text = format!(
+        "{SAMPLE}\nredis_sentinel_master = ubackup\nredis_sentinels = 10.0.0.1:26379, 10.0.0.2:26379\n\
+         redis_password = pw\nredis_wait_timeout_ms = 500\n"
+    );
+    let c = NodeConfig::parse(&text).unwrap();
+    let s = c.queue.ha.sentinel.as_ref().unwrap();
+    assert_eq!(s.master_name, "ubackup");
+    assert_eq!(s.sentinels.len(), 2);
+    assert_eq!(c.queue.ha.durability.replicas, 1);
+    assert_eq!(c.queue.ha.durability.timeout, Duration::from_millis(500));
+    assert!(!format!("{c:?}").contains("\"pw\""));
+}
+
+#[test]
+fn toml_sentinel_problems_name_their_keys() {
+    let text = format!(
+        "{EXAMPLE}\n[redis_sentinel]\nsentinels = [\"h:1\", \"nope\"]\nwait_timeout_ms = 60000\n"
+    );
+    let problems = NodeConfig::parse(&text).unwrap_err();
+    let mut keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "redis_sentinel.master_name",
+            "redis_sentinel.sentinels",
+            "redis_sentinel.wait_timeout_ms"
+        ],
+        "{problems:?}"
+    );
 }

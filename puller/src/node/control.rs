@@ -1,9 +1,8 @@
 //! Operator control of a running node, written by the dashboard into the cluster's Redis as
 //! the hash `<prefix>:control:<node_id>` and read here at every heartbeat.
 //!
-//! Fields (strings; a missing one means "as configured"): `seq` (bumped by every change),
-//! `paused` and `drain` (`1`/`0`), `reason`, `workers`, `bwlimit` (bytes per second, `0` =
-//! no cap), `by`, `at_ms`. A node applies a new `seq` at its next heartbeat and reports it in
+//! The fields, their bounds and the heartbeat reply are the contract in
+//! [`ubackup_messages::control`], shared with the indexer. A node applies a new `seq` at its next heartbeat and reports it in
 //! the heartbeat hash as `control_seq` and `control_applied` (what it applied, for people).
 //!
 //! Pause and drain both stop the dispatcher from taking jobs (the same gate as the disk
@@ -13,111 +12,29 @@
 //!
 //! Every value is bounded: a hostile or mistyped hash cannot set 10^9 workers.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use rsync_proto::limit::Rate;
 use tokio::sync::mpsc;
+use ubackup_messages::control::field;
 
 use crate::config::NodeConfig;
-use crate::queue::RedisQueue;
+use crate::queue::JobQueue;
 
-/// Most workers the control hash may set.
-pub const MAX_WORKERS: usize = 256;
-/// Longest reason kept.
-pub const MAX_REASON: usize = 200;
+pub use ubackup_messages::control::{MAX_REASON, MAX_WORKERS};
+/// What the control hash asks for: the contract type shared with the indexer.
+pub use ubackup_messages::NodeControl as Desired;
 
-/// What the control hash asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Desired {
-    /// Change counter (0: no hash).
-    pub seq: i64,
-    /// Stop taking jobs.
-    pub paused: bool,
-    /// Stop taking jobs, let running ones finish.
-    pub drain: bool,
-    /// Why.
-    pub reason: String,
-    /// Workers, when overridden.
-    pub workers: Option<usize>,
-    /// Bandwidth cap in bytes/s (0 = none), when overridden.
-    pub bwlimit: Option<u64>,
-}
-
-impl Desired {
-    /// Reads the hash; malformed values count as absent, out-of-range ones are clamped.
-    pub fn parse(h: &HashMap<String, String>) -> Desired {
-        let flag = |k: &str| h.get(k).is_some_and(|v| v.trim() == "1");
-        Desired {
-            seq: h
-                .get("seq")
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
-            paused: flag("paused"),
-            drain: flag("drain"),
-            reason: h
-                .get("reason")
-                .map(|r| {
-                    r.chars()
-                        .filter(|c| !c.is_control())
-                        .take(MAX_REASON)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            workers: h
-                .get("workers")
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .map(|w| w.clamp(1, MAX_WORKERS)),
-            bwlimit: h.get("bwlimit").and_then(|v| v.trim().parse::<u64>().ok()),
-        }
+/// `base` with the control's workers and bandwidth cap.
+pub fn apply_control(d: &Desired, base: &NodeConfig) -> NodeConfig {
+    let mut c = base.clone();
+    if let Some(w) = d.workers {
+        c.workers = w;
     }
-
-    /// Why the node must not take jobs, when paused or draining.
-    pub fn pause_reason(&self) -> Option<String> {
-        let what = if self.paused {
-            "paused by operator"
-        } else if self.drain {
-            "draining by operator"
-        } else {
-            return None;
-        };
-        Some(if self.reason.is_empty() {
-            what.to_string()
-        } else {
-            format!("{what}: {}", self.reason)
-        })
+    if let Some(b) = d.bwlimit {
+        c.bwlimit = (b > 0).then(|| Rate::bytes_per_sec(b));
     }
-
-    /// What was applied, for the heartbeat.
-    pub fn describe(&self) -> String {
-        let mut v = Vec::new();
-        if let Some(r) = self.pause_reason() {
-            v.push(r);
-        }
-        if let Some(w) = self.workers {
-            v.push(format!("workers={w}"));
-        }
-        if let Some(b) = self.bwlimit {
-            v.push(format!("bwlimit={b}"));
-        }
-        if v.is_empty() {
-            "as configured".into()
-        } else {
-            v.join("; ")
-        }
-    }
-
-    /// `base` with this control's workers and cap.
-    pub fn apply_to(&self, base: &NodeConfig) -> NodeConfig {
-        let mut c = base.clone();
-        if let Some(w) = self.workers {
-            c.workers = w;
-        }
-        if let Some(b) = self.bwlimit {
-            c.bwlimit = (b > 0).then(|| Rate::bytes_per_sec(b));
-        }
-        c
-    }
+    c
 }
 
 /// The node's operator control: what is applied, and the way to the dispatcher.
@@ -165,7 +82,7 @@ impl OperatorControl {
                         None => break,
                     },
                 }
-                if out_tx.send(ov.apply_to(&base)).await.is_err() {
+                if out_tx.send(apply_control(&ov, &base)).await.is_err() {
                     break;
                 }
             }
@@ -174,7 +91,7 @@ impl OperatorControl {
     }
 
     /// Reads the control hash and applies a new `seq`. Called at every heartbeat.
-    pub async fn poll(&self, queue: &RedisQueue) {
+    pub async fn poll(&self, queue: &impl JobQueue) {
         let h = match queue.control().await {
             Ok(h) => h,
             Err(e) => {
@@ -182,7 +99,9 @@ impl OperatorControl {
                 return;
             }
         };
-        self.apply(Desired::parse(&h));
+        self.apply(Desired::parse(
+            h.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ));
     }
 
     /// Applies `want` if its `seq` is new; whether it was.
@@ -215,9 +134,12 @@ impl OperatorControl {
     pub fn heartbeat_fields(&self, busy: u64) -> Vec<(String, String)> {
         let a = self.applied();
         vec![
-            ("control_seq".into(), a.seq.to_string()),
-            ("control_applied".into(), a.describe()),
-            ("drained".into(), u8::from(a.drain && busy == 0).to_string()),
+            (field::CONTROL_SEQ.into(), a.seq.to_string()),
+            (field::CONTROL_APPLIED.into(), a.describe()),
+            (
+                field::DRAINED.into(),
+                u8::from(a.drain && busy == 0).to_string(),
+            ),
         ]
     }
 }
@@ -226,36 +148,6 @@ impl OperatorControl {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    fn h(kv: &[(&str, &str)]) -> HashMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn parses_and_bounds_the_hash() {
-        let d = Desired::parse(&h(&[
-            ("seq", "3"),
-            ("paused", "1"),
-            ("reason", "disk swap\nnow"),
-            ("workers", "100000"),
-            ("bwlimit", "1048576"),
-        ]));
-        assert_eq!(d.seq, 3);
-        assert!(d.paused && !d.drain);
-        assert_eq!(d.reason, "disk swapnow");
-        assert_eq!(d.workers, Some(MAX_WORKERS));
-        assert_eq!(d.bwlimit, Some(1_048_576));
-        assert_eq!(
-            d.pause_reason().unwrap(),
-            "paused by operator: disk swapnow"
-        );
-        let bad = Desired::parse(&h(&[("seq", "x"), ("workers", "-1"), ("paused", "yes")]));
-        assert_eq!(bad, Desired::default());
-        assert_eq!(bad.pause_reason(), None);
-        assert_eq!(bad.describe(), "as configured");
-    }
 
     #[test]
     fn applies_only_a_new_change_and_resumes() {

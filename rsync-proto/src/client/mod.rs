@@ -4,6 +4,9 @@
 
 mod fs;
 mod source;
+mod temp;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -11,11 +14,17 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use self::fs::{BasisHook, BasisPolicy, FsSink, PARTIAL_DIR};
-pub use self::source::{Source, SourceError, DEFAULT_PORT};
+pub use self::source::{Source, SourceError, DEFAULT_PORT, TLS_PORT, TLS_SCHEME};
+pub use self::temp::salvage_stale_temps;
+#[cfg(feature = "tls")]
+pub use self::tls::{
+    rsync_ssl_port, BadPortVariable, TlsConnector, TlsError, TlsFiles, TlsOptions, TlsSession,
+    DEFAULT_HANDSHAKE_TIMEOUT, RSYNC_SSL_CA_CERT, RSYNC_SSL_CERT, RSYNC_SSL_KEY, RSYNC_SSL_PORT,
+};
 use crate::checksum::ChecksumKind;
 use crate::connection::{
     Connection, ConnectionConfig, Credentials, Event, FileOutcome, MessageKind, RefusalKind,
@@ -79,6 +88,10 @@ pub struct PullOptions {
     /// ([`crate::connection::ConnectionConfig::greeting_hint`]). A daemon that now greets
     /// otherwise costs one extra connection, and the cache learns its new greeting.
     pub greetings: Option<GreetingCache>,
+    /// Connect with TLS (a TLS-fronted daemon, `rsyncs://`); `None` speaks plain TCP. Share
+    /// one connector between pulls so that they resume TLS sessions.
+    #[cfg(feature = "tls")]
+    pub tls: Option<TlsConnector>,
 }
 
 /// Suffixes of files that are compressed already, for which [`Compress`]
@@ -177,6 +190,8 @@ impl Default for PullOptions {
             compress: None,
             early_end: false,
             greetings: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -194,6 +209,7 @@ impl std::fmt::Debug for PullOptions {
             .field("compress", &self.compress)
             .field("rate", &self.rate)
             .field("early_end", &self.early_end)
+            .field("greetings", &self.greetings.is_some())
             .field(
                 "shared_limit",
                 &self.shared_limit.as_ref().and_then(BandwidthLimiter::rate),
@@ -225,6 +241,17 @@ pub enum Error {
         /// The timeout.
         after: Duration,
     },
+    /// A plain connection reached a TLS port: a TLS record came where the daemon's
+    /// `@RSYNCD:` greeting should be (use TLS: `rsyncs://` or `--tls`).
+    #[error("{addr} answered with TLS where an rsync greeting should be: it is a TLS port (use rsyncs:// or --tls)")]
+    TlsPort {
+        /// The address connected to.
+        addr: String,
+    },
+    /// The TLS connection failed (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Socket I/O failed after connecting.
     #[error("socket I/O error: {0}")]
     Io(#[source] io::Error),
@@ -284,6 +311,8 @@ impl Error {
             Error::Session(SessionError::RemoteExit { .. })
             | Error::Session(SessionError::GreetingChanged { .. }) => true,
             Error::Session(SessionError::Protocol(ProtocolError::UnexpectedEof { .. })) => true,
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -306,6 +335,11 @@ impl Error {
             Error::Source(_) => 1,
             Error::Connect { .. } | Error::Io(_) => 10,
             Error::ConnectTimeout { .. } => 35,
+            Error::TlsPort { .. } => 5,
+            #[cfg(feature = "tls")]
+            Error::Tls(TlsError::HandshakeTimeout { .. }) => 35,
+            #[cfg(feature = "tls")]
+            Error::Tls(_) => 5,
             Error::Timeout { .. } => 30,
             Error::Session(SessionError::Refused { .. } | SessionError::DaemonExit) => 5,
             Error::Session(SessionError::RemoteExit { code, .. }) => {
@@ -349,6 +383,9 @@ pub struct PullReport {
     pub checksums: Vec<(String, Vec<u8>)>,
     /// The daemon's greeting.
     pub greeting: Option<Greeting>,
+    /// What the TLS connection negotiated; `None` over plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<TlsSession>,
 }
 
 /// The last greeting of each daemon (by `host:port`), for [`PullOptions::greetings`].
@@ -551,11 +588,10 @@ async fn connect(source: &Source, opts: &PullOptions) -> Result<TcpStream, Error
 
 /// Lists the modules of the daemon at `source` (its module part is ignored).
 pub async fn list_modules(source: &Source, opts: &PullOptions) -> Result<ModuleListing, Error> {
-    let stream = connect(source, opts).await?;
     let conn = Connection::new(config_for(source, opts, Target::ListModules));
     let mut listing = ModuleListing::default();
     let mut sink = NoFiles;
-    drive(stream, conn, &mut sink, opts, |ev| match ev {
+    session(source, conn, &mut sink, opts, |ev| match ev {
         Event::Motd(l) => listing.motd.push(l.clone()),
         Event::Module(m) => listing.modules.push(m.clone()),
         _ => {}
@@ -599,12 +635,11 @@ pub async fn pull_with<S: Sink>(
     let cache = opts.greetings.as_ref().filter(|_| opts.password.is_none());
     let mut hint = cache.and_then(|c| c.get(&authority));
     let report = loop {
-        let stream = connect(source, opts).await?;
         let mut cfg = config_for(source, opts, target.clone());
         cfg.greeting_hint = hint.take();
         let hinted = cfg.greeting_hint.is_some();
         let conn = Connection::new(cfg);
-        match drive(stream, conn, sink, opts, &mut observe).await {
+        match session(source, conn, sink, opts, &mut observe).await {
             // Only the greeting arrived: nothing reached the sink or the observer.
             Err(Error::Session(SessionError::GreetingChanged { greeting })) if hinted => {
                 tracing::debug!(daemon = %authority, "the daemon's greeting changed; connecting again");
@@ -635,6 +670,92 @@ pub async fn pull_with<S: Sink>(
         });
     }
     Ok(report)
+}
+
+/// One connection: TCP, TLS when [`PullOptions::tls`] asks for it, then [`drive`].
+async fn session<S: Sink>(
+    source: &Source,
+    conn: Connection,
+    sink: &mut S,
+    opts: &PullOptions,
+    observe: impl FnMut(&Event),
+) -> Result<PullReport, Error> {
+    let stream = connect(source, opts).await?;
+    let addr = source.authority();
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &opts.tls {
+        let (stream, info) = tls.handshake(stream, &source.host, &addr).await?;
+        let server = tls.server_name_for(&source.host);
+        let (rd, wr) = tokio::io::split(stream);
+        let peer = Peer {
+            addr: &addr,
+            tls_server: Some(&server),
+        };
+        let mut report = drive(rd, wr, peer, conn, sink, opts, observe).await?;
+        report.tls = Some(info);
+        return Ok(report);
+    }
+    let (rd, wr) = stream.into_split();
+    let peer = Peer {
+        addr: &addr,
+        tls_server: None,
+    };
+    let result = drive(rd, wr, peer, conn, sink, opts, observe).await;
+    // A TLS terminator cuts a plain client without a word (stunnel resets the connection):
+    // ask it in TLS whether that is what it is.
+    #[cfg(feature = "tls")]
+    if result.as_ref().is_err_and(cut_before_greeting) {
+        let probe_timeout = opts.connect_timeout.min(TLS_PROBE_TIMEOUT);
+        if tls::answers_tls(&addr, &source.host, probe_timeout).await {
+            return Err(Error::TlsPort { addr });
+        }
+    }
+    result
+}
+
+/// How long the TLS probe of [`session`] waits for an answer.
+#[cfg(feature = "tls")]
+const TLS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection ended (reset or closed) during setup: what a plain client sees from a TLS
+/// terminator.
+#[cfg(feature = "tls")]
+fn cut_before_greeting(e: &Error) -> bool {
+    match e {
+        Error::Io(e) => is_hangup(e),
+        Error::Session(SessionError::Protocol(ProtocolError::UnexpectedEof { during })) => {
+            *during == "setup"
+        }
+        _ => false,
+    }
+}
+
+/// Who the driver talks to, for errors.
+#[derive(Clone, Copy)]
+struct Peer<'a> {
+    addr: &'a str,
+    /// The verified server name of a TLS connection.
+    tls_server: Option<&'a str>,
+}
+
+impl Peer<'_> {
+    /// An I/O error on the connection: the TLS failure inside it (an alert: a refused client
+    /// certificate arrives after the handshake in TLS 1.3), or plain I/O.
+    fn io_error(&self, e: io::Error) -> Error {
+        #[cfg(feature = "tls")]
+        if let Some(server) = self.tls_server {
+            if let Some(t) = TlsError::from_io(server, &e) {
+                return Error::Tls(t);
+            }
+        }
+        Error::Io(e)
+    }
+}
+
+/// True when `bytes` start like a TLS record (handshake or alert, version 3.x): what a plain
+/// client sees where a daemon's `@RSYNCD:` greeting should be when it reached a TLS port.
+pub fn looks_like_tls_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
 }
 
 struct NoFiles;
@@ -685,14 +806,15 @@ struct SignatureJob {
 /// transmit → write, timer → handle_timeout, drain events → sink, and
 /// basis signatures computed one at a time on the blocking pool while the
 /// socket keeps moving (so large bases cannot stall the session).
-async fn drive<S: Sink>(
-    stream: TcpStream,
+async fn drive<S: Sink, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut rd: R,
+    mut wr: W,
+    peer: Peer<'_>,
     mut conn: Connection,
     sink: &mut S,
     opts: &PullOptions,
     mut observe: impl FnMut(&Event),
 ) -> Result<PullReport, Error> {
-    let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; READ_BUF_START];
     let mut received: u64 = 0;
     let own_limit = opts.rate.map(|r| BandwidthLimiter::new(Some(r)));
@@ -874,6 +996,9 @@ async fn drive<S: Sink>(
             r = rd.read(&mut buf[..read_len]) => {
                 match r {
                     Ok(0) => eof = true,
+                    Ok(n) if received == 0 && peer.tls_server.is_none() && looks_like_tls_record(&buf[..n]) => {
+                        return Err(Error::TlsPort { addr: peer.addr.to_string() });
+                    }
                     Ok(n) => {
                         // Pay for the bytes before handling them: an over-budget
                         // pull stops reading and TCP holds the sender back.
@@ -893,7 +1018,7 @@ async fn drive<S: Sink>(
                     // A daemon that reported an error and exited may reset the
                     // connection before reading what we sent: keep its words.
                     Err(e) if is_hangup(&e) && conn.last_remote_error().is_some() => eof = true,
-                    Err(e) => return Err(Error::Io(e)),
+                    Err(e) => return Err(peer.io_error(e)),
                 }
             }
             w = wr.write(&out[out_pos..]), if want_write => {
@@ -903,7 +1028,7 @@ async fn drive<S: Sink>(
                         out_pos = out.len();
                         eof = true;
                     }
-                    Err(e) => return Err(Error::Io(e)),
+                    Err(e) => return Err(peer.io_error(e)),
                 }
             }
             r = signing => {

@@ -6,6 +6,13 @@ use std::str::FromStr;
 /// The rsync daemon port.
 pub const DEFAULT_PORT: u16 = 873;
 
+/// The port a TLS terminator in front of an rsync daemon listens on (rsyncd.conf(5) "SSL/TLS
+/// Daemon Setup", `rsync-ssl`'s default).
+pub const TLS_PORT: u16 = 874;
+
+/// The scheme of a daemon URL over TLS (as rsync-ssl users and mirrorbits write it).
+pub const TLS_SCHEME: &str = "rsyncs://";
+
 /// A daemon source: `rsync://[USER@]HOST[:PORT]/MODULE[/PATH]` or
 /// `[USER@]HOST::MODULE[/PATH]`. An empty module means "list modules".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +63,35 @@ impl Source {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+impl Source {
+    /// Parses a source to be reached over TLS: `rsyncs://[USER@]HOST[:PORT]/MODULE[/PATH]`,
+    /// or any form [`FromStr`] takes (`rsync://` URLs and `HOST::MODULE`, for `--tls`). A
+    /// source that names no port gets `default_port` ([`TLS_PORT`], or what
+    /// `RSYNC_SSL_PORT` says, as with rsync-ssl).
+    pub fn parse_tls(input: &str, default_port: u16) -> Result<Source, SourceError> {
+        let (url, rest) = match input.strip_prefix(TLS_SCHEME) {
+            Some(rest) => (format!("rsync://{rest}"), Some(rest)),
+            None => (input.to_string(), input.strip_prefix("rsync://")),
+        };
+        let mut source: Source = url.parse().map_err(|e: SourceError| SourceError {
+            input: input.to_string(),
+            reason: e.reason,
+        })?;
+        let explicit_port = rest.is_some_and(|rest| {
+            let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+            let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            match hostport.strip_prefix('[') {
+                Some(r) => r.split_once(']').is_some_and(|(_, a)| a.starts_with(':')),
+                None => hostport.contains(':'),
+            }
+        });
+        if !explicit_port {
+            source.port = default_port;
+        }
+        Ok(source)
     }
 }
 
@@ -173,6 +209,27 @@ mod tests {
         assert_eq!(s.sender_arg(), "dumps/redis/dump.rdb");
         let s: Source = "host::".parse().unwrap();
         assert!(s.module.is_empty());
+    }
+
+    #[test]
+    fn parses_tls_sources_with_port_874_by_default() {
+        let s = Source::parse_tls("rsyncs://db1.example/backup/x", TLS_PORT).unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("db1.example", 874));
+        assert_eq!(s.sender_arg(), "backup/x");
+        let s = Source::parse_tls("rsyncs://u@db1.example:9874/m/", TLS_PORT).unwrap();
+        assert_eq!((s.user.as_deref(), s.port), (Some("u"), 9874));
+        let s = Source::parse_tls("rsyncs://[::1]/m", 8874).unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("::1", 8874));
+        let s = Source::parse_tls("rsyncs://[::1]:1874/m", 8874).unwrap();
+        assert_eq!(s.port, 1874);
+        // --tls with the other forms: the TLS default port unless one is given.
+        let s = Source::parse_tls("db1::m/p", TLS_PORT).unwrap();
+        assert_eq!((s.port, s.sender_arg().as_str()), (874, "m/p"));
+        let s = Source::parse_tls("rsync://db1:8730/m", TLS_PORT).unwrap();
+        assert_eq!(s.port, 8730);
+        let e = Source::parse_tls("rsyncs://:874/m", TLS_PORT).unwrap_err();
+        assert_eq!(e.input, "rsyncs://:874/m");
+        assert!("rsyncs://h/m".parse::<Source>().is_err());
     }
 
     #[test]

@@ -1113,7 +1113,7 @@ fn listed_name(line: &str) -> String {
     for _ in 0..4 {
         rest = rest.trim_start();
         let end = rest.find(' ').unwrap_or(rest.len());
-        rest = &rest[end..];
+        rest = rest.get(end..).unwrap_or_default();
     }
     let name = rest.strip_prefix(' ').unwrap_or(rest);
     let name = if line.starts_with('l') {

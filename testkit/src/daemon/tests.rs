@@ -229,7 +229,7 @@ fn readiness_probe_reports_early_exit() -> anyhow::Result<()> {
 
 #[test]
 fn readiness_probe_rejects_a_server_that_is_not_rsync() -> anyhow::Result<()> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     let port = listener.local_addr()?.port();
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;

@@ -1,0 +1,5 @@
+-- Tokens expire. Tokens issued before this migration get 90 days from the upgrade (the
+-- default `login.token_max_secs`); a row written without an expiry is expired (0).
+ALTER TABLE tokens ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE tokens SET expires_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 7776000000;
+CREATE INDEX tokens_user ON tokens (user_id);
