@@ -1151,6 +1151,7 @@ async fn corrupted_file_data_is_redone_and_verified_or_failed_with_an_early_end(
                     };
                     assert_eq!(*failed, 1, "{what}: {report:?}");
                     assert_eq!(report.stats.files_failed, 1, "{what}: {report:?}");
+                    assert_eq!(report.stats.files_redone, 1, "{what}: {report:?}");
                     assert_eq!(report.stats.files_transferred, 0, "{what}: {report:?}");
                     assert_eq!(err.exit_code(), 23, "{what}");
                     assert!(!err.is_retryable(), "{what}: failed twice");
@@ -1290,24 +1291,32 @@ async fn interrupted_pull_resumes_from_its_partial_file() -> anyhow::Result<()> 
             assert_eq!(report.basis_files, 1, "{cell}: {report:?}");
             let s = &report.stats;
             let blength = sum_sizes(kept, negotiated(&report, &cell)?, 16, false).blength as u64;
+            // The first pass's block sums are short (2 bytes of strong sum for a basis of a
+            // few MiB), so now and then a block matches wrongly, the whole-file checksum
+            // fails and the file comes again in the redo phase with full-length sums, as
+            // rsync's own receiver does. Each pass is counted: a pass is the whole file,
+            // built from at least the kept prefix.
+            assert!(s.files_redone <= 1, "{cell}: {report:?}");
+            let passes = 1 + s.files_redone;
             assert_eq!(
                 s.literal_bytes + s.matched_bytes,
-                size,
+                passes * size,
                 "{cell}: {report:?}"
             );
             assert!(
-                s.matched_bytes >= kept - blength && s.matched_bytes >= 7 * MIB,
+                s.matched_bytes >= passes * (kept - blength) && s.matched_bytes >= passes * 7 * MIB,
                 "{cell}: {kept} bytes kept: {report:?}"
             );
             assert!(
-                s.bytes_received < 30 * MIB && s.bytes_received < size - kept + MIB,
+                s.bytes_received < passes * (size - kept + MIB)
+                    && (s.files_redone > 0 || s.bytes_received < 30 * MIB),
                 "{cell}: {kept} bytes kept: {report:?}"
             );
             // Committed: the partial file and its directory are gone.
             assert_eq!(list_tree(dest.path())?, names(["big.bin"]), "{cell}");
             eprintln!(
-                "{cell}: resumed from {kept} bytes: literal {}, matched {}, received {}",
-                s.literal_bytes, s.matched_bytes, s.bytes_received
+                "{cell}: resumed from {kept} bytes: literal {}, matched {}, received {}, redone {}",
+                s.literal_bytes, s.matched_bytes, s.bytes_received, s.files_redone
             );
         }
     }

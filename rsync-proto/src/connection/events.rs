@@ -148,6 +148,12 @@ pub struct Stats {
     /// phase ended with the requests ([`ConnectionConfig::early_end`](super::ConnectionConfig::early_end)). A new session can
     /// fetch them.
     pub files_not_redone: u64,
+    /// Files whose first pass failed verification and that were requested again in the
+    /// redo phase (generator.c's redo, with full-length block sums). Expected now and then
+    /// with a delta basis: the first pass's short block sums (sum_sizes_sqroot's `s2length`,
+    /// 2 bytes for a few MiB) can match a wrong block, and the redo is rsync's own remedy.
+    /// Their data is counted in `literal_bytes`/`matched_bytes` once per pass.
+    pub files_redone: u64,
     /// The sender's io_error flags.
     pub io_error: i32,
     /// Error messages the daemon sent (MSG_ERROR, MSG_ERROR_XFER, ...).

@@ -404,6 +404,7 @@ impl Connection {
                     self.events.push_back(Event::FileVerified(fs.ndx, sum));
                     FileOutcome::Verified
                 } else if t.phase == 0 && !t.ends_sent {
+                    self.stats.files_redone += 1;
                     t.redo.push((fs.ndx.0, fs.head.count > 0));
                     FileOutcome::RetryScheduled
                 } else {
