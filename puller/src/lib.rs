@@ -11,6 +11,6 @@ pub mod basis;
 pub mod certs;
 pub mod lifecycle;
 pub mod manifest;
-pub mod metrics;
+pub use node::metrics;
 pub mod node;
 pub mod retention;

@@ -43,6 +43,7 @@ pub mod heartbeat;
 mod job;
 mod lease;
 pub mod leftovers;
+pub mod metrics;
 #[doc(hidden)]
 pub mod testing;
 mod tls;
@@ -182,7 +183,7 @@ pub async fn run_on<Q: JobQueue + Clone>(
         control.stop.clone(),
     ));
     let metrics = match cfg.metrics {
-        Some(addr) => Some(tokio::spawn(crate::metrics::serve(
+        Some(addr) => Some(tokio::spawn(metrics::serve(
             addr,
             stats.clone(),
             control.stop.clone(),

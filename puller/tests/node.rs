@@ -1083,3 +1083,129 @@ fn a_dead_pulls_temp_file_goes_when_another_node_did_the_job() {
     });
     node_a.stop();
 }
+
+/// A TCP relay to `upstream` that passes at most `budget` bytes from the daemon on each
+/// connection, then cuts it: every attempt of a pull through it is interrupted. Counts the
+/// connections, and for each one whether `partial()` held (the data the attempt before
+/// kept for resume). Runs until the test process ends.
+fn cutting_relay(
+    upstream: std::net::SocketAddr,
+    budget: u64,
+    partial: impl Fn() -> bool + Send + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
+    use std::io::{Read as _, Write as _};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            log.lock().unwrap().push(partial());
+            let Ok(mut daemon) = TcpStream::connect(upstream) else {
+                return;
+            };
+            let (mut c2, mut d2) = (client.try_clone().unwrap(), daemon.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut d2);
+                let _ = d2.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut left = budget;
+                let mut buf = vec![0u8; 64 << 10];
+                while left > 0 {
+                    let n = match daemon.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(left as usize),
+                    };
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    left -= n as u64;
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = daemon.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Issue 31, 7: a job whose every attempt is cut resumes from its partial file each time,
+/// then fails for good; the partial file goes with its failure result (backups get a new
+/// name every hour, so no later pull would come back for it).
+#[test]
+fn a_job_that_fails_for_good_leaves_no_partial_file() {
+    let Some(env) = env() else { return };
+    const SIZE: u64 = 32 << 20;
+    env.file("big60.rdb", SIZE, 1);
+    let upstream: std::net::SocketAddr =
+        format!("127.0.0.1:{}", env.daemon.port()).parse().unwrap();
+    let root = env.root.path().to_path_buf();
+    let partial = move || {
+        walk(&root)
+            .iter()
+            .any(|p| p.ends_with(".ubackup-partial/big60.rdb"))
+    };
+    let (port, seen) = cutting_relay(upstream, 4 << 20, partial.clone());
+    env.push(
+        "uuzuback_f",
+        &env.job("big60.rdb", SIZE, 1).replace(
+            &format!("\"port\":{}", env.daemon.port()),
+            &format!("\"port\":{port}"),
+        ),
+    );
+    let (mut node, _) = one_worker(&env, "n.toml");
+    let results = env.wait_results(1, Duration::from_secs(60), &mut node);
+    assert!(!results[0].succeeded(), "{results:#?}");
+    assert!(
+        results[0].log.contains("rsync failure"),
+        "{}",
+        results[0].log
+    );
+    let seen = seen.lock().unwrap().clone();
+    // Two attempts (`retry = 2`); the second found the data the first kept for resume.
+    assert_eq!(seen, [false, true], "{}", node.log());
+    assert!(!partial(), "the failed job's partial file stayed");
+    let left: Vec<String> = walk(env.root.path())
+        .into_iter()
+        .filter(|p| p.contains("big60"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "temp or partial files left");
+    assert!(
+        node.log()
+            .contains("removed the partial file of a failed job"),
+        "{}",
+        node.log()
+    );
+    assert_idle_and_unpaused(&env);
+    node.stop();
+}
+
+/// A stored backup whose name has a temp file's shape (`.NAME.XXXXXX`, six hex digits) is
+/// not a dead pull's temp: the start-up sweep, which removes every dead temp, keeps it
+/// because the manifest records it.
+#[test]
+fn a_stored_backup_named_like_a_temp_file_survives_a_restart() {
+    let Some(env) = env() else { return };
+    let name = ".mysql-bin.000042";
+    env.file(name, 20_000, 1);
+    env.push("uuzuback_f", &env.legacy_job(name, 20_000, 6379));
+    let (mut node, cfg) = one_worker(&env, "n.toml");
+    let results = env.wait_results(1, Duration::from_secs(30), &mut node);
+    assert!(results[0].succeeded(), "{results:#?}");
+    node.stop();
+    let mut node = Node::start(&cfg, false);
+    // "node started" is logged after the start-up sweep.
+    wait_until(Duration::from_secs(10), "the start-up sweep", || {
+        node.log().contains("node started")
+    });
+    node.stop();
+    compare_files(&env.src.path().join(name), &env.dest(name)).unwrap();
+    assert!(
+        !node.log().contains("removed the temp files"),
+        "{}",
+        node.log()
+    );
+}

@@ -207,6 +207,7 @@ pub(super) async fn heartbeat_loop<Q: JobQueue>(
     let mut last_bytes = node.stats.bytes.load(Ordering::Relaxed);
     let mut last = Instant::now();
     let mut last_sweep = Instant::now();
+    let mut sweep: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {},
@@ -225,8 +226,15 @@ pub(super) async fn heartbeat_loop<Q: JobQueue>(
         if let Err(e) = node.reconcile().await {
             tracing::warn!("cannot check this node's in-flight jobs: {e}");
         }
-        if last_sweep.elapsed() >= super::leftovers::SWEEP_EVERY {
-            node.sweep_leftovers(false, Default::default()).await;
+        // The sweep walks the whole root (up to millions of entries): off this loop, so
+        // that heartbeats and lease renewals never wait for it, and never two at once.
+        if last_sweep.elapsed() >= super::leftovers::SWEEP_EVERY
+            && sweep.as_ref().is_none_or(|t| t.is_finished())
+        {
+            let n = node.clone();
+            sweep = Some(tokio::spawn(async move {
+                n.sweep_leftovers(false, Default::default()).await
+            }));
             last_sweep = Instant::now();
         }
     }

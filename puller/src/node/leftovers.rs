@@ -13,7 +13,9 @@
 //!   the node pulls next;
 //! - a partial file untouched for [`PARTIAL_MAX_AGE`] is removed, and then the oldest ones
 //!   until all of them together hold at most [`PARTIAL_MAX_SHARE`] of the filesystem;
-//! - the partial of a file a running pull writes is never touched.
+//! - the partial of a file a running pull writes is never touched;
+//! - a file the manifest records as a stored backup is never touched, whatever its name:
+//!   a job may store `.mysql-bin.000042`, which has the shape of a temp name.
 //!
 //! The walk is bounded: [`MAX_DEPTH`] levels under the root and [`MAX_ENTRIES`] entries.
 
@@ -54,6 +56,8 @@ pub struct Sweep {
     pub partials: u64,
     /// Bytes in the partial files left.
     pub partial_bytes: u64,
+    /// Stored backups whose names look like temp names, left alone.
+    pub stored_lookalikes: u64,
 }
 
 /// The sweep's limits (the constants above; tests use others).
@@ -85,11 +89,14 @@ fn age(m: &std::fs::Metadata, now: SystemTime) -> Duration {
 /// Sweeps `root`. `live` holds the final paths running pulls of this process write;
 /// `resume` the final paths of jobs this node held when it died (requeued, likely its own
 /// again): their dead temps become partials, every other dead temp is removed (its job was
-/// done, or is being done, elsewhere).
+/// done, or is being done, elsewhere). `stored` says whether a path is a backup the node
+/// holds (the manifest); it is asked only about files with a temp file's name, and such a
+/// file is left alone.
 pub fn sweep(
     root: &Path,
     live: &HashSet<PathBuf>,
     resume: &HashSet<PathBuf>,
+    stored: &mut dyn FnMut(&Path) -> bool,
     limits: Limits,
     now: SystemTime,
 ) -> Sweep {
@@ -129,6 +136,10 @@ pub fn sweep(
                             .is_some_and(|f| f.as_bytes().starts_with(leaf))
                 });
                 if !running && age(&m, now) >= limits.temp_stale {
+                    if stored(&path) {
+                        out.stored_lookalikes += 1;
+                        continue;
+                    }
                     temps.entry(leaf.to_vec()).or_default().push(path);
                 }
             }
@@ -206,7 +217,30 @@ impl<Q: JobQueue> Node<Q> {
             partial_max_bytes: (total as f64 * PARTIAL_MAX_SHARE) as u64,
         };
         let r = tokio::task::spawn_blocking(move || {
-            sweep(&root, &live, &resume, limits, SystemTime::now())
+            // The manifest is read only when a file with a temp file's name is found.
+            let manifest = crate::manifest::Manifest::new(&root);
+            let mut files: Option<Option<std::collections::BTreeSet<PathBuf>>> = None;
+            let mut stored = |p: &Path| {
+                let known = files.get_or_insert_with(|| match manifest.load() {
+                    Ok(st) => Some(st.files.into_keys().collect()),
+                    Err(e) => {
+                        tracing::warn!(
+                            "the sweep cannot read the manifest, so it removes no temp file: {e}"
+                        );
+                        None
+                    }
+                });
+                // Unreadable manifest: treat every look-alike as stored (removing nothing).
+                known.as_ref().is_none_or(|k| k.contains(p))
+            };
+            sweep(
+                &root,
+                &live,
+                &resume,
+                &mut stored,
+                limits,
+                SystemTime::now(),
+            )
         })
         .await;
         match r {
@@ -259,7 +293,14 @@ mod tests {
         std::fs::write(dir.join(PARTIAL_DIR).join("live.rdb"), vec![0u8; 5000]).unwrap();
         std::fs::write(dir.join(PARTIAL_DIR).join("old.rdb"), vec![0u8; 800]).unwrap();
         std::fs::write(dir.join(PARTIAL_DIR).join("new.rdb"), vec![0u8; 800]).unwrap();
-        let s = sweep(d.path(), &live, &resume, LIMITS, SystemTime::now());
+        let s = sweep(
+            d.path(),
+            &live,
+            &resume,
+            &mut |_| false,
+            LIMITS,
+            SystemTime::now(),
+        );
         assert_eq!(s.temps, 3);
         assert!(!dir.join(".gone.rdb.00aa13").exists());
         assert!(!dir.join(PARTIAL_DIR).join("gone.rdb").exists());
@@ -279,7 +320,7 @@ mod tests {
         assert_eq!((s.partials, s.partial_bytes), (1, 800));
         // Everything past the age bound goes.
         let later = SystemTime::now() + Duration::from_secs(7200);
-        let s = sweep(d.path(), &live, &resume, LIMITS, later);
+        let s = sweep(d.path(), &live, &resume, &mut |_| false, LIMITS, later);
         assert_eq!(s.partials, 0, "{s:?}");
         assert!(dir.join(PARTIAL_DIR).join("live.rdb").exists());
     }
@@ -293,8 +334,45 @@ mod tests {
             ..LIMITS
         };
         let none = HashSet::new();
-        let s = sweep(d.path(), &none, &none, limits, SystemTime::now());
+        let s = sweep(
+            d.path(),
+            &none,
+            &none,
+            &mut |_| false,
+            limits,
+            SystemTime::now(),
+        );
         assert_eq!(s.temps, 0);
         assert!(d.path().join(".b.rdb.abcdef").exists());
+    }
+    #[test]
+    fn a_stored_backup_with_a_temp_files_name_is_never_removed() {
+        let d = tempfile::tempdir().unwrap();
+        // A binlog stored under a dotted name: `.mysql-bin.000042` has a temp name's shape.
+        let stored_path = d.path().join(".mysql-bin.000042");
+        std::fs::write(&stored_path, b"binlog").unwrap();
+        let dead = d.path().join(".f.rdb.00aa11");
+        std::fs::write(&dead, b"x").unwrap();
+        let none = HashSet::new();
+        let mut asked = Vec::new();
+        let mut stored = |p: &Path| {
+            asked.push(p.to_path_buf());
+            p == stored_path
+        };
+        let s = sweep(
+            d.path(),
+            &none,
+            &none,
+            &mut stored,
+            LIMITS,
+            SystemTime::now(),
+        );
+        assert!(stored_path.exists(), "a stored backup was removed");
+        assert!(!dead.exists(), "the dead temp stayed");
+        assert_eq!((s.temps, s.stored_lookalikes), (1, 1), "{s:?}");
+        asked.sort();
+        let mut want = vec![stored_path.clone(), dead.clone()];
+        want.sort();
+        assert_eq!(asked, want);
     }
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::node::heartbeat::Stats;
+use super::heartbeat::Stats;
 
 /// Renders the metrics.
 pub fn render(s: &Stats) -> String {
