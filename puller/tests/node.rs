@@ -676,8 +676,34 @@ fn check_config_accepts_ubackups_sample_and_names_every_bad_key() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Legacy") && text.contains("level1"), "{text}");
-
+    // UBackup never applied its keeptime keys: a drop-in node deletes nothing until told to.
+    assert!(
+        text.contains("retention: off, nothing is ever deleted (mysqlkeeptime = 15")
+            && text.contains("set apply_keeptime = yes"),
+        "{text}"
+    );
     let d = tempfile::tempdir().unwrap();
+    let on = d.path().join("on.conf");
+    let sample_text = std::fs::read_to_string(sample).unwrap();
+    assert!(sample_text.contains("[global]"), "{sample_text}");
+    std::fs::write(
+        &on,
+        sample_text.replacen("[global]", "[global]\napply_keeptime = yes", 1),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&on)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("retention: on; backups are deleted")
+            && text.contains("type mysql: deleted once taken more than 15 days ago"),
+        "{text}"
+    );
+
     let bad = d.path().join("bad.toml");
     std::fs::write(&bad, "[node]\nworkers = \"many\"\n[queue]\nlists = []\n").unwrap();
     let out = Command::new(BIN)
