@@ -100,23 +100,13 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 pub fn new_token() -> String {
     let mut b = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut b);
-    format!("ubk_{}", hex(&b))
+    format!("ubk_{}", hex::encode(b))
 }
 
 /// What the catalog stores for a token. Tokens carry 256 random bits, so a fast hash is
 /// enough (no dictionary to defend against); it keeps each request's lookup cheap.
 pub fn token_hash(token: &str) -> String {
-    hex(&sha2::Sha256::digest(token.as_bytes()))
-}
-
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// The `[login]` settings the guard runs on.

@@ -199,36 +199,31 @@ fn time(tag: u8, v: &[u8]) -> Option<i64> {
     let [month, day, hour, min, sec] = f.as_slice() else {
         return None;
     };
-    if !(1..=12).contains(month) || !(1..=31).contains(day) || *hour > 23 || *min > 59 || *sec > 60
-    {
-        return None;
-    }
-    Some(days_from_civil(year, *month, *day) * 86400 + hour * 3600 + min * 60 + sec)
+    // jiff checks the calendar (no 30 February); a leap second reads as :59.
+    let t = jiff::civil::DateTime::new(
+        i16::try_from(year).ok()?,
+        i8::try_from(*month).ok()?,
+        i8::try_from(*day).ok()?,
+        i8::try_from(*hour).ok()?,
+        i8::try_from(*min).ok()?,
+        i8::try_from((*sec).min(59)).ok()?,
+        0,
+    )
+    .ok()?;
+    Some(
+        t.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_second(),
+    )
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-/// `YYYY-MM-DD` of seconds since the epoch (Hinnant's `civil_from_days`).
+/// `YYYY-MM-DD` (UTC) of seconds since the epoch.
 fn date(secs: i64) -> String {
-    let z = secs.div_euclid(86400) + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    match jiff::Timestamp::from_second(secs) {
+        Ok(t) => t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string(),
+        Err(_) => format!("{secs} s after the epoch"),
+    }
 }
 
 #[cfg(test)]
@@ -237,7 +232,6 @@ mod tests {
 
     #[test]
     fn dates_round_trip_through_days() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(date(0), "1970-01-01");
         let t = time(0x18, b"20491231235959Z").unwrap();
         assert_eq!(date(t), "2049-12-31");
@@ -247,6 +241,13 @@ mod tests {
             Some("1950-01-01")
         );
         assert_eq!(time(0x17, b"211301000000Z"), None);
+        // No 29 February in 2026; there is one in 2028. No 31 April.
+        assert_eq!(time(0x18, b"20260229000000Z"), None);
+        assert_eq!(
+            time(0x18, b"20280229120000Z").map(date).as_deref(),
+            Some("2028-02-29")
+        );
+        assert_eq!(time(0x17, b"260431000000Z"), None);
         assert_eq!(time(0x17, b"2101010000Z"), None);
         assert_eq!(time(0x18, b"2021010100000Z"), None);
     }

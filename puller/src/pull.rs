@@ -359,10 +359,6 @@ fn partial_len(job: &PullJob) -> u64 {
         .map_or(0, |m| m.len())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
 /// Runs one job to its outcome. `cancel` resolves at shutdown.
 pub async fn run(job: &PullJob, cfg: &EngineConfig, cancel: impl Future<Output = ()>) -> Outcome {
     let started = Instant::now();
@@ -539,7 +535,7 @@ fn job_report(
     JobReport {
         final_path: dest,
         size: r.stats.sender[2].max(0) as u64,
-        checksum: (r.checksums.len() == 1).then(|| (hex(&r.checksums[0].1), algorithm)),
+        checksum: (r.checksums.len() == 1).then(|| (hex::encode(&r.checksums[0].1), algorithm)),
         bytes_received: r.stats.bytes_received,
         literal_bytes: r.stats.literal_bytes,
         matched_bytes: r.stats.matched_bytes,

@@ -60,10 +60,7 @@ pub enum ChannelError {
 
 /// `sha256=<hex>` of `body` under `secret`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        crate::auth::hex(&hmac(secret.as_bytes(), body))
-    )
+    format!("sha256={}", hex::encode(hmac(secret.as_bytes(), body)))
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {

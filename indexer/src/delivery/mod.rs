@@ -494,7 +494,7 @@ impl Delivery {
         // event) names one message for good.
         let key = format!(
             "ubackup-{}-{max_id}",
-            crate::auth::hex(sha(channel).get(..8).unwrap_or_default())
+            hex::encode(sha(channel).get(..8).unwrap_or_default())
         );
         self.outbox
             .compose(channel, group_key, &key, &body, covers, now)

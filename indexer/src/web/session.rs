@@ -58,7 +58,7 @@ fn random_hex() -> String {
     use rand::RngCore as _;
     let mut b = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut b);
-    crate::auth::hex(&b)
+    hex::encode(b)
 }
 
 /// Wall-clock milliseconds: sessions and login limits run on real time, not on the
