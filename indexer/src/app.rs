@@ -204,9 +204,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
             },
         };
         let app = crate::http::edge::wrap(
-            crate::http::routes()
-                .merge(crate::web::router(web))
-                .with_state(state),
+            crate::web::router(crate::http::routes(), web).with_state(state),
             edge,
         );
         let stop = stop.clone();

@@ -306,7 +306,7 @@ pub struct RouteConfig {
 pub struct HttpConfig {
     /// Listen address (none: no HTTP).
     pub listen: Option<SocketAddr>,
-    /// Let UBackup's legacy GET routes answer without a token (the Chrome extension has none).
+    /// Let UBackup's legacy GET routes answer with neither a token nor a dashboard session.
     pub anonymous_legacy_reads: bool,
     /// Mark the web session cookie `Secure` (default true; false only for plain-HTTP tests).
     pub secure_cookies: bool,

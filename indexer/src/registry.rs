@@ -2,8 +2,9 @@
 //! (`business`, `backup_type`, `backup_instance`; compat §A.6), and our TOML/JSON registry file.
 //!
 //! Parsers are pure (text in, [`Import`] out, every bad line reported with its number) and
-//! bounded; [`apply`] resolves UBackup's ids (type ids, internal business ids) and writes the
-//! result through the catalog.
+//! bounded; [`apply`] resolves UBackup's ids (type ids, internal business ids) against the
+//! import and what earlier imports left in the catalog, and writes the result through the
+//! catalog.
 
 use std::collections::HashMap;
 
@@ -440,8 +441,43 @@ pub struct Applied {
     pub instances: usize,
 }
 
-/// Resolves ids against the import itself and the catalog, then writes everything. Nothing
-/// is written if any instance cannot be resolved.
+/// UBackup's business row ids (`business.id`) as this import sees them: the catalog's (from
+/// earlier imports), overridden by the import's own business rows. Two rows of the import
+/// that give one row id to two businesses are reported in `bad`.
+async fn business_rows(
+    catalog: &dyn Catalog,
+    imp: &Import,
+    bad: &mut Vec<String>,
+) -> Result<HashMap<i64, i64>, CatalogError> {
+    let mut own: HashMap<i64, i64> = HashMap::new();
+    for (row, b) in &imp.businesses {
+        let Some(r) = *row else { continue };
+        if let Some(prev) = own.insert(r, b.business_id) {
+            if prev != b.business_id {
+                bad.push(format!(
+                    "business row id {r} is given to both business {prev} and {}",
+                    b.business_id
+                ));
+            }
+        }
+    }
+    let renumbered: std::collections::HashSet<i64> = own.values().copied().collect();
+    let mut rows: HashMap<i64, i64> = catalog
+        .business_row_ids()
+        .await?
+        .into_iter()
+        // A business the import gives a row id loses the one the catalog had.
+        .filter(|(_, b)| !renumbered.contains(b))
+        .collect();
+    rows.extend(own);
+    Ok(rows)
+}
+
+/// Resolves ids against the import itself and the catalog (types by UBackup's
+/// `backup_type.id`, businesses by its `business.id`, both kept by earlier imports), then
+/// writes everything. Nothing is written if any instance cannot be resolved. So UBackup's
+/// three tables import in one command or in three, business and backup_type before
+/// backup_instance.
 pub async fn apply(catalog: &dyn Catalog, imp: Import, now_ms: i64) -> Result<Applied, ApplyError> {
     let mut types: HashMap<i64, String> = catalog
         .backup_types()
@@ -450,12 +486,8 @@ pub async fn apply(catalog: &dyn Catalog, imp: Import, now_ms: i64) -> Result<Ap
         .map(|t| (t.id, t.name))
         .collect();
     types.extend(imp.types.iter().map(|t| (t.id, t.name.clone())));
-    let rows: HashMap<i64, i64> = imp
-        .businesses
-        .iter()
-        .filter_map(|(row, b)| row.map(|r| (r, b.business_id)))
-        .collect();
     let mut bad = Vec::new();
+    let rows = business_rows(catalog, &imp, &mut bad).await?;
     let mut instances = Vec::with_capacity(imp.instances.len());
     for p in &imp.instances {
         let t = match &p.back_type {
@@ -478,7 +510,7 @@ pub async fn apply(catalog: &dyn Catalog, imp: Import, now_ms: i64) -> Result<Ap
                 Some(g) => Some(*g),
                 None => {
                     bad.push(format!(
-                        "{} {}: business row id {r} is unknown (import the business table with it)",
+                        "{} {}: business row id {r} is unknown (import the business table first, or with it)",
                         p.server_id, p.instance
                     ));
                     continue;
@@ -498,11 +530,11 @@ pub async fn apply(catalog: &dyn Catalog, imp: Import, now_ms: i64) -> Result<Ap
             Err(e) => bad.push(format!("{} {}: {e}", p.server_id, p.instance)),
         }
     }
-    let mut businesses: Vec<Business> = Vec::with_capacity(imp.businesses.len());
-    for (_, b) in imp.businesses {
+    let mut businesses: Vec<(Option<i64>, Business)> = Vec::with_capacity(imp.businesses.len());
+    for (row, b) in imp.businesses {
         let id = b.business_id;
         match crate::validate::business(b) {
-            Ok(b) => businesses.push(b),
+            Ok(b) => businesses.push((row, b)),
             Err(e) => bad.push(format!("business {id}: {e}")),
         }
     }
@@ -518,7 +550,7 @@ pub async fn apply(catalog: &dyn Catalog, imp: Import, now_ms: i64) -> Result<Ap
         return Err(ApplyError::Unresolved(bad));
     }
     catalog.upsert_backup_types(&types).await?;
-    catalog.upsert_businesses(&businesses).await?;
+    catalog.upsert_businesses_with_row_ids(&businesses).await?;
     catalog.upsert_instances(&instances, now_ms).await?;
     Ok(Applied {
         businesses: businesses.len(),

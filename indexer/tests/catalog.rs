@@ -479,3 +479,149 @@ async fn two_indexers_on_one_postgres_write_each_result_once() {
         .unwrap();
     assert_eq!(count, 2000);
 }
+
+/// `ubackup-indexer registry import` run once per file on exports as docs/migration.md makes
+/// them (`mysql -B`: tab-separated with a header line), in its order: business, then
+/// backup_type, then backup_instance. Returns the command's stdout, or its stderr on failure.
+fn cli_import(dir: &std::path::Path, url: &str, file: &str, text: &str) -> Result<String, String> {
+    let cfg = dir.join("indexer.toml");
+    std::fs::write(&cfg, format!("[catalog]\nurl = \"{url}\"\n")).unwrap();
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ubackup-indexer"))
+        .args(["registry", "import", "--config"])
+        .arg(&cfg)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_tables_import_one_file_at_a_time() {
+    let pg = Postgres::start();
+    for db in both(&pg, "three_imports").await {
+        let dir = tempfile::tempdir().unwrap();
+        let import = |file: &str, text: &str| cli_import(dir.path(), &db.url, file, text);
+        // UBackup's row ids are not its business ids (nor in the same order).
+        let out = import(
+            "business.tsv",
+            "id\tbusiness_id\tname\n1\t107\tGame One\n2\t205\tGame Two\n5\t300\tGame Five\n",
+        )
+        .unwrap();
+        assert!(out.contains("imported 3 businesses"), "{}: {out}", db.name);
+        let out = import("backup_type.tsv", "id\tname\n1\tmysql\n2\tredis\n").unwrap();
+        assert!(out.contains("2 backup types"), "{}: {out}", db.name);
+        let out = import(
+            "backup_instance.tsv",
+            "id\tname\tserver_id\tbackup_type_id\tbusiness_id\tinstance\n\
+             10\tdb1\tS1\t1\t1\t3306\n11\tcache1\tS1\t2\t2\t6379\n12\t\\N\tS2\t1\t5\t3307\n",
+        )
+        .unwrap_or_else(|e| panic!("{}: the third import failed: {e}", db.name));
+        assert!(out.contains("3 instances"), "{}: {out}", db.name);
+        let c = db.dyn_catalog();
+        let got: Vec<(String, String, i64, Option<i64>)> = c
+            .instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| {
+                (
+                    i.key.server_id,
+                    i.key.type_key,
+                    i.key.instance,
+                    i.business_id,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("S1".into(), "mysql".into(), 3306, Some(107)),
+                ("S1".into(), "redis".into(), 6379, Some(205)),
+                ("S2".into(), "mysql".into(), 3307, Some(300)),
+            ],
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            c.business_row_ids().await.unwrap(),
+            [(1, 107), (2, 205), (5, 300)],
+            "{}",
+            db.name
+        );
+
+        // A row id nothing was imported with: refused, naming the row and what to do, and
+        // nothing of that file is written.
+        let e = import(
+            "backup_instance.tsv",
+            "id\tname\tserver_id\tbackup_type_id\tbusiness_id\tinstance\n\
+             13\tdb9\tS9\t1\t1\t3306\n14\tdb8\tS8\t1\t9\t3306\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("S8 3306: business row id 9 is unknown (import the business table first"),
+            "{}: {e}",
+            db.name
+        );
+        assert_eq!(c.instances().await.unwrap().len(), 3, "{}", db.name);
+
+        // A newer export where row 1 is another business: the row id moves, and the
+        // business that had it keeps its name and instances.
+        import(
+            "business.tsv",
+            "id\tbusiness_id\tname\n1\t400\tGame Four\n6\t107\tGame One\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.business_row_ids().await.unwrap(),
+            [(1, 400), (2, 205), (5, 300), (6, 107)],
+            "{}",
+            db.name
+        );
+        import(
+            "backup_instance.tsv",
+            "id\tname\tserver_id\tbackup_type_id\tbusiness_id\tinstance\n\
+             15\tdb4\tS4\t1\t1\t3306\n16\tdb1b\tS1\t1\t6\t3308\n",
+        )
+        .unwrap();
+        let by_server: Vec<(String, i64, Option<i64>)> = c
+            .instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.key.server_id, i.key.instance, i.business_id))
+            .collect();
+        assert!(
+            by_server.contains(&("S4".into(), 3306, Some(400))),
+            "{by_server:?}"
+        );
+        assert!(
+            by_server.contains(&("S1".into(), 3308, Some(107))),
+            "{by_server:?}"
+        );
+        // Businesses added elsewhere (the API, pages) have no row id and keep none.
+        c.upsert_businesses(&[Business {
+            business_id: 500,
+            name: "added here".into(),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(c.business_row_ids().await.unwrap().len(), 4, "{}", db.name);
+        // One row id given to two businesses in one file: refused.
+        let e = import(
+            "business.tsv",
+            "id\tbusiness_id\tname\n7\t600\ta\n7\t601\tb\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("business row id 7 is given to both business 600 and 601"),
+            "{e}"
+        );
+    }
+}

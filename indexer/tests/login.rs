@@ -243,6 +243,7 @@ async fn reset_and_role_change_end_sessions_and_tokens() {
         assert_eq!(saved.code, 303, "{}", saved.body);
         let after = page(to, "/", &ann).await;
         assert_eq!(after.code, 303, "{}: session survived a reset", db.name);
+        // The overview is where a login goes anyway: no `next`.
         assert_eq!(after.header("location").as_deref(), Some("/login"));
         assert_eq!(
             api_get(to, "/api/v1/instances", &token).await.code,

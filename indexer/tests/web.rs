@@ -284,7 +284,10 @@ fn login_works_and_a_wrong_password_is_refused() {
         anyhow::ensure!(b.url()?.ends_with("/login"));
         // No page is reachable without a session.
         b.goto(&site.url("/alerts"))?;
-        anyhow::ensure!(b.url()?.ends_with("/login"), "redirected to the login page");
+        anyhow::ensure!(
+            b.url()?.ends_with("/login?next=/alerts"),
+            "redirected to the login page, which returns to the alerts"
+        );
         Ok(())
     });
     site.login(&b, "op", PASSWORD);
@@ -298,7 +301,7 @@ fn login_works_and_a_wrong_password_is_refused() {
     b.check("logout", |b| {
         b.click(&b.find(".who button")?)?;
         b.goto(&site.url("/instances"))?;
-        anyhow::ensure!(b.url()?.ends_with("/login"));
+        anyhow::ensure!(b.url()?.ends_with("/login?next=/instances"));
         Ok(())
     });
     // Rate limit: after 5 failures the right password is refused for a while too.

@@ -21,6 +21,17 @@ pub trait RegistryCatalog: Send + Sync {
     async fn businesses(&self) -> Result<Vec<Business>, CatalogError>;
     /// Inserts or renames businesses by business_id.
     async fn upsert_businesses(&self, rows: &[Business]) -> Result<u64, CatalogError>;
+    /// [`Self::upsert_businesses`] for an import of UBackup's `business` table, in one
+    /// transaction: each business that comes with its row id there (`business.id`, by which
+    /// `backup_instance` names it) keeps it, so a later import resolves it
+    /// ([`Self::business_row_ids`]). A row id another business held moves to this one (a
+    /// newer export); a business without one keeps the one it has.
+    async fn upsert_businesses_with_row_ids(
+        &self,
+        rows: &[(Option<i64>, Business)],
+    ) -> Result<u64, CatalogError>;
+    /// (UBackup's row id, business_id) of every business imported with one.
+    async fn business_row_ids(&self) -> Result<Vec<(i64, i64)>, CatalogError>;
     /// Backup types.
     async fn backup_types(&self) -> Result<Vec<BackupType>, CatalogError>;
     /// Inserts backup types by id (UBackup's ids, so batch-add lines resolve).
@@ -114,6 +125,48 @@ impl RegistryCatalog for SqlCatalog {
     async fn upsert_businesses(&self, rows: &[Business]) -> Result<u64, CatalogError> {
         let rows = rows.iter().map(|x| (x.business_id, x.name.as_str()));
         self.upsert_names("businesses", "business_id", rows).await
+    }
+
+    async fn upsert_businesses_with_row_ids(
+        &self,
+        rows: &[(Option<i64>, Business)],
+    ) -> Result<u64, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for (row_id, x) in rows {
+            if let Some(r) = row_id {
+                sqlx::query(
+                    "UPDATE businesses SET legacy_row_id = NULL \
+                     WHERE legacy_row_id = $1 AND business_id <> $2",
+                )
+                .bind(*r)
+                .bind(x.business_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            n += sqlx::query(
+                "INSERT INTO businesses (business_id, name, legacy_row_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (business_id) DO UPDATE SET name = excluded.name, \
+                 legacy_row_id = COALESCE(excluded.legacy_row_id, businesses.legacy_row_id)",
+            )
+            .bind(x.business_id)
+            .bind(x.name.as_str())
+            .bind(*row_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn business_row_ids(&self) -> Result<Vec<(i64, i64)>, CatalogError> {
+        Ok(sqlx::query_as(
+            "SELECT legacy_row_id, business_id FROM businesses \
+             WHERE legacy_row_id IS NOT NULL ORDER BY legacy_row_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn backup_types(&self) -> Result<Vec<BackupType>, CatalogError> {

@@ -7,7 +7,7 @@ use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
 
 use crate::catalog::{Instance, InstanceKey, StatsBy};
-use crate::web::{alerts, cookies, csrf, html, instances, login, nodes, stats, users};
+use crate::web::{alerts, cookies, csrf, html, instances, login, nodes, return_to, stats, users};
 
 /// The forms, in the order the first byte of a fuzz input picks them.
 pub const FORMS: [&str; 16] = [
@@ -246,6 +246,20 @@ fn login_form(body: &[u8]) {
     if f.check_lengths().is_ok() {
         assert!(f.name.len() <= login::MAX_LOGIN_NAME_BYTES);
         assert!(f.password.len() <= login::MAX_LOGIN_PASSWORD_BYTES);
+    }
+    // The page a login returns to: a path on this site or the overview, whatever was sent,
+    // and always a valid Location.
+    for next in [
+        f.next.clone(),
+        login::next_param(std::str::from_utf8(body).ok()),
+    ] {
+        let to = return_to::target(next.as_deref());
+        let b = to.as_bytes();
+        assert!(b.first() == Some(&b'/') && !matches!(b.get(1), Some(b'/' | b'\\')));
+        assert!(b.len() <= return_to::MAX_NEXT_BYTES && b.iter().all(u8::is_ascii_graphic));
+        assert!(HeaderValue::from_str(to).is_ok());
+        let url = return_to::with_next("/login", next.as_deref());
+        assert!(HeaderValue::from_str(&url).is_ok(), "{url:?}");
     }
 }
 

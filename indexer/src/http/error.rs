@@ -28,6 +28,9 @@ pub enum ApiError {
     /// Every password-hash worker is busy: retry after this many seconds.
     #[error("login busy; retry after {0} s")]
     Busy(u64),
+    /// A write on a session cookie that a page on another site could have made.
+    #[error("refused as a possible cross-site request: {0}")]
+    CrossSite(&'static str),
     /// The catalog failed.
     #[error("catalog unavailable")]
     Catalog(#[from] CatalogError),
@@ -37,7 +40,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{LegacyReader, Viewer};
+use super::auth::{FocusWriter, LegacyReader};
 use super::error::ApiError;
 use super::AppState;
 use crate::alerts::{LEGACY_RULES, NO_IDENTITY};
@@ -104,8 +104,9 @@ pub async fn alert(State(s): State<AppState>, _r: LegacyReader) -> Result<Json<V
     Ok(Json(Value::Array(out)))
 }
 
-/// `GET /api/get_force_business`: the user's focus businesses, a JSON list (empty for an
-/// anonymous reader).
+/// `GET /api/get_force_business`: the focus businesses of the token's or the logged-in
+/// dashboard user, a JSON list (empty for an anonymous reader). UBackup's extension counts
+/// the open alerts of these businesses on its badge.
 pub async fn get_force_business(r: LegacyReader) -> Result<Json<Value>, ApiError> {
     let list =
         r.0.and_then(|u| serde_json::from_str::<Value>(&u.focus_business).ok())
@@ -115,10 +116,11 @@ pub async fn get_force_business(r: LegacyReader) -> Result<Json<Value>, ApiError
 }
 
 /// `POST /api/set_force_business` with `{"force_business": [...]}`: answers
-/// `{"state": true, "data": ""}`, or `{"state": false, "data": <why>}` as UBackup did.
+/// `{"state": true, "data": ""}`, or `{"state": false, "data": <why>}` as UBackup did. Who may
+/// call it, and how on a session cookie: [`FocusWriter`].
 pub async fn set_force_business(
     State(s): State<AppState>,
-    Viewer(u): Viewer,
+    FocusWriter(u): FocusWriter,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let parsed: Result<Vec<i64>, String> = serde_json::from_slice::<Value>(&body)
@@ -206,7 +208,9 @@ pub struct RestlessQuery {
 
 /// `GET /api/business?results_per_page=N`: Flask-Restless's envelope
 /// `{"num_results", "objects": [{"id", "business_id", "name"}], "page", "total_pages"}`.
-/// `id` is the business id (the catalog has no separate MySQL row id).
+/// `id` is the business id: UBackup's pages read only `business_id`, and scripts written
+/// against this route since have seen `id` equal to it (the old MySQL row id, which
+/// `registry import` keeps for resolving `backup_instance`, is not used here).
 pub async fn business(
     State(s): State<AppState>,
     _r: LegacyReader,

@@ -3,9 +3,10 @@
 //!
 //! Handlers are thin: extract, call the catalog or a domain function, render. Authentication
 //! and roles are extractors ([`auth::Viewer`], [`auth::Operator`], [`auth::Admin`],
-//! [`auth::LegacyReader`]); a handler that takes one cannot run without it. Pages (a later
-//! `web` module) go on the same [`Router`] with the same [`AppState`] and extractors: build
-//! them with `router(state).merge(web::router())` before `with_state`.
+//! [`auth::LegacyReader`], [`auth::FocusWriter`]); a handler that takes one cannot run
+//! without it. The dashboard's pages go on the same [`Router`] with the same [`AppState`]:
+//! `web::router(routes(), options)` before `with_state`, which also lets a dashboard session
+//! authorize UBackup's legacy routes.
 
 pub mod api;
 pub mod auth;
@@ -45,7 +46,7 @@ pub struct AppState {
 /// Largest request body accepted (registry uploads included).
 pub const MAX_BODY_BYTES: usize = 16 << 20;
 
-/// The routes, without state (merge page routers into this before `with_state`).
+/// The routes, without state (`crate::web::router` adds the pages before `with_state`).
 pub fn routes() -> Router<AppState> {
     Router::new()
         // JSON API.

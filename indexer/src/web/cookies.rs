@@ -1,5 +1,11 @@
-//! The session cookie: `ubk_session`, HttpOnly, SameSite=Strict, Path=/, Secure unless the
+//! The session cookie: `ubk_session`, HttpOnly, SameSite=Lax, Path=/, Secure unless the
 //! config turns it off (plain-HTTP tests).
+//!
+//! Lax, not Strict: a link to an alert pasted in chat or mail is a top-level GET navigation
+//! from another site, and a Strict cookie stays behind on it, so a logged-in operator landed
+//! on the login page. Lax sends the cookie on exactly those navigations (GET, top level) and
+//! on nothing else cross-site: no POST, no `fetch`, no image, script or frame. Writes stay
+//! behind the CSRF token and the Origin check ([`super::csrf`]); no GET handler writes.
 
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
@@ -27,7 +33,7 @@ pub fn session_id(headers: &HeaderMap) -> Option<String> {
 /// `Set-Cookie` for a new session.
 pub fn set(id: &str, secure: bool, max_age_secs: i64) -> HeaderValue {
     let v = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{}",
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
         if secure { "; Secure" } else { "" }
     );
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -36,9 +42,9 @@ pub fn set(id: &str, secure: bool, max_age_secs: i64) -> HeaderValue {
 /// `Set-Cookie` that removes the session cookie.
 pub fn clear(secure: bool) -> HeaderValue {
     HeaderValue::from_static(if secure {
-        "ubk_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure"
+        "ubk_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Secure"
     } else {
-        "ubk_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+        "ubk_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
     })
 }
 
@@ -65,7 +71,7 @@ mod tests {
         assert_eq!(session_id(&h), None);
         let c = set("ab", true, 10);
         let c = c.to_str().unwrap_or_default();
-        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("Secure"));
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.ends_with("Secure"));
         assert!(!set("ab", false, 10)
             .to_str()
             .unwrap_or("Secure")

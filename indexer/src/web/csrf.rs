@@ -1,15 +1,21 @@
 //! CSRF: every write (any method but GET/HEAD) to a page route carries the session's token,
 //! in a `csrf` form field or an `X-CSRF-Token` header, or is refused with 403 before any
-//! handler runs. The token is random per session and compared in constant time. The login
-//! form, which has no session yet, is covered by SameSite=Strict cookies and an Origin check
-//! instead (a cross-site form cannot log a victim into the attacker's account).
+//! handler runs. The token is random per session and compared in constant time. A write whose
+//! `Origin` names another origin is refused before that, token or not. The login form, which
+//! has no session yet, is covered by the Origin check alone (a cross-site form cannot log a
+//! victim into the attacker's account).
 //!
-//! The session cookie itself is SameSite=Strict, so a cross-site POST carries no session in a
-//! current browser; the token is the second line for older browsers and same-site attackers.
+//! The session cookie is SameSite=Lax ([`super::cookies`]): a browser sends it cross-site only
+//! on top-level GET navigations (a link followed from chat or mail), never on a cross-site
+//! POST, `fetch` or frame. So a forged write from another site arrives without a session, and
+//! the token and the Origin check are what refuse it should a browser or a same-site page
+//! send one anyway. This holds because no GET route writes: a GET that changed something
+//! would be reachable from any link. UBackup's `POST /api/set_force_business` is not a page
+//! route; its rule is [`crate::http::legacy::set_force_business`]'s.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::Request;
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -38,16 +44,17 @@ pub fn field(body: &[u8]) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-fn origin_ok(req: &Request) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+/// Whether the request's `Origin`, when it has one, is this server's own (the scheme aside:
+/// behind a TLS proxy the indexer sees plain HTTP). A request without `Origin` passes.
+pub fn origin_ok(headers: &HeaderMap, uri: &Uri) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
     // HTTP/2 carries no Host header: the authority is in the URI (`:authority`).
-    let Some(host) = req
-        .headers()
+    let Some(host) = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .or_else(|| uri.authority().map(|a| a.as_str()))
     else {
         return false;
     };
@@ -60,18 +67,18 @@ pub async fn guard(Extension(web): Extension<WebState>, req: Request, next: Next
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return next.run(req).await;
     }
-    if !origin_ok(&req) {
+    if !origin_ok(req.headers(), req.uri()) {
         return PageError::Csrf.into_response();
     }
     if req.uri().path() == "/login" {
         return next.run(req).await;
     }
     let Some(id) = cookies::session_id(req.headers()) else {
-        return PageError::Login.into_response();
+        return PageError::LOGIN.into_response();
     };
     let now = super::session::wall_ms();
     let Some((_, expected)) = web.sessions.get(&id, now) else {
-        return PageError::Login.into_response();
+        return PageError::LOGIN.into_response();
     };
     let header_token = req
         .headers()

@@ -3,16 +3,20 @@
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use super::html;
+use super::{html, return_to};
 use crate::catalog::CatalogError;
 
 /// What a page handler or extractor can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PageError {
-    /// No session: go to the login page.
+    /// No session: go to the login page, and from there to `next` (the page asked for,
+    /// checked by [`return_to::checked`]).
     #[error("login required")]
-    Login,
+    Login {
+        /// The page to return to after the login.
+        next: Option<String>,
+    },
     /// The role is too low.
     #[error("this needs the {0} role")]
     Forbidden(&'static str),
@@ -36,10 +40,18 @@ pub enum PageError {
     Internal(String),
 }
 
+impl PageError {
+    /// [`PageError::Login`] with no page to return to (a write, or the overview).
+    pub const LOGIN: PageError = PageError::Login { next: None };
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let status = match &self {
-            PageError::Login => return Redirect::to("/login").into_response(),
+            PageError::Login { next } => {
+                return Redirect::to(&return_to::with_next("/login", next.as_deref()))
+                    .into_response()
+            }
             PageError::Forbidden(_) | PageError::Csrf => StatusCode::FORBIDDEN,
             PageError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             PageError::NotFound => StatusCode::NOT_FOUND,

@@ -1,7 +1,12 @@
 //! Log in (through [`crate::auth::LoginGuard`], the limiter and hashing pool the API login
 //! shares), log out, and log out everywhere.
+//!
+//! A login returns to the page asked for: `/login?next=/alerts/123` keeps `next` in a hidden
+//! field, a successful login passes it through the cookie check, and the check redirects
+//! there. [`return_to::checked`] vets `next` at every step; a value it refuses is dropped
+//! and the login ends on the overview.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
@@ -10,11 +15,11 @@ use serde::Deserialize;
 use super::errors::PageError;
 use super::html::{esc, layout};
 use super::session::{wall_ms, PageViewer, PeerAddr};
-use super::{cookies, WebState};
+use super::{cookies, return_to, WebState};
 use crate::auth::LoginOutcome;
 use crate::http::AppState;
 
-fn form_html(name: &str, error: Option<&str>) -> String {
+fn form_html(name: &str, error: Option<&str>, next: Option<&str>) -> String {
     let err = error
         .map(|e| {
             format!(
@@ -33,15 +38,29 @@ fn form_html(name: &str, error: Option<&str>) -> String {
              <input id=\"name\" name=\"name\" autocomplete=\"username\" required autofocus value=\"{}\">\
              <label for=\"password\">Password</label>\
              <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-             <button type=\"submit\" id=\"login\">Log in</button></form>",
-            esc(name)
+             {}<button type=\"submit\" id=\"login\">Log in</button></form>",
+            esc(name),
+            return_to::checked_opt(next)
+                .map(|n| format!(
+                    "<input type=\"hidden\" name=\"next\" id=\"next\" value=\"{}\">",
+                    esc(n)
+                ))
+                .unwrap_or_default()
         ),
     )
 }
 
-/// `GET /login`.
-pub async fn form() -> Html<String> {
-    Html(form_html("", None))
+/// The first `next` of a query string (`/login?next=`, `/login/check?next=`), unchecked. A
+/// query that does not decode is no `next`, not an error page.
+pub fn next_param(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `GET /login[?next=<path>]`.
+pub async fn form(RawQuery(q): RawQuery) -> Html<String> {
+    Html(form_html("", None, next_param(q.as_deref()).as_deref()))
 }
 
 /// The login form.
@@ -49,6 +68,9 @@ pub async fn form() -> Html<String> {
 pub struct LoginForm {
     pub(crate) name: String,
     pub(crate) password: String,
+    /// The page to return to (hidden field), checked before use.
+    #[serde(default)]
+    pub(crate) next: Option<String>,
 }
 
 /// Longest name a login attempt may give (bytes).
@@ -88,7 +110,8 @@ pub async fn submit(
             s.catalog.audit(now, &user.name, "web.login", "{}").await?;
             // Through the cookie check: a browser that dropped the cookie gets told why
             // instead of an empty login form.
-            let mut r = Redirect::to(COOKIE_CHECK).into_response();
+            let to = return_to::with_next(COOKIE_CHECK, f.next.as_deref());
+            let mut r = Redirect::to(&to).into_response();
             cookies::add(
                 r.headers_mut(),
                 cookies::set(
@@ -124,7 +147,11 @@ pub async fn submit(
             format!("The server is busy. Try again in {retry_after_secs} s."),
         ),
     };
-    let mut r = (status, Html(form_html(&f.name, Some(&message)))).into_response();
+    let mut r = (
+        status,
+        Html(form_html(&f.name, Some(&message), f.next.as_deref())),
+    )
+        .into_response();
     if let Some(secs) = retry {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -141,17 +168,23 @@ pub const COOKIE_DROPPED: &str = "Your password was accepted, but your browser d
     over plain HTTP, so the browser refused it. Open the dashboard over https:// (the \
     indexer's http.tls_cert and http.tls_key, or a TLS proxy in front of it).";
 
-/// `GET /login/check`: on to the overview when the browser sent the new session cookie back,
-/// else the login form with [`COOKIE_DROPPED`].
-pub async fn check(Extension(web): Extension<WebState>, headers: HeaderMap) -> Response {
+/// `GET /login/check[?next=<path>]`: on to `next` (when [`return_to::checked`] accepts it,
+/// else the overview) when the browser sent the new session cookie back, else the login form
+/// with [`COOKIE_DROPPED`].
+pub async fn check(
+    Extension(web): Extension<WebState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let next = next_param(q.as_deref());
     let has_session =
         cookies::session_id(&headers).is_some_and(|id| web.sessions.get(&id, wall_ms()).is_some());
     if has_session {
-        return Redirect::to("/").into_response();
+        return Redirect::to(return_to::target(next.as_deref())).into_response();
     }
     (
         StatusCode::BAD_REQUEST,
-        Html(form_html("", Some(COOKIE_DROPPED))),
+        Html(form_html("", Some(COOKIE_DROPPED), next.as_deref())),
     )
         .into_response()
 }

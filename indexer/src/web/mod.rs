@@ -4,7 +4,8 @@
 //! Shape (after kanidm's `views/`): one module per page, and the cross-cutting parts apart —
 //! [`cookies`] (the session cookie), [`session`] (sessions, the role
 //! extractors pages take), [`csrf`] (a middleware that refuses any write without the session's
-//! token), [`errors`] (HTML error pages and the redirect to the login page). Handlers stay
+//! token), [`errors`] (HTML error pages and the redirect to the login page), [`return_to`]
+//! (the page a login returns to, checked to be on this site). Handlers stay
 //! thin: extract, call the catalog, render.
 //!
 //! Rendering is plain Rust ([`html`]): every value goes through [`html::esc`]; there is no
@@ -30,6 +31,7 @@ pub mod login;
 pub mod nodes;
 pub mod notice;
 pub mod overview;
+pub mod return_to;
 pub mod session;
 pub mod stats;
 pub mod users;
@@ -69,13 +71,16 @@ pub struct WebState {
     pub sessions: Arc<session::Sessions>,
 }
 
-/// The page routes; merge into [`crate::http::routes`] before `with_state`.
-pub fn router(opts: WebOptions) -> Router<AppState> {
+/// The page routes merged with `api` ([`crate::http::routes`]), then `with_state`. The
+/// session store is layered over both, so a dashboard session authorizes UBackup's legacy
+/// routes in `api` too ([`crate::http::auth::LegacyReader`]); the CSRF guard and the page
+/// headers stay on the page routes.
+pub fn router(api: Router<AppState>, opts: WebOptions) -> Router<AppState> {
     let web = WebState {
         sessions: Arc::new(session::Sessions::new(&opts)),
         opts: Arc::new(opts),
     };
-    Router::new()
+    let pages = Router::new()
         .route("/", get(overview::page))
         .route("/login", get(login::form).post(login::submit))
         .route("/login/check", get(login::check))
@@ -107,8 +112,8 @@ pub fn router(opts: WebOptions) -> Router<AppState> {
         .route("/users/tokens/revoke", post(users::revoke_token))
         .route("/static/{name}", get(assets::serve))
         .layer(axum::middleware::from_fn(csrf::guard))
-        .layer(Extension(web))
-        .layer(axum::middleware::from_fn(server_timing))
+        .layer(axum::middleware::from_fn(server_timing));
+    api.merge(pages).layer(Extension(web))
 }
 
 /// Adds `Server-Timing: app;dur=<ms>` (the page's server time, readable in the browser's

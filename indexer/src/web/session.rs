@@ -15,11 +15,12 @@ use std::sync::Mutex;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::Extension;
 
 use super::errors::PageError;
-use super::{cookies, WebOptions, WebState};
-use crate::catalog::{Role, User};
+use super::{cookies, return_to, WebOptions, WebState};
+use crate::catalog::{CatalogError, Role, User};
 use crate::http::AppState;
 
 #[derive(Debug, Clone)]
@@ -147,17 +148,38 @@ impl Sessions {
     }
 }
 
+/// The session the request's cookie names, if it is live and still matches its user's
+/// credentials. None without a cookie, for an unknown or idle one, or for a user gone or
+/// changed since the login. The catalog failing is an error, not "no session".
+pub async fn from_cookie(
+    web: &WebState,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Option<Session>, CatalogError> {
+    let Some(id) = cookies::session_id(headers) else {
+        return Ok(None);
+    };
+    let Some((name, csrf)) = web.sessions.get(&id, wall_ms()) else {
+        return Ok(None);
+    };
+    let Some(user) = state.catalog.user(&name).await? else {
+        return Ok(None);
+    };
+    if !web.sessions.current(&id, &user) {
+        return Ok(None);
+    }
+    Ok(Some(Session { user, csrf }))
+}
+
 async fn session_of(parts: &mut Parts, state: &AppState) -> Result<Session, PageError> {
     let Extension(web) = Extension::<WebState>::from_request_parts(parts, state)
         .await
         .map_err(|_| PageError::Internal("web state missing".into()))?;
-    let id = cookies::session_id(&parts.headers).ok_or(PageError::Login)?;
-    let (name, csrf) = web.sessions.get(&id, wall_ms()).ok_or(PageError::Login)?;
-    let user = state.catalog.user(&name).await?.ok_or(PageError::Login)?;
-    if !web.sessions.current(&id, &user) {
-        return Err(PageError::Login);
-    }
-    Ok(Session { user, csrf })
+    from_cookie(&web, &parts.headers, state)
+        .await?
+        .ok_or_else(|| PageError::Login {
+            next: return_to::of_request(&parts.method, &parts.uri),
+        })
 }
 
 macro_rules! page_role {

@@ -45,9 +45,7 @@ pub async fn serve(
         secure_cookies: false,
         ..Default::default()
     };
-    let app = ubackup_indexer::http::routes()
-        .merge(ubackup_indexer::web::router(web))
-        .with_state(state);
+    let app = ubackup_indexer::web::router(ubackup_indexer::http::routes(), web).with_state(state);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
