@@ -300,6 +300,10 @@ fn login_works_and_a_wrong_password_is_refused() {
     // Log out: the old session no longer opens a page.
     b.check("logout", |b| {
         b.click(&b.find(".who button")?)?;
+        // The logout is a form post: wait for its redirect to the login page, or the next
+        // navigation can cancel the post and find the session still alive.
+        b.wait_for("#password", Duration::from_secs(10))?;
+        anyhow::ensure!(b.url()?.ends_with("/login"), "{}", b.url()?);
         b.goto(&site.url("/instances"))?;
         anyhow::ensure!(b.url()?.ends_with("/login?next=/instances"));
         Ok(())
