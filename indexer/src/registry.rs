@@ -140,6 +140,159 @@ pub fn parse_batch_lines(text: &str) -> Result<Import, ImportError> {
     }
 }
 
+/// One line of the dashboard's batch add as typed: the type and the business as given (an id
+/// or a name), resolved later against what the registry knows ([`Known`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchLine {
+    /// Line number (1-based).
+    pub line: usize,
+    /// Display name.
+    pub name: String,
+    /// Server id.
+    pub server_id: String,
+    /// The type: a type id or a type name.
+    pub back_type: String,
+    /// Instance number.
+    pub instance: i64,
+    /// The business: a business id or a business name (without spaces).
+    pub business: String,
+}
+
+/// The dashboard's batch add, `name server_id type instance business` per line (spaces or
+/// tabs; blank lines and `#` comments skipped), with the type and the business left as
+/// typed, by id or by name. Every bad line is reported with its number.
+pub fn parse_batch_refs(text: &str) -> Result<Vec<BatchLine>, ImportError> {
+    check_size(text)?;
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 5 {
+            bad.push(format!(
+                "line {n}: expected 5 fields (name server_id type instance business), got {}",
+                f.len()
+            ));
+            continue;
+        }
+        if !server_ok(f[1]) {
+            bad.push(format!("line {n}: server_id {:?} is not valid", f[1]));
+            continue;
+        }
+        let Some(inst) = int(f[3], "instance", n, &mut bad) else {
+            continue;
+        };
+        out.push(BatchLine {
+            line: n,
+            name: f[0].to_string(),
+            server_id: f[1].to_string(),
+            back_type: f[2].to_string(),
+            instance: inst,
+            business: f[4].to_string(),
+        });
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(ImportError(bad))
+    }
+}
+
+/// The backup types and businesses the registry knows, to resolve what a person typed in
+/// the dashboard's forms: a type by its id or its name (the types of `/types`, and those of
+/// registered instances), a business by its id or its name. Ids are tried first.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    type_ids: HashMap<i64, String>,
+    type_names: std::collections::BTreeSet<String>,
+    business_ids: std::collections::HashSet<i64>,
+    business_names: HashMap<String, Vec<i64>>,
+}
+
+impl Known {
+    /// What the catalog knows, with the types of `instances` (the registry, read by the
+    /// caller anyway).
+    pub async fn load(
+        catalog: &dyn Catalog,
+        instances: &[Instance],
+    ) -> Result<Known, CatalogError> {
+        Ok(Known::new(
+            &catalog.backup_types().await?,
+            &catalog.businesses().await?,
+            instances,
+        ))
+    }
+
+    /// From the registry's rows.
+    pub fn new(types: &[BackupType], businesses: &[Business], instances: &[Instance]) -> Known {
+        let mut k = Known::default();
+        for t in types {
+            k.type_ids.insert(t.id, t.name.to_lowercase());
+            k.type_names.insert(t.name.to_lowercase());
+        }
+        for i in instances {
+            k.type_names.insert(i.key.type_key.to_lowercase());
+        }
+        for b in businesses {
+            k.business_ids.insert(b.business_id);
+            k.business_names
+                .entry(b.name.trim().to_lowercase())
+                .or_default()
+                .push(b.business_id);
+        }
+        k
+    }
+
+    /// Every known type name, sorted (the form's suggestions).
+    pub fn type_names(&self) -> impl Iterator<Item = &str> {
+        self.type_names.iter().map(String::as_str)
+    }
+
+    /// The type `s` names: a type id of `/types`, or a known type name (any case); lower case.
+    pub fn type_ref(&self, s: &str) -> Result<String, String> {
+        let s = s.trim();
+        if let Ok(id) = s.parse::<i64>() {
+            if let Some(n) = self.type_ids.get(&id) {
+                return Ok(n.clone());
+            }
+        }
+        let lower = s.to_lowercase();
+        if self.type_names.contains(&lower) {
+            return Ok(lower);
+        }
+        Err(format!(
+            "type {s:?} is unknown (a type id or name of the backup types page)"
+        ))
+    }
+
+    /// The business `s` names: a business id, or the name of exactly one business (any case).
+    pub fn business_ref(&self, s: &str) -> Result<i64, String> {
+        let s = s.trim();
+        if let Ok(id) = s.parse::<i64>() {
+            if self.business_ids.contains(&id) {
+                return Ok(id);
+            }
+        }
+        match self
+            .business_names
+            .get(&s.to_lowercase())
+            .map(Vec::as_slice)
+        {
+            Some([id]) => Ok(*id),
+            Some([_, _, ..]) => Err(format!(
+                "business name {s:?} is not unique: give its business id"
+            )),
+            _ => Err(format!(
+                "business {s:?} is unknown (a business id or name of the businesses page)"
+            )),
+        }
+    }
+}
+
 /// A reader of one table export: RFC 4180 quoting (a quoted field may hold the separator, `""`
 /// and line breaks), `sep` between fields, any field count (checked by the caller).
 fn csv_reader(text: &str, sep: u8) -> csv::Reader<&[u8]> {

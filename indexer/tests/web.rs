@@ -387,6 +387,16 @@ fn batch_add_registers_instances() {
                 }]),
         )
         .unwrap();
+    // Batch add refuses a business the registry does not know.
+    site.rt
+        .block_on(
+            site.catalog
+                .upsert_businesses(&[ubackup_indexer::catalog::Business {
+                    business_id: 7,
+                    name: "Seven".into(),
+                }]),
+        )
+        .unwrap();
     site.login(&b, "op", PASSWORD);
     b.check("batch add", |b| {
         b.goto(&site.url("/instances"))?;

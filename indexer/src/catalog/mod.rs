@@ -46,7 +46,7 @@ pub use registry::RegistryCatalog;
 pub use rows::UnknownRole;
 pub use statistics::{DayGroupRow, HourRow, InstanceTotals, StatsCatalog};
 pub use types::*;
-pub use users::{ApiToken, UserCatalog};
+pub use users::{ApiToken, UserCatalog, UserRemoval};
 
 /// A catalog failure.
 #[derive(Debug, thiserror::Error)]

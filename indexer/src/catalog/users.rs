@@ -30,6 +30,17 @@ pub const LAST_USED_GRAIN_MS: i64 = 60_000;
 /// Most tokens a list returns (newest first).
 pub const MAX_TOKENS_LISTED: i64 = 1000;
 
+/// What [`UserCatalog::delete_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserRemoval {
+    /// The user and its tokens are gone.
+    Removed,
+    /// No user has that name.
+    NotFound,
+    /// Refused: it is the only admin (nobody could manage users after it).
+    LastAdmin,
+}
+
 /// Users, tokens and the audit log.
 #[async_trait]
 pub trait UserCatalog: Send + Sync {
@@ -42,6 +53,11 @@ pub trait UserCatalog: Send + Sync {
         password_hash: &str,
         now_ms: i64,
     ) -> Result<i64, CatalogError>;
+    /// Changes a user's role and nothing else (not its password, not its focus businesses);
+    /// a change removes the user's tokens, as [`Self::put_user`] does. Whether it exists.
+    async fn set_role(&self, user_id: i64, role: Role) -> Result<bool, CatalogError>;
+    /// Removes a user and its tokens, unless it is the only admin.
+    async fn delete_user(&self, name: &str) -> Result<UserRemoval, CatalogError>;
     /// A user by name.
     async fn user(&self, name: &str) -> Result<Option<User>, CatalogError>;
     /// Stores a token hash for a user, valid until `expires_ms`, named "unnamed".
@@ -167,6 +183,61 @@ impl UserCatalog for SqlCatalog {
         .await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    async fn set_role(&self, user_id: i64, role: Role) -> Result<bool, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM tokens WHERE user_id IN (SELECT id FROM users WHERE id = $1 \
+             AND role <> $2)",
+        )
+        .bind(user_id)
+        .bind(role.name())
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+            .bind(role.name())
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<UserRemoval, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(u) = sqlx::query_as::<_, User>(
+            "SELECT id, name, role, password_hash, focus_business FROM users WHERE name = $1",
+        )
+        .bind(name.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(UserRemoval::NotFound);
+        };
+        sqlx::query("DELETE FROM tokens WHERE user_id = $1")
+            .bind(u.id)
+            .execute(&mut *tx)
+            .await?;
+        // One statement decides, so the last admin is never removed by this call whatever
+        // its role was when it was read above.
+        let n = sqlx::query(
+            "DELETE FROM users WHERE id = $1 AND (role <> $2 OR \
+             (SELECT COUNT(*) FROM users WHERE role = $2) > 1)",
+        )
+        .bind(u.id)
+        .bind(Role::Admin.name())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            // Its tokens stay too.
+            tx.rollback().await?;
+            return Ok(UserRemoval::LastAdmin);
+        }
+        tx.commit().await?;
+        Ok(UserRemoval::Removed)
     }
 
     async fn user(&self, name: &str) -> Result<Option<User>, CatalogError> {

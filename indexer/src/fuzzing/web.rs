@@ -7,7 +7,9 @@ use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
 
 use crate::catalog::{Instance, InstanceKey, StatsBy};
-use crate::web::{alerts, cookies, csrf, html, instances, login, nodes, return_to, stats, users};
+use crate::web::{
+    alerts, cookies, csrf, html, instance_edit, instances, login, nodes, return_to, stats, users,
+};
 
 /// The forms, in the order the first byte of a fuzz input picks them.
 pub const FORMS: [&str; 16] = [
@@ -17,8 +19,8 @@ pub const FORMS: [&str; 16] = [
     "nodes?",          // nodes::PageQuery and users::PageQuery (the `done` notice)
     "alerts?",         // alerts::ListQuery
     "alert-action",    // alerts::ActionForm (ack, silence)
-    "instance-save",   // instances::SaveForm
-    "instance-batch",  // instances::BatchForm
+    "instance-save",   // instance_edit::SaveForm
+    "instance-batch",  // instance_edit::BatchForm
     "id-name",         // instances::IdName (businesses, types)
     "login",           // login::LoginForm
     "node-control",    // nodes::ControlForm
@@ -198,10 +200,28 @@ fn alert_action(body: &[u8]) {
 }
 
 fn instance_save(body: &[u8]) {
-    let Some(f) = decode::<instances::SaveForm>(body) else {
+    let Some(f) = decode::<instance_edit::SaveForm>(body) else {
         return;
     };
-    let Ok(i) = f.instance() else { return };
+    let Ok(e) = f.edit() else { return };
+    let known = crate::registry::Known::new(&[], &[], &[]);
+    let known_ty = crate::registry::Known::new(
+        &[],
+        &[],
+        &[crate::catalog::Instance {
+            key: crate::catalog::InstanceKey::new("S", &e.back_type, 1),
+            name: String::new(),
+            business_id: None,
+            interval_secs: None,
+            enabled: true,
+            created_ms: 0,
+        }],
+    );
+    // Nothing is known: every type is refused.
+    assert!(e.apply(&known, |_| None).is_err());
+    let Ok(i) = e.apply(&known_ty, |_| None) else {
+        return;
+    };
     let k = &i.key;
     assert!(!k.server_id.is_empty() && k.server_id.len() <= 255 && printable(&k.server_id));
     assert_eq!(k.server_id, k.server_id.trim());
@@ -214,17 +234,21 @@ fn instance_save(body: &[u8]) {
         "{:?}",
         i.interval_secs
     );
-    assert_eq!(i.enabled, f.enabled.is_some());
+    assert_eq!(i.enabled, e.enabled.unwrap_or(true));
     // The alert rule's arithmetic on the period.
     let _ = crate::alerts::overdue_deadline(1, i.interval_secs.unwrap_or(3600), 3000);
 }
 
 fn instance_batch(body: &[u8]) {
-    let Some(f) = decode::<instances::BatchForm>(body) else {
+    let Some(f) = decode::<instance_edit::BatchForm>(body) else {
         return;
     };
     if let Ok(imp) = crate::registry::parse_batch_lines(&f.lines) {
         assert!(imp.instances.len() <= f.lines.lines().count());
+    }
+    if let Ok(lines) = crate::registry::parse_batch_refs(&f.lines) {
+        assert!(lines.len() <= f.lines.lines().count());
+        assert!(lines.windows(2).all(|w| w[0].line < w[1].line));
     }
 }
 
@@ -302,10 +326,17 @@ fn user_form(body: &[u8]) {
     assert!(!u.name.chars().any(|c| c.is_control() || c.is_whitespace()));
     assert_eq!(Some(u.role), crate::catalog::Role::parse(&f.role));
     assert_eq!(u.role.name(), f.role);
-    assert!(f.password.chars().count() >= users::MIN_PASSWORD_CHARS);
-    assert!(f.password.len() <= users::MAX_PASSWORD_BYTES);
-    // Each id took at least one byte of the focus field.
-    assert!(u.focus.len() <= f.focus.len());
+    assert_eq!(u.password, !f.password.is_empty());
+    if u.password {
+        assert!(f.password.chars().count() >= users::MIN_PASSWORD_CHARS);
+        assert!(f.password.len() <= users::MAX_PASSWORD_BYTES);
+    }
+    // Each reference took at least one byte of the focus field.
+    if let instance_edit::Change::Set(refs) = &u.focus {
+        assert!(!refs.is_empty() && refs.len() <= f.focus.len());
+        assert!(refs.len() <= users::MAX_FOCUS);
+        assert!(refs.iter().all(|r| !r.is_empty() && r == r.trim()));
+    }
 }
 
 fn user_token(body: &[u8]) {

@@ -1,5 +1,6 @@
-//! Instances (search, paging, add/edit, batch add in UBackup's line format, batch delete,
-//! history, the chain of any backup and its restore command), businesses and backup types.
+//! Instances (search, paging, an Edit link per row, batch delete; the add/edit form and batch
+//! add are in `instance_edit`), history, the chain of any backup and its restore command,
+//! businesses and backup types.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -33,6 +34,24 @@ pub struct ListQuery {
     /// The notice's count (`web::notice`).
     #[serde(default)]
     pub(crate) n: String,
+    /// The instance to edit (its Edit link): server id, type and instance.
+    #[serde(default)]
+    pub(crate) es: Option<String>,
+    #[serde(default)]
+    pub(crate) et: Option<String>,
+    #[serde(default)]
+    pub(crate) ei: Option<i64>,
+}
+
+impl ListQuery {
+    /// The instance the query asks to edit, if it names one.
+    fn edit_key(&self) -> Option<InstanceKey> {
+        Some(InstanceKey::new(
+            self.es.as_deref()?,
+            self.et.as_deref()?,
+            self.ei?,
+        ))
+    }
 }
 
 /// The page of the instance list to show (0-based) and the number of pages, for a requested
@@ -171,10 +190,22 @@ pub async fn list(
         let kv = format!("{}\t{}\t{}", k.server_id, k.type_key, k.instance);
         o.push_str("<tr>");
         if can_write {
+            // The Edit link sits by the checkbox, in the first column: on a phone the table
+            // scrolls sideways and a last column would be off-screen.
             let _ = write!(
                 o,
-                "<td><input type=\"checkbox\" name=\"key\" value=\"{}\" aria-label=\"Select {}\"></td>",
+                "<td class=\"pick\"><input type=\"checkbox\" name=\"key\" value=\"{}\" aria-label=\"Select {}\"> \
+                 <a class=\"edit\" href=\"{}\" aria-label=\"Edit {}\">Edit</a></td>",
                 esc(&kv),
+                esc(&k.subject()),
+                esc(&format!(
+                    "/instances?q={}&field={}&page={pg}&es={}&et={}&ei={}#add-form",
+                    url(query),
+                    url(&q.field),
+                    url(&k.server_id),
+                    url(&k.type_key),
+                    k.instance
+                )),
                 esc(&k.subject())
             );
         }
@@ -230,94 +261,25 @@ pub async fn list(
     }
     o.push_str("</nav>");
     if can_write {
+        let known = crate::registry::Known::load(s.catalog.as_ref(), &all).await?;
+        let editing = q.edit_key().and_then(|k| all.iter().find(|i| i.key == k));
+        o.push_str("<div class=\"grid2\">");
+        super::instance_edit::instance_form(&mut o, &me, editing, &known);
         let _ = write!(
             o,
-            "<div class=\"grid2\"><form method=\"post\" action=\"/instances\" class=\"card\" id=\"add-form\"><h2>Add or edit one instance</h2>{c}\
-             <div class=\"field\"><label for=\"a-server\">Server id</label><input id=\"a-server\" name=\"server_id\" required maxlength=\"255\"></div>\
-             <div class=\"field\"><label for=\"a-type\">Type</label><input id=\"a-type\" name=\"type\" required list=\"types\" maxlength=\"64\"></div>\
-             <div class=\"field\"><label for=\"a-inst\">Instance</label><input id=\"a-inst\" name=\"instance\" type=\"number\" required></div>\
-             <div class=\"field\"><label for=\"a-name\">Name</label><input id=\"a-name\" name=\"name\" maxlength=\"255\"></div>\
-             <div class=\"field\"><label for=\"a-biz\">Business id</label><input id=\"a-biz\" name=\"business_id\" type=\"number\"></div>\
-             <div class=\"field\"><label for=\"a-int\">Period (s)</label><input id=\"a-int\" name=\"interval_secs\" type=\"number\" min=\"60\"></div>\
-             <div class=\"field\"><label><input type=\"checkbox\" name=\"enabled\" value=\"on\" checked> Enabled</label></div>\
-             <p><button type=\"submit\">Save</button></p></form>\
-             <form method=\"post\" action=\"/instances/batch\" class=\"card\" id=\"batch-form\"><h2>Batch add</h2>{c}\
-             <label for=\"lines\">One instance per line: <code>name server_id type_id instance business_id</code> (UBackup's format; spaces or tabs)</label>\
-             <textarea id=\"lines\" name=\"lines\" rows=\"8\" required placeholder=\"game-db-1 S100234 1 3306 101\"></textarea>\
+            "<form method=\"post\" action=\"/instances/batch\" class=\"card\" id=\"batch-form\"><h2>Batch add</h2>{}\
+             <label for=\"lines\">One instance per line: <code>name server_id type instance business</code> (UBackup's format; spaces or tabs). \
+             The type by its id or name, the business by its id or name (without spaces); an unknown one refuses the batch with its line number. \
+             An instance already registered keeps its period and whether it is enabled.</label>\
+             <textarea id=\"lines\" name=\"lines\" rows=\"8\" required placeholder=\"game-db-1 S100234 mysql 3306 101\"></textarea>\
              <p><button type=\"submit\" id=\"batch-submit\">Add all</button></p></form></div>",
-            c = csrf_field(&me)
+            csrf_field(&me)
         );
     }
     Ok(Html(layout("Instances", "/instances", Some(&me), &o)))
 }
 
-/// One instance from the add/edit form.
-#[derive(Debug, Deserialize)]
-pub struct SaveForm {
-    pub(crate) server_id: String,
-    #[serde(rename = "type")]
-    pub(crate) back_type: String,
-    pub(crate) instance: String,
-    #[serde(default)]
-    pub(crate) name: String,
-    #[serde(default)]
-    pub(crate) business_id: String,
-    #[serde(default)]
-    pub(crate) interval_secs: String,
-    #[serde(default)]
-    pub(crate) enabled: Option<String>,
-}
-
-impl SaveForm {
-    /// The instance the form describes: a server id of 1 to 255 bytes and a type of 1 to 64,
-    /// both trimmed and without control characters; an integer instance; a name trimmed and
-    /// at most 255 characters and not a formula (`crate::validate`); a business id and a period that are integers when given, the
-    /// period positive (as the registry file requires: a period of 0 or less would make the
-    /// instance overdue at once, for ever).
-    pub fn instance(&self) -> Result<Instance, PageError> {
-        let server = self.server_id.trim();
-        let ty = self.back_type.trim();
-        if server.is_empty() || server.len() > 255 || server.chars().any(char::is_control) {
-            return Err(PageError::BadRequest(
-                "server id: 1 to 255 printable characters".into(),
-            ));
-        }
-        if ty.is_empty() || ty.len() > 64 || ty.chars().any(char::is_control) {
-            return Err(PageError::BadRequest(
-                "type: 1 to 64 printable characters".into(),
-            ));
-        }
-        let instance = opt_int(&self.instance, "instance")?
-            .ok_or_else(|| PageError::BadRequest("instance is required".into()))?;
-        let interval_secs = opt_int(&self.interval_secs, "period")?;
-        if interval_secs.is_some_and(|p| p <= 0) {
-            return Err(PageError::BadRequest(
-                "period: a positive number of seconds".into(),
-            ));
-        }
-        crate::validate::instance(Instance {
-            key: InstanceKey::new(server, ty, instance),
-            name: self.name.clone(),
-            business_id: opt_int(&self.business_id, "business id")?,
-            interval_secs,
-            enabled: self.enabled.is_some(),
-            created_ms: 0,
-        })
-        .map_err(|e| PageError::BadRequest(e.to_string()))
-    }
-}
-
-fn opt_int(s: &str, what: &str) -> Result<Option<i64>, PageError> {
-    match s.trim() {
-        "" => Ok(None),
-        v => v
-            .parse()
-            .map(Some)
-            .map_err(|_| PageError::BadRequest(format!("{what} {v:?} is not a number"))),
-    }
-}
-
-async fn audit(
+pub(super) async fn audit(
     s: &AppState,
     me: &Session,
     action: &str,
@@ -327,61 +289,6 @@ async fn audit(
         .audit(s.clock.now_ms(), &me.user.name, action, &detail.to_string())
         .await?;
     Ok(())
-}
-
-/// `POST /instances`: add or edit one.
-pub async fn save(
-    State(s): State<AppState>,
-    PageOperator(me): PageOperator,
-    Form(f): Form<SaveForm>,
-) -> Result<Response, PageError> {
-    let row = f.instance()?;
-    s.catalog
-        .upsert_instances(std::slice::from_ref(&row), s.clock.now_ms())
-        .await?;
-    audit(
-        &s,
-        &me,
-        "instance.put",
-        serde_json::to_value(&row).unwrap_or_default(),
-    )
-    .await?;
-    Ok(notice::redirect("/instances", Notice::InstanceSaved, None))
-}
-
-/// Batch add.
-#[derive(Debug, Deserialize)]
-pub struct BatchForm {
-    pub(crate) lines: String,
-}
-
-/// `POST /instances/batch`: UBackup's `name server_id type_id instance business_id` lines.
-pub async fn batch_add(
-    State(s): State<AppState>,
-    PageOperator(me): PageOperator,
-    Form(f): Form<BatchForm>,
-) -> Result<Response, PageError> {
-    let imp = crate::registry::parse_batch_lines(&f.lines)
-        .map_err(|e| PageError::BadRequest(e.to_string()))?;
-    let n = imp.instances.len();
-    let applied = crate::registry::apply(s.catalog.as_ref(), imp, s.clock.now_ms())
-        .await
-        .map_err(|e| match e {
-            crate::registry::ApplyError::Catalog(c) => PageError::Catalog(c),
-            other => PageError::BadRequest(other.to_string()),
-        })?;
-    audit(
-        &s,
-        &me,
-        "instance.batch_add",
-        serde_json::json!({"lines": n, "instances": applied.instances}),
-    )
-    .await?;
-    Ok(notice::redirect(
-        "/instances",
-        Notice::InstancesAdded,
-        Some(applied.instances as u64),
-    ))
 }
 
 /// Most keys one batch delete takes (the rest of the request is ignored).
@@ -683,7 +590,7 @@ pub async fn types(
     let rows = s.catalog.backup_types().await?;
     let mut o = String::new();
     o.push_str(&notice::html(&q.done, &q.n, None));
-    o.push_str("<p class=\"muted\">Batch-add lines name a type by its id.</p><div class=\"scroll\"><table>");
+    o.push_str("<p class=\"muted\">Batch-add lines and the instance form name a type by its id or its name.</p><div class=\"scroll\"><table>");
     o.push_str(&thead(&["Type id", "Name"]));
     o.push_str("<tbody>");
     for t in &rows {
@@ -783,34 +690,6 @@ mod tests {
             restore_command(&k, 0),
             "ubackup-agent restore --server-id 'S1 x' --type mysql --instance 3306 --at 1970-01-01T00:00:00Z --to /restore/'S1 x'-3306"
         );
-    }
-
-    fn form(body: &str) -> SaveForm {
-        serde_urlencoded::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"))
-    }
-
-    #[test]
-    fn the_instance_form_refuses_a_period_that_is_not_positive() {
-        // Found writing the web_forms fuzz target: the form took any period (the registry
-        // file refuses one that is not positive), so an instance saved with a period of 0 or
-        // less was overdue at once and for ever, and one of i64::MAX overflowed the alert
-        // evaluation (alerts::tests::an_overdue_deadline_with_a_huge_period_saturates).
-        for p in ["0", "-60", "-9223372036854775808"] {
-            let f = form(&format!(
-                "server_id=S1&type=mysql&instance=3306&interval_secs={p}"
-            ));
-            assert!(matches!(f.instance(), Err(PageError::BadRequest(_))), "{p}");
-        }
-        let f =
-            form("server_id=+S1+&type=MySQL&instance=3306&interval_secs=3600&enabled=on&name=db");
-        let i = f.instance().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(i.key, InstanceKey::new("S1", "mysql", 3306));
-        assert_eq!(
-            (i.interval_secs, i.enabled, i.name.as_str()),
-            (Some(3600), true, "db")
-        );
-        let f = form("server_id=S1&type=mysql&instance=1&interval_secs=");
-        assert_eq!(f.instance().map(|i| i.interval_secs).ok(), Some(None));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod errors;
 pub mod html;
+pub mod instance_edit;
 pub mod instances;
 pub mod login;
 pub mod nodes;
@@ -92,8 +93,8 @@ pub fn router(api: Router<AppState>, opts: WebOptions) -> Router<AppState> {
         .route("/alerts/{id}", get(alerts::detail))
         .route("/alerts/{id}/ack", post(alerts::ack))
         .route("/alerts/{id}/silence", post(alerts::silence))
-        .route("/instances", get(instances::list).post(instances::save))
-        .route("/instances/batch", post(instances::batch_add))
+        .route("/instances", get(instances::list).post(instance_edit::save))
+        .route("/instances/batch", post(instance_edit::batch_add))
         .route("/instances/delete", post(instances::batch_delete))
         .route(
             "/instances/{server_id}/{type}/{instance}",
@@ -107,6 +108,8 @@ pub fn router(api: Router<AppState>, opts: WebOptions) -> Router<AppState> {
         .route("/nodes", get(nodes::page))
         .route("/nodes/control", post(nodes::control))
         .route("/users", get(users::page).post(users::save))
+        .route("/users/delete", post(users::delete))
+        .route("/users/focus", post(users::own_focus))
         .route("/users/token", post(users::token))
         .route("/users/tokens", post(users::create_token))
         .route("/users/tokens/revoke", post(users::revoke_token))

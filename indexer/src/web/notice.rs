@@ -35,9 +35,13 @@ pub enum Notice {
     TokenRevoked,
     /// `n` sessions ended.
     SessionsEnded,
+    /// A user removed.
+    UserDeleted,
+    /// One's own focus businesses saved.
+    FocusSaved,
 }
 
-const ALL: [Notice; 12] = [
+const ALL: [Notice; 14] = [
     Notice::InstanceSaved,
     Notice::InstancesAdded,
     Notice::InstancesDeleted,
@@ -50,6 +54,8 @@ const ALL: [Notice; 12] = [
     Notice::TokensRevoked,
     Notice::TokenRevoked,
     Notice::SessionsEnded,
+    Notice::UserDeleted,
+    Notice::FocusSaved,
 ];
 
 impl Notice {
@@ -68,6 +74,8 @@ impl Notice {
             Notice::TokensRevoked => "tokens_revoked",
             Notice::TokenRevoked => "token_revoked",
             Notice::SessionsEnded => "sessions_ended",
+            Notice::UserDeleted => "user_deleted",
+            Notice::FocusSaved => "focus_saved",
         }
     }
 
@@ -105,6 +113,8 @@ impl Notice {
             Notice::TokensRevoked => format!("Revoked {n} tokens."),
             Notice::TokenRevoked => "Token revoked.".into(),
             Notice::SessionsEnded => format!("Ended {n} sessions."),
+            Notice::UserDeleted => "User deleted.".into(),
+            Notice::FocusSaved => "Focus businesses saved.".into(),
         }
     }
 }

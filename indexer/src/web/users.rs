@@ -1,8 +1,11 @@
 //! Users and API tokens. Every user sees their own API tokens here (name, created, expiry,
-//! last use; never the secret), makes a named one (shown once) and revokes any of them; an
-//! admin also sees and revokes everyone's, adds users, changes roles and passwords, revokes
-//! all of a user's tokens and ends its sessions.
+//! last use; never the secret), makes a named one (shown once), revokes any of them, and sets
+//! their own focus businesses; an admin also sees and revokes everyone's, adds users, edits
+//! one (role, password, focus businesses: each left blank stays as it was), deletes one
+//! (never the last admin, never themself), revokes all of a user's tokens and ends its
+//! sessions.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Query, State};
@@ -15,7 +18,7 @@ use super::html::{csrf_field, esc, layout, thead, time};
 use super::notice::{self, Notice};
 use super::session::{PageAdmin, PageViewer, Session};
 use super::WebState;
-use crate::catalog::{ApiToken, Role};
+use crate::catalog::{ApiToken, Role, UserRemoval};
 use crate::http::AppState;
 
 /// Page query.
@@ -26,6 +29,9 @@ pub struct PageQuery {
     /// The notice's count (`web::notice`).
     #[serde(default)]
     pub(crate) n: String,
+    /// The user to edit (its Edit link).
+    #[serde(default)]
+    pub(crate) edit: String,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -45,8 +51,15 @@ pub async fn page(
     } else {
         Vec::new()
     };
+    let businesses: HashMap<i64, String> = s
+        .catalog
+        .businesses()
+        .await?
+        .into_iter()
+        .map(|b| (b.business_id, b.name))
+        .collect();
     if admin {
-        users_table(&mut o, &me, &users);
+        users_table(&mut o, &me, &users, &businesses);
     }
     let tokens = s
         .catalog
@@ -56,13 +69,46 @@ pub async fn page(
     let names: Vec<&str> = users.iter().map(|(u, _)| u.name.as_str()).collect();
     token_form(&mut o, &me, &names, s.login.policy());
     if admin {
-        user_form(&mut o, &me);
+        let editing = users.iter().map(|(u, _)| u).find(|u| u.name == q.edit);
+        user_form(&mut o, &me, editing);
+    } else {
+        focus_form(&mut o, &me, &businesses);
     }
     let title = if admin { "Users" } else { "API tokens" };
     Ok(Html(layout(title, "/users", Some(&me), &o)))
 }
 
-fn users_table(o: &mut String, me: &Session, users: &[(crate::catalog::User, i64)]) {
+/// The focus businesses of a user's `focus_business` (UBackup's JSON list; numbers or
+/// numeric strings), in order.
+pub fn focus_ids(json: &str) -> Vec<i64> {
+    serde_json::from_str::<Vec<serde_json::Value>>(json)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+        .collect()
+}
+
+/// Focus businesses for people: "Name (id)" each, "none" for none.
+pub fn focus_names(json: &str, businesses: &HashMap<i64, String>) -> String {
+    let ids = focus_ids(json);
+    if ids.is_empty() {
+        return "none".into();
+    }
+    ids.iter()
+        .map(|id| match businesses.get(id) {
+            Some(n) => format!("{n} ({id})"),
+            None => format!("unknown business {id}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn users_table(
+    o: &mut String,
+    me: &Session,
+    users: &[(crate::catalog::User, i64)],
+    businesses: &HashMap<i64, String>,
+) {
     o.push_str("<div class=\"scroll\"><table id=\"users\">");
     o.push_str(&thead(&[
         "Name",
@@ -73,15 +119,27 @@ fn users_table(o: &mut String, me: &Session, users: &[(crate::catalog::User, i64
     ]));
     o.push_str("<tbody>");
     for (u, tokens) in users {
+        let delete = if u.name == me.user.name {
+            String::new()
+        } else {
+            format!(
+                "<form method=\"post\" action=\"/users/delete\" class=\"inline\" data-confirm=\"Delete user {n}? Its API tokens stop working and its sessions end.\">{c}\
+                 <input type=\"hidden\" name=\"name\" value=\"{n}\">\
+                 <button type=\"submit\" class=\"danger\" aria-label=\"Delete user {n}\">Delete</button></form>",
+                c = csrf_field(me),
+                n = esc(&u.name),
+            )
+        };
         let _ = write!(
             o,
-            "<tr><td data-label=\"Name\">{}</td><td data-label=\"Role\">{}</td><td class=\"mono\" data-label=\"Focus\">{}</td><td class=\"num\" data-label=\"API tokens\">{tokens}</td><td>\
+            "<tr data-user=\"{n}\"><td data-label=\"Name\">{n}</td><td data-label=\"Role\">{}</td><td class=\"focus wrap\" data-label=\"Focus\">{}</td><td class=\"num\" data-label=\"API tokens\">{tokens}</td><td class=\"actions\">\
+             <a href=\"/users?edit={}#user-form\" class=\"button secondary\" aria-label=\"Edit user {n}\">Edit</a> \
              <form method=\"post\" action=\"/users/token\" class=\"inline\">{c}<input type=\"hidden\" name=\"name\" value=\"{n}\">\
              <button type=\"submit\" name=\"op\" value=\"revoke\" class=\"secondary\">Revoke tokens</button>\
-             <button type=\"submit\" name=\"op\" value=\"logout\" class=\"secondary\">End sessions</button></form></td></tr>",
-            esc(&u.name),
+             <button type=\"submit\" name=\"op\" value=\"logout\" class=\"secondary\">End sessions</button></form> {delete}</td></tr>",
             u.role.name(),
-            esc(&u.focus_business),
+            esc(&focus_names(&u.focus_business, businesses)),
+            super::html::url(&u.name),
             c = csrf_field(me),
             n = esc(&u.name),
         );
@@ -158,16 +216,68 @@ fn token_form(o: &mut String, me: &Session, users: &[&str], p: &crate::auth::Log
     o.push_str("<button type=\"submit\">Create token</button></form>");
 }
 
-fn user_form(o: &mut String, me: &Session) {
+fn user_form(o: &mut String, me: &Session, editing: Option<&crate::catalog::User>) {
+    let role = editing.map_or(Role::Viewer, |u| u.role);
+    let mut roles = String::new();
+    for r in [Role::Viewer, Role::Operator, Role::Admin] {
+        let sel = if r == role { " selected" } else { "" };
+        let _ = write!(roles, "<option{sel}>{}</option>", r.name());
+    }
+    let (title, name, ro, pw_label) = match editing {
+        Some(u) => (
+            format!("Edit user {}", esc(&u.name)),
+            esc(&u.name),
+            " readonly",
+            "New password (blank: unchanged)",
+        ),
+        None => (
+            "Add a user, or change one".to_string(),
+            String::new(),
+            "",
+            "Password (12+ characters; blank keeps a user's own)",
+        ),
+    };
+    let focus = editing
+        .map(|u| {
+            focus_ids(&u.focus_business)
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
     let _ = write!(
         o,
-        "<form method=\"post\" action=\"/users\" class=\"card filters\" id=\"user-form\"><h2>Add a user, or change one</h2>{}\
-         <div><label for=\"u-name\">Name</label><input id=\"u-name\" name=\"name\" required maxlength=\"64\" autocomplete=\"off\"></div>\
-         <div><label for=\"u-role\">Role</label><select id=\"u-role\" name=\"role\"><option>viewer</option><option>operator</option><option>admin</option></select></div>\
-         <div><label for=\"u-pw\">Password (12+ characters)</label><input id=\"u-pw\" name=\"password\" type=\"password\" minlength=\"12\" required autocomplete=\"new-password\"></div>\
-         <div><label for=\"u-focus\">Focus business ids</label><input id=\"u-focus\" name=\"focus\" placeholder=\"101, 102\"></div>\
-         <button type=\"submit\">Save</button></form>",
-        csrf_field(me)
+        "<form method=\"post\" action=\"/users\" class=\"card filters\" id=\"user-form\"><h2>{title}</h2>{}\
+         <p class=\"muted\" id=\"user-help\">A new user needs a password. For a user that exists, a field left blank stays as it was: \
+         a role change keeps the password and the focus businesses; enter <code>-</code> as focus businesses to clear them.</p>\
+         <div><label for=\"u-name\">Name</label><input id=\"u-name\" name=\"name\" required maxlength=\"64\" autocomplete=\"off\" value=\"{name}\"{ro}></div>\
+         <div><label for=\"u-role\">Role</label><select id=\"u-role\" name=\"role\">{roles}</select></div>\
+         <div><label for=\"u-pw\">{pw_label}</label><input id=\"u-pw\" name=\"password\" type=\"password\" minlength=\"12\" autocomplete=\"new-password\"></div>\
+         <div><label for=\"u-focus\">Focus businesses (ids or names, commas between)</label><input id=\"u-focus\" name=\"focus\" placeholder=\"101, 102\" value=\"{}\"></div>\
+         <button type=\"submit\" id=\"user-submit\">Save</button>{}</form>",
+        csrf_field(me),
+        esc(&focus),
+        if editing.is_some() {
+            " <a href=\"/users\" id=\"user-cancel\">Cancel</a>"
+        } else {
+            ""
+        },
+    );
+}
+
+/// A non-admin's own focus businesses (an admin sets anyone's in the user form).
+fn focus_form(o: &mut String, me: &Session, businesses: &HashMap<i64, String>) {
+    let ids = focus_ids(&me.user.focus_business);
+    let _ = write!(
+        o,
+        "<form method=\"post\" action=\"/users/focus\" class=\"card filters\" id=\"focus-form\"><h2>Your focus businesses</h2>{}\
+         <p class=\"muted\">Now: <span id=\"focus-now\">{}</span>. Their alerts come first on the alerts page. Business ids or names, commas between; empty: none.</p>\
+         <div><label for=\"f-focus\">Focus businesses</label><input id=\"f-focus\" name=\"focus\" placeholder=\"101, 102\" value=\"{}\"></div>\
+         <button type=\"submit\" id=\"focus-submit\">Save</button></form>",
+        csrf_field(me),
+        esc(&focus_names(&me.user.focus_business, businesses)),
+        esc(&ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),
     );
 }
 
@@ -319,7 +429,10 @@ pub async fn revoke_token(
 pub struct UserForm {
     pub(crate) name: String,
     pub(crate) role: String,
+    /// Blank: unchanged (a new user needs one).
+    #[serde(default)]
     pub(crate) password: String,
+    /// Blank: unchanged; `-`: none; else business ids or names.
     #[serde(default)]
     pub(crate) focus: String,
 }
@@ -331,8 +444,10 @@ pub struct ValidUser {
     pub name: String,
     /// The role.
     pub role: Role,
-    /// Focus business ids.
-    pub focus: Vec<i64>,
+    /// Whether the form sets a password.
+    pub password: bool,
+    /// Focus businesses as typed (ids or names).
+    pub focus: super::instance_edit::Change<Vec<String>>,
 }
 
 /// Longest user name (bytes).
@@ -344,10 +459,38 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Longest password (bytes).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
+/// Most focus businesses a user has.
+pub const MAX_FOCUS: usize = 1000;
+
+/// Business references separated by commas (ids may also be separated by spaces, as the old
+/// form took them): each trimmed, empty ones skipped.
+pub fn focus_refs(s: &str) -> Result<Vec<String>, PageError> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = part.split_whitespace().collect();
+        if words.len() > 1 && words.iter().all(|w| w.parse::<i64>().is_ok()) {
+            out.extend(words.iter().map(|w| w.to_string()));
+        } else {
+            out.push(part.to_string());
+        }
+    }
+    if out.len() > MAX_FOCUS {
+        return Err(PageError::BadRequest(format!(
+            "focus: at most {MAX_FOCUS} businesses"
+        )));
+    }
+    Ok(out)
+}
+
 impl UserForm {
     /// Checks the form: a name of 1 to [`MAX_NAME_BYTES`] bytes without spaces or control
-    /// characters, a role by its name, a password of [`MIN_PASSWORD_CHARS`] characters to
-    /// [`MAX_PASSWORD_BYTES`] bytes, focus business ids separated by commas or spaces.
+    /// characters, a role by its name, a password blank or of [`MIN_PASSWORD_CHARS`]
+    /// characters to [`MAX_PASSWORD_BYTES`] bytes, focus businesses blank, `-` or ids and
+    /// names separated by commas.
     pub fn check(&self) -> Result<ValidUser, PageError> {
         let name = self.name.trim();
         if name.is_empty()
@@ -360,64 +503,208 @@ impl UserForm {
         }
         let role =
             Role::parse(&self.role).ok_or_else(|| PageError::BadRequest("unknown role".into()))?;
-        if self.password.chars().count() < MIN_PASSWORD_CHARS
-            || self.password.len() > MAX_PASSWORD_BYTES
+        let password = !self.password.is_empty();
+        if password
+            && (self.password.chars().count() < MIN_PASSWORD_CHARS
+                || self.password.len() > MAX_PASSWORD_BYTES)
         {
             return Err(PageError::BadRequest(format!(
                 "password: {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} characters"
             )));
         }
-        let focus: Vec<i64> = self
-            .focus
-            .split([',', ' '])
-            .filter(|x| !x.trim().is_empty())
-            .map(|x| x.trim().parse::<i64>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| PageError::BadRequest("focus: business ids separated by commas".into()))?;
+        let focus = match self.focus.trim() {
+            "" => super::instance_edit::Change::Keep,
+            "-" => super::instance_edit::Change::Clear,
+            f => super::instance_edit::Change::Set(focus_refs(f)?),
+        };
         Ok(ValidUser {
             name: name.to_string(),
             role,
+            password,
             focus,
         })
     }
 }
 
-/// `POST /users`.
+/// The focus list `refs` names, as stored (UBackup's JSON list of business ids); an unknown
+/// business is refused.
+async fn focus_json(s: &AppState, refs: &[String]) -> Result<(String, Vec<i64>), PageError> {
+    let known = crate::registry::Known::new(&[], &s.catalog.businesses().await?, &[]);
+    let mut ids: Vec<i64> = Vec::with_capacity(refs.len());
+    for r in refs {
+        let id = known
+            .business_ref(r)
+            .map_err(|e| PageError::BadRequest(format!("focus: {e}")))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok((
+        serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+        ids,
+    ))
+}
+
+/// `POST /users`: adds a user, or changes one: what the form leaves blank stays as it was
+/// (a role change keeps the password and the focus businesses). The only admin cannot be
+/// given another role.
 pub async fn save(
     State(s): State<AppState>,
     Extension(web): Extension<WebState>,
     PageAdmin(me): PageAdmin,
     Form(f): Form<UserForm>,
 ) -> Result<Response, PageError> {
-    let ValidUser { name, role, focus } = f.check()?;
-    let name = name.as_str();
-    let pw = f.password;
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&pw))
-        .await
-        .map_err(|e| PageError::Internal(e.to_string()))?
-        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let v = f.check()?;
+    let name = v.name.as_str();
     let now = s.clock.now_ms();
-    // A save sets a new password (and maybe role): the catalog drops the user's tokens, and
-    // its sessions end here (they would fail their credentials check on the next request).
-    let id = s.catalog.put_user(name, role, &hash, now).await?;
-    let sessions = web.sessions.remove_user(name);
-    s.catalog
-        .set_focus(
-            id,
-            &serde_json::to_string(&focus).unwrap_or_else(|_| "[]".into()),
+    let focus = match &v.focus {
+        super::instance_edit::Change::Set(refs) => Some(focus_json(&s, refs).await?),
+        super::instance_edit::Change::Clear => Some(("[]".to_string(), Vec::new())),
+        super::instance_edit::Change::Keep => None,
+    };
+    let existing = s.catalog.user(name).await?;
+    if let Some(u) = &existing {
+        if u.role == Role::Admin && v.role != Role::Admin {
+            let admins = s
+                .catalog
+                .users()
+                .await?
+                .iter()
+                .filter(|(x, _)| x.role == Role::Admin)
+                .count();
+            if admins <= 1 {
+                return Err(PageError::BadRequest(format!(
+                    "{name} is the only admin: make another admin first"
+                )));
+            }
+        }
+    }
+    let hash = if v.password {
+        let pw = f.password;
+        Some(
+            tokio::task::spawn_blocking(move || crate::auth::hash_password(&pw))
+                .await
+                .map_err(|e| PageError::Internal(e.to_string()))?
+                .map_err(|e| PageError::Internal(e.to_string()))?,
         )
-        .await?;
+    } else {
+        None
+    };
+    // A new password or role drops the user's tokens (the catalog) and ends its sessions
+    // (here; they would fail their credentials check on the next request anyway).
+    let (id, credentials_changed) = match (&existing, hash) {
+        (_, Some(hash)) => (s.catalog.put_user(name, v.role, &hash, now).await?, true),
+        (Some(u), None) => {
+            if u.role != v.role {
+                s.catalog.set_role(u.id, v.role).await?;
+            }
+            (u.id, u.role != v.role)
+        }
+        (None, None) => {
+            return Err(PageError::BadRequest(
+                "a new user needs a password (12+ characters)".into(),
+            ))
+        }
+    };
+    let sessions = if credentials_changed {
+        web.sessions.remove_user(name)
+    } else {
+        0
+    };
+    let focus_ids = match focus {
+        Some((json, ids)) => {
+            s.catalog.set_focus(id, &json).await?;
+            Some(ids)
+        }
+        None if existing.is_none() => {
+            s.catalog.set_focus(id, "[]").await?;
+            Some(Vec::new())
+        }
+        None => None,
+    };
     s.catalog
         .audit(
             now,
             &me.user.name,
             "user.put",
-            &serde_json::json!({"name": name, "role": role.name(), "focus": focus,
+            &serde_json::json!({"name": name, "role": v.role.name(), "focus": focus_ids,
+                "password_set": v.password, "new": existing.is_none(),
                 "sessions_ended": sessions})
             .to_string(),
         )
         .await?;
     Ok(notice::redirect("/users", Notice::UserSaved, None))
+}
+
+/// The delete form.
+#[derive(Debug, Deserialize)]
+pub struct DeleteForm {
+    pub(crate) name: String,
+}
+
+/// `POST /users/delete` (admins): removes a user, its tokens and its sessions; never oneself,
+/// never the only admin.
+pub async fn delete(
+    State(s): State<AppState>,
+    Extension(web): Extension<WebState>,
+    PageAdmin(me): PageAdmin,
+    Form(f): Form<DeleteForm>,
+) -> Result<Response, PageError> {
+    let name = f.name.trim();
+    if name == me.user.name {
+        return Err(PageError::BadRequest(
+            "you cannot delete yourself: another admin can".into(),
+        ));
+    }
+    match s.catalog.delete_user(name).await? {
+        UserRemoval::Removed => {}
+        UserRemoval::NotFound => return Err(PageError::NotFound),
+        UserRemoval::LastAdmin => {
+            return Err(PageError::BadRequest(format!(
+                "{name} is the only admin and cannot be deleted"
+            )))
+        }
+    }
+    let sessions = web.sessions.remove_user(name);
+    s.catalog
+        .audit(
+            s.clock.now_ms(),
+            &me.user.name,
+            "user.delete",
+            &serde_json::json!({"name": name, "sessions_ended": sessions}).to_string(),
+        )
+        .await?;
+    Ok(notice::redirect("/users", Notice::UserDeleted, None))
+}
+
+/// The own-focus form.
+#[derive(Debug, Deserialize)]
+pub struct FocusForm {
+    #[serde(default)]
+    pub(crate) focus: String,
+}
+
+/// `POST /users/focus`: anyone sets their own focus businesses (empty: none).
+pub async fn own_focus(
+    State(s): State<AppState>,
+    PageViewer(me): PageViewer,
+    Form(f): Form<FocusForm>,
+) -> Result<Response, PageError> {
+    let refs = match f.focus.trim() {
+        "-" => Vec::new(),
+        x => focus_refs(x)?,
+    };
+    let (json, ids) = focus_json(&s, &refs).await?;
+    s.catalog.set_focus(me.user.id, &json).await?;
+    s.catalog
+        .audit(
+            s.clock.now_ms(),
+            &me.user.name,
+            "user.focus",
+            &serde_json::json!({"name": me.user.name, "focus": ids}).to_string(),
+        )
+        .await?;
+    Ok(notice::redirect("/users", Notice::FocusSaved, None))
 }
 
 /// Token form.
