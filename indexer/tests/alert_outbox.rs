@@ -133,7 +133,7 @@ async fn an_undelivered_message_survives_kill_9_and_is_delivered_once() {
             "[catalog]\nurl = \"{url}\"\nretention_days = 0\n[results]\nredis = \"{}\"\n\
              [alerts]\nevaluate_secs = 1\ngrace_secs = 0\n[delivery]\ntick_ms = 100\n\
              [[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{hook}\"\n\
-             secret = \"a-webhook-secret-0123\"\ngroup_wait_secs = 0\nbackoff_ms = 200\n\
+             secret = \"a-webhook-secret-0123\"\ngroup_wait_secs = 0\nbackoff_ms = 1000\n\
              [log]\nlevel = \"info\"\n",
             redis.url()
         ),
@@ -144,6 +144,29 @@ async fn an_undelivered_message_survives_kill_9_and_is_delivered_once() {
         log.lock().unwrap().len() >= 2
     })
     .await;
+    // Kill once the second refusal is settled (its lease released), before the third attempt
+    // (2 s later): killed while an attempt holds its lease, the message would wait that lease
+    // out (2 min) before another indexer may send it, as designed for a crashed sender.
+    {
+        let c = SqlCatalog::connect(&url, 1).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let row: Option<(i64, i64)> =
+                sqlx::query_as("SELECT attempts, lease_ms FROM alert_outbox ORDER BY id LIMIT 1")
+                    .fetch_optional(c.pool())
+                    .await
+                    .unwrap();
+            if matches!(row, Some((a, 0)) if a >= 2) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the second attempt settled: {row:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.pool().close().await;
+    }
     ix.kill().unwrap(); // SIGKILL
     ix.wait().unwrap();
     let refused = log.lock().unwrap().clone();

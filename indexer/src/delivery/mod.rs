@@ -547,6 +547,11 @@ impl Delivery {
                         .saturating_mul(1i64 << shift)
                         .min(300_000);
                     let now = self.clock.now_ms();
+                    // Recorded first: the counter then never shows a give-up the outbox
+                    // does not hold yet.
+                    self.outbox
+                        .attempt_failed(m.id, now + delay, &e.to_string(), give_up, now)
+                        .await?;
                     if give_up {
                         self.metrics
                             .webhook_failures
@@ -555,9 +560,6 @@ impl Delivery {
                     } else {
                         tracing::warn!(channel = %c.name, key = %m.idem_key, attempts, "alert message failed: {e}; retrying in {delay} ms");
                     }
-                    self.outbox
-                        .attempt_failed(m.id, now + delay, &e.to_string(), give_up, now)
-                        .await?;
                 }
             }
         }
