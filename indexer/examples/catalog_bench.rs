@@ -1,6 +1,7 @@
 //! Catalog benchmark (not a test): ingest rate through the real Redis intake into SQLite and
 //! PostgreSQL, the history query of one instance on a large catalog (p50/p99), one alert
-//! evaluation over 20,000 registered instances, and peak RSS.
+//! evaluation over 20,000 registered instances, the alert pages' queries over the alerts that
+//! opens (lists and groups), and peak RSS.
 //!
 //! ```sh
 //! ROWS=1000000 cargo run --release -p ubackup-indexer --example catalog_bench
@@ -14,7 +15,8 @@ use std::time::Instant;
 
 use ubackup_indexer::alerts::{Engine, Notification};
 use ubackup_indexer::catalog::{
-    prelude::*, AlertChanges, AppliedAlerts, Instance, InstanceKey, NewAlert, Page, SqlCatalog,
+    prelude::*, AlertChanges, AlertFilter, AlertGroupBy, AlertState, AppliedAlerts, Instance,
+    InstanceKey, NewAlert, Page, SqlCatalog,
 };
 use ubackup_indexer::clock::ManualClock;
 use ubackup_indexer::config::{AlertsConfig, ChannelConfig, ChannelKind, DeliveryConfig, GroupBy};
@@ -270,6 +272,56 @@ async fn bench(
         applied.opened.len(),
         2 * applied.opened.len()
     );
+    alert_pages(name, &*dyn_c, now).await;
+}
+
+/// The alert pages' catalog work (what `web::alerts::view` asks for one page) with the open
+/// alerts of the runs above, p50 and p99 of 20 runs each.
+async fn alert_pages(name: &str, c: &dyn Catalog, now: i64) {
+    let open = AlertFilter {
+        state: Some(AlertState::Open),
+        now_ms: now,
+        limit: Some(100),
+        first_businesses: vec![7],
+        ..AlertFilter::default()
+    };
+    let total = c.count_alerts(&open).await.unwrap();
+    let host = AlertFilter {
+        rule: Some("bench".into()),
+        business: Some(7),
+        ..open.clone()
+    };
+    let cases: [(&str, &AlertFilter, Option<AlertGroupBy>); 5] = [
+        ("list, open, focus first", &open, None),
+        ("list, rule + business", &host, None),
+        ("grouped by rule", &open, Some(AlertGroupBy::Rule)),
+        ("grouped by business", &open, Some(AlertGroupBy::Business)),
+        ("grouped by host", &open, Some(AlertGroupBy::Host)),
+    ];
+    for (what, f, by) in cases {
+        let mut lat = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            match by {
+                None => {
+                    c.count_alerts(f).await.unwrap();
+                    c.alerts(f).await.unwrap();
+                }
+                Some(by) => {
+                    c.alert_groups(f, by, 100, 0).await.unwrap();
+                }
+            }
+            c.open_alert_rules().await.unwrap();
+            c.businesses().await.unwrap();
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "{name}: alerts page, {what}, {total} open alerts: p50 {:.1} ms, p99 {:.1} ms",
+            lat[lat.len() / 2],
+            lat[lat.len() - 1]
+        );
+    }
 }
 
 #[tokio::main]

@@ -223,6 +223,7 @@ fn alert(id: i64, rule: &str, server: &str, business: i64) -> Alert {
         acked_ms: None,
         silenced_until_ms: None,
         held_by: None,
+        silenced_by: None,
     }
 }
 

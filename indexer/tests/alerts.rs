@@ -343,7 +343,7 @@ async fn every_rule_opens_and_resolves_and_is_delivered_signed() {
             .unwrap());
         let paused = open.iter().find(|a| a.rule == "node_paused").unwrap();
         assert!(c
-            .silence_alert(paused.id, clock.now_ms() + DAY)
+            .silence_alert(paused.id, clock.now_ms() + DAY, "ops")
             .await
             .unwrap());
         let acked = c
@@ -450,6 +450,7 @@ async fn a_webhook_that_never_answers_2xx_gives_up_after_its_attempts() {
         acked_ms: None,
         silenced_until_ms: None,
         held_by: None,
+        silenced_by: None,
     };
     hooks
         .notify(ubackup_indexer::alerts::Notification {

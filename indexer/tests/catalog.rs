@@ -375,9 +375,9 @@ async fn alert_pages_counts_and_single_lookups() {
             ids.push(c.open_alert(&a, T0 + i).await.unwrap().unwrap().id);
         }
         assert!(c.ack_alert(ids[1], "ann", T0 + 100).await.unwrap());
-        assert!(c.silence_alert(ids[2], T0 + 10_000).await.unwrap());
+        assert!(c.silence_alert(ids[2], T0 + 10_000, "ann").await.unwrap());
         // A silence that has ended counts as open again.
-        assert!(c.silence_alert(ids[3], T0 + 50).await.unwrap());
+        assert!(c.silence_alert(ids[3], T0 + 50, "ann").await.unwrap());
         c.resolve_alert("overdue", "S4:mysql:3306", T0 + 100)
             .await
             .unwrap()
@@ -444,6 +444,223 @@ async fn alert_pages_counts_and_single_lookups() {
         let mut per = c.instances_per_business().await.unwrap();
         per.sort();
         assert_eq!(per, [(7, 2), (9, 1)], "{}", db.name);
+    }
+}
+
+/// The alert list at scale: groups with counts and their newest alerts in one query, bulk
+/// ack, silence and end of silence by filter or by selection (bounded by the id counted at
+/// confirmation), and the silences as the dashboard lists and ends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_groups_bulk_actions_and_silences() {
+    let pg = Postgres::start();
+    for db in both(&pg, "alertbulk").await {
+        let c = db.dyn_catalog();
+        // 60 alerts: 40 overdue (hosts h0..h3, business 7 or 8), 20 script_error (host h9,
+        // no business).
+        let mut ids = Vec::new();
+        for i in 0..60i64 {
+            let a = NewAlert {
+                rule: if i < 40 { "overdue" } else { "script_error" }.into(),
+                subject: format!("S{i}:mysql:3306"),
+                game_id: (i < 40).then_some(if i % 2 == 0 { 7 } else { 8 }),
+                game_server_ip: Some(if i < 40 {
+                    format!("h{}", i % 4)
+                } else {
+                    "h9".into()
+                }),
+                message: format!("m{i}"),
+                ..Default::default()
+            };
+            ids.push(c.open_alert(&a, T0 + i).await.unwrap().unwrap().id);
+        }
+        let open = AlertFilter {
+            state: Some(AlertState::Open),
+            now_ms: T0 + 1000,
+            ..AlertFilter::default()
+        };
+        let g = c
+            .alert_groups(&open, AlertGroupBy::Rule, 10, 0)
+            .await
+            .unwrap();
+        assert_eq!((g.group_count, g.alert_count), (2, 60), "{}", db.name);
+        let groups = g.groups;
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.key.as_str(), g.count))
+                .collect::<Vec<_>>(),
+            [("overdue", 40), ("script_error", 20)],
+            "{}",
+            db.name
+        );
+        assert_eq!(groups[0].newest_ms, T0 + 39);
+        let biz = c
+            .alert_groups(&open, AlertGroupBy::Business, 2, 0)
+            .await
+            .unwrap();
+        assert_eq!(biz.group_count, 3, "7, 8 and none: {}", db.name);
+        assert_eq!(biz.groups.len(), 2, "limited");
+        assert_eq!(biz.groups[0].count, 20);
+        // Three groups of 20, ties by key: "" (no business), "7", "8".
+        let last = c
+            .alert_groups(&open, AlertGroupBy::Business, 10, 2)
+            .await
+            .unwrap();
+        assert_eq!(last.groups.len(), 1);
+        assert_eq!(last.groups[0].key, "8", "{}", db.name);
+        assert_eq!((last.group_count, last.alert_count), (3, 60));
+        // A page past the last still has the totals.
+        let past = c
+            .alert_groups(&open, AlertGroupBy::Business, 10, 30)
+            .await
+            .unwrap();
+        assert!(past.groups.is_empty());
+        assert_eq!((past.group_count, past.alert_count), (3, 60), "{}", db.name);
+        let hosts = c
+            .alert_groups(&open, AlertGroupBy::Host, 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(hosts.group_count, 5);
+        let hosts = hosts.groups;
+        assert_eq!((hosts[0].key.as_str(), hosts[0].count), ("h9", 20));
+        // Bulk ack of the selection [0, 1, 2] within rule overdue: 3 change; again: none.
+        let overdue = AlertFilter {
+            rule: Some("overdue".into()),
+            ..open.clone()
+        };
+        let sel = [ids[0], ids[1], ids[2], ids[45]];
+        assert_eq!(
+            c.count_bulk(&overdue, Some(&sel), BulkAction::Ack, T0 + 1000)
+                .await
+                .unwrap(),
+            3,
+            "the script_error one is outside the filter: {}",
+            db.name
+        );
+        let n = c
+            .bulk_alerts(&overdue, Some(&sel), BulkAction::Ack, "ann", T0 + 1000)
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            c.bulk_alerts(&overdue, Some(&sel), BulkAction::Ack, "ann", T0 + 1000)
+                .await
+                .unwrap(),
+            0,
+            "already acknowledged"
+        );
+        assert_eq!(
+            c.alert(ids[1]).await.unwrap().unwrap().acked_by.as_deref(),
+            Some("ann")
+        );
+        // Filter-wide ack bounded by the id counted at confirmation: an alert opened after
+        // the count is left open.
+        let max_id = c.max_alert_id().await.unwrap();
+        assert_eq!(max_id, ids[59]);
+        let late = c
+            .open_alert(
+                &NewAlert {
+                    rule: "overdue".into(),
+                    subject: "LATE:mysql:1".into(),
+                    message: "late".into(),
+                    ..Default::default()
+                },
+                T0 + 500,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let confirmed = AlertFilter {
+            max_id: Some(max_id),
+            ..overdue.clone()
+        };
+        assert_eq!(
+            c.count_bulk(&confirmed, None, BulkAction::Ack, T0 + 1000)
+                .await
+                .unwrap(),
+            37
+        );
+        assert_eq!(
+            c.bulk_alerts(&confirmed, None, BulkAction::Ack, "bob", T0 + 1000)
+                .await
+                .unwrap(),
+            37,
+            "{}",
+            db.name
+        );
+        assert!(c.alert(late.id).await.unwrap().unwrap().acked_ms.is_none());
+        assert_eq!(
+            c.count_alerts(&overdue).await.unwrap(),
+            1,
+            "only the late one"
+        );
+
+        // Silence every script_error on host h9 for an hour, then list and end it.
+        let h9 = AlertFilter {
+            host: Some("h9".into()),
+            ..open.clone()
+        };
+        let until = T0 + 1000 + 3_600_000;
+        assert_eq!(
+            c.bulk_alerts(
+                &h9,
+                None,
+                BulkAction::Silence { until_ms: until },
+                "cy",
+                T0 + 1000
+            )
+            .await
+            .unwrap(),
+            20
+        );
+        assert!(c.silence_alert(ids[10], until + 5, "dee").await.unwrap());
+        let sil = c.silences(T0 + 1000, 100).await.unwrap();
+        assert_eq!(
+            sil,
+            [
+                SilenceGroup {
+                    rule: "script_error".into(),
+                    silenced_by: "cy".into(),
+                    until_ms: until,
+                    count: 20
+                },
+                SilenceGroup {
+                    rule: "overdue".into(),
+                    silenced_by: "dee".into(),
+                    until_ms: until + 5,
+                    count: 1
+                }
+            ],
+            "{}",
+            db.name
+        );
+        assert_eq!(c.count_alerts(&h9).await.unwrap(), 0, "silenced");
+        assert_eq!(
+            c.cancel_silence("script_error", "cy", until, T0 + 2000)
+                .await
+                .unwrap(),
+            20
+        );
+        assert_eq!(c.count_alerts(&h9).await.unwrap(), 20, "open again");
+        // End silences by filter: the one left.
+        let silenced = AlertFilter {
+            state: Some(AlertState::Silenced),
+            ..open.clone()
+        };
+        assert_eq!(
+            c.bulk_alerts(&silenced, None, BulkAction::Unsilence, "ann", T0 + 2000)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(c.silences(T0 + 2000, 100).await.unwrap().is_empty());
+        // An empty selection changes nothing.
+        assert_eq!(
+            c.bulk_alerts(&open, Some(&[]), BulkAction::Ack, "ann", T0)
+                .await
+                .unwrap(),
+            0
+        );
     }
 }
 

@@ -289,6 +289,25 @@ fn screenshots_and_timings() {
         open.len()
     );
     let first_alert = open[0].id;
+    // A bulk silence by an operator, so the silences page has one to show.
+    let silenced: Vec<i64> = open.iter().rev().take(25).map(|a| a.id).collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    rt.block_on(catalog.bulk_alerts(
+        &ubackup_indexer::catalog::AlertFilter {
+            now_ms,
+            ..Default::default()
+        },
+        Some(&silenced),
+        ubackup_indexer::catalog::BulkAction::Silence {
+            until_ms: now_ms + 4 * 3_600_000,
+        },
+        "op",
+        now_ms,
+    ))
+    .unwrap();
     // A cause (the paused node-1) and the overdue alerts held under it, when the engine found
     // some: the pages an operator opens from its one notification.
     let cause = open
@@ -311,6 +330,9 @@ fn screenshots_and_timings() {
         ("overview", "/".to_string()),
         ("statistics", "/stats".to_string()),
         ("alerts", "/alerts".to_string()),
+        ("alerts-by-rule", "/alerts?group=rule".to_string()),
+        ("alerts-by-host", "/alerts?group=host".to_string()),
+        ("silences", "/alerts/silences".to_string()),
         ("alert", format!("/alerts/{first_alert}")),
         ("instances", "/instances".to_string()),
         (

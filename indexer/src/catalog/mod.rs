@@ -37,7 +37,10 @@ mod users;
 
 use async_trait::async_trait;
 
-pub use alerts::{AlertCatalog, AlertChanges, AppliedAlerts, RouteFn};
+pub use alerts::{
+    AlertCatalog, AlertChanges, AlertGroup, AlertGroupBy, AlertGroups, AppliedAlerts, BulkAction,
+    RouteFn, SilenceGroup, MAX_BULK_IDS, MAX_GROUPS,
+};
 pub use backups::BackupCatalog;
 pub use cluster::ClusterCatalog;
 pub use engine::{Engine, SqlCatalog};

@@ -372,6 +372,10 @@ pub struct Alert {
     pub acked_ms: Option<i64>,
     /// Silenced until (ms).
     pub silenced_until_ms: Option<i64>,
+    /// Who silenced it (none for silences older than the column, or set through the API
+    /// before it recorded one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silenced_by: Option<String>,
     /// The cause (`rule:subject`) it is held under: listed on the cause's page, not notified
     /// on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -405,6 +409,13 @@ pub struct AlertFilter {
     /// Only alerts held under this cause (`rule:subject`).
     #[serde(default)]
     pub held_by: Option<String>,
+    /// Only alerts of this database host (`game_server_ip`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Only alerts with an id up to this one: a bulk action confirmed for the N alerts counted
+    /// on its confirmation page does not also act on alerts opened after the count.
+    #[serde(default)]
+    pub max_id: Option<i64>,
 }
 
 /// The state of an alert at a moment.

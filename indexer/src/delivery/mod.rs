@@ -666,6 +666,7 @@ mod tests {
             acked_ms: None,
             silenced_until_ms: None,
             held_by: None,
+            silenced_by: None,
         }
     }
 

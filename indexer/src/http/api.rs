@@ -332,7 +332,7 @@ pub async fn silence(
     };
     let until = crate::validate::silence_until(now, until)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !s.catalog.silence_alert(id, until).await? {
+    if !s.catalog.silence_alert(id, until, &u.name).await? {
         return Err(ApiError::NotFound);
     }
     record(

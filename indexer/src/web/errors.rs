@@ -81,3 +81,9 @@ impl IntoResponse for PageError {
             .into_response()
     }
 }
+
+impl From<askama::Error> for PageError {
+    fn from(e: askama::Error) -> PageError {
+        PageError::Internal(format!("template: {e}"))
+    }
+}

@@ -39,9 +39,17 @@ pub enum Notice {
     UserDeleted,
     /// One's own focus businesses saved.
     FocusSaved,
+    /// A bulk ack: `n` alerts.
+    AlertsAcked,
+    /// A bulk silence: `n` alerts.
+    AlertsSilenced,
+    /// A bulk end of silences: `n` alerts.
+    AlertsUnsilenced,
+    /// One silence ended: `n` alerts.
+    SilenceEnded,
 }
 
-const ALL: [Notice; 14] = [
+const ALL: [Notice; 18] = [
     Notice::InstanceSaved,
     Notice::InstancesAdded,
     Notice::InstancesDeleted,
@@ -56,6 +64,10 @@ const ALL: [Notice; 14] = [
     Notice::SessionsEnded,
     Notice::UserDeleted,
     Notice::FocusSaved,
+    Notice::AlertsAcked,
+    Notice::AlertsSilenced,
+    Notice::AlertsUnsilenced,
+    Notice::SilenceEnded,
 ];
 
 impl Notice {
@@ -76,6 +88,10 @@ impl Notice {
             Notice::SessionsEnded => "sessions_ended",
             Notice::UserDeleted => "user_deleted",
             Notice::FocusSaved => "focus_saved",
+            Notice::AlertsAcked => "alerts_acked",
+            Notice::AlertsSilenced => "alerts_silenced",
+            Notice::AlertsUnsilenced => "alerts_unsilenced",
+            Notice::SilenceEnded => "silence_ended",
         }
     }
 
@@ -93,6 +109,10 @@ impl Notice {
                 | Notice::AlertSilenced
                 | Notice::TokensRevoked
                 | Notice::SessionsEnded
+                | Notice::AlertsAcked
+                | Notice::AlertsSilenced
+                | Notice::AlertsUnsilenced
+                | Notice::SilenceEnded
         )
     }
 
@@ -115,6 +135,10 @@ impl Notice {
             Notice::SessionsEnded => format!("Ended {n} sessions."),
             Notice::UserDeleted => "User deleted.".into(),
             Notice::FocusSaved => "Focus businesses saved.".into(),
+            Notice::AlertsAcked => format!("Acknowledged {n} alerts."),
+            Notice::AlertsSilenced => format!("Silenced {n} alerts."),
+            Notice::AlertsUnsilenced => format!("Ended the silence of {n} alerts."),
+            Notice::SilenceEnded => format!("Silence ended for {n} alerts."),
         }
     }
 }

@@ -36,8 +36,33 @@
   function selectAll() {
     var all = document.getElementById("select-all");
     if (!all) return;
+    var name = all.getAttribute("data-select") || "key";
     all.addEventListener("change", function () {
-      document.querySelectorAll("input[name=key]").forEach(function (c) { c.checked = all.checked; });
+      document.querySelectorAll("input[type=checkbox][name=" + name + "]").forEach(function (c) { c.checked = all.checked; });
+    });
+  }
+  // Grouped alerts: an opened group fetches its newest alerts once (put in as text).
+  function groupSamples() {
+    document.querySelectorAll("details.group").forEach(function (d) {
+      var ul = d.querySelector("ul.samples[data-src]");
+      if (!ul) return;
+      d.addEventListener("toggle", function () {
+        if (!d.open || ul.getAttribute("data-loaded")) return;
+        ul.setAttribute("data-loaded", "1");
+        fetch(ul.getAttribute("data-src"), {credentials: "same-origin"})
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (j) {
+            if (!j) { ul.removeAttribute("data-loaded"); return; }
+            j.alerts.forEach(function (a) {
+              var li = document.createElement("li"), link = document.createElement("a"), m = document.createElement("span");
+              link.href = "/alerts/" + a.id;
+              link.textContent = a.rule + " " + a.subject;
+              m.className = "muted";
+              m.textContent = " " + a.message;
+              li.appendChild(link); li.appendChild(m); ul.appendChild(li);
+            });
+          }).catch(function () { ul.removeAttribute("data-loaded"); });
+      });
     });
   }
   // Alerts page: poll the feed; a new open alert in a focus business raises a notification.
@@ -68,6 +93,6 @@
     setInterval(poll, 30000);
   }
   document.addEventListener("DOMContentLoaded", function () {
-    localTimes(); copyButtons(); confirms(); selectAll(); notifications();
+    localTimes(); copyButtons(); confirms(); selectAll(); groupSamples(); notifications();
   });
 })();

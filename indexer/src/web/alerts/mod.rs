@@ -3,7 +3,13 @@
 //! UBackup's modal columns plus checksum and chain, and the JSON feed the page polls to raise
 //! Web Notifications for new alerts in focus businesses.
 
-use std::collections::{BTreeSet, HashSet};
+mod bulk;
+mod view;
+
+pub use bulk::{bulk, cancel_silence, silences, BulkForm};
+pub use view::samples;
+
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
@@ -12,11 +18,11 @@ use axum::{Form, Json};
 use serde::Deserialize;
 
 use super::errors::PageError;
-use super::html::{csrf_field, esc, layout, thead, time, url};
+use super::html::{csrf_field, esc, layout, time, url};
 use super::instances::backups_table;
 use super::notice::{self, Notice};
 use super::session::{PageOperator, PageViewer, Session};
-use crate::catalog::{Alert, AlertFilter, AlertState, InstanceKey, Page, Role};
+use crate::catalog::{Alert, AlertFilter, AlertGroupBy, AlertState, InstanceKey, Page, Role};
 use crate::http::AppState;
 
 /// Alerts shown per page of the list (the catalog pages them: one query for the rows and one
@@ -47,6 +53,15 @@ pub enum StateFilter {
 }
 
 impl StateFilter {
+    /// Every state, in the filter's order.
+    pub const ALL: [StateFilter; 5] = [
+        StateFilter::Open,
+        StateFilter::Acked,
+        StateFilter::Silenced,
+        StateFilter::Resolved,
+        StateFilter::All,
+    ];
+
     fn catalog(self) -> Option<AlertState> {
         match self {
             StateFilter::Open => Some(AlertState::Open),
@@ -57,7 +72,8 @@ impl StateFilter {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// Its name in the query and on the page.
+    pub fn name(self) -> &'static str {
         match self {
             StateFilter::Open => "open",
             StateFilter::Acked => "acked",
@@ -110,9 +126,64 @@ pub struct ListQuery {
     /// Only the alerts held under this cause (`rule:subject`).
     #[serde(default)]
     pub(crate) held_by: String,
+    /// Only the alerts of this database host.
+    #[serde(default)]
+    pub(crate) host: String,
+    /// Group by `rule`, `business`, `host` or `cause` (empty: the list).
+    #[serde(default)]
+    pub(crate) group: String,
 }
 
 impl ListQuery {
+    /// The grouping asked for, if any.
+    pub fn group(&self) -> Result<Option<AlertGroupBy>, PageError> {
+        match self.group.trim() {
+            "" => Ok(None),
+            g => view::GROUPINGS
+                .iter()
+                .find(|(key, _, _)| *key == g)
+                .map(|(_, _, by)| Some(*by))
+                .ok_or_else(|| PageError::BadRequest(format!("cannot group by {g:?}"))),
+        }
+    }
+
+    /// The catalog filter of this query at `now` (no paging; focus businesses first).
+    pub fn filter(&self, me: &Session, now: i64) -> Result<AlertFilter, PageError> {
+        let mut first: Vec<i64> = focus_of(me).into_iter().collect();
+        first.sort_unstable();
+        let text = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_string());
+        Ok(AlertFilter {
+            open: false,
+            rule: text(&self.rule),
+            business: self.business()?,
+            host: text(&self.host),
+            limit: Some(PAGE_ROWS),
+            offset: 0,
+            state: self.state.catalog(),
+            now_ms: now,
+            first_businesses: first,
+            held_by: text(&self.held_by),
+            max_id: None,
+        })
+    }
+
+    /// The filter as query fields (state, rule, business, host, cause), for links, pagers and
+    /// the bulk form; `group` is not among them.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![("state", self.state.name().to_string())];
+        for (k, v) in [
+            ("rule", &self.rule),
+            ("business", &self.business),
+            ("host", &self.host),
+            ("held_by", &self.held_by),
+        ] {
+            if !v.trim().is_empty() {
+                out.push((k, v.trim().to_string()));
+            }
+        }
+        out
+    }
+
     /// The business filter: none when empty, else an integer.
     pub fn business(&self) -> Result<Option<i64>, PageError> {
         match self.business.trim() {
@@ -136,174 +207,17 @@ pub fn list_page(page: Option<i64>, total: i64) -> (i64, i64, i64) {
     (page, pages, (page - 1) * PAGE_ROWS)
 }
 
-/// `GET /alerts`.
+/// `GET /alerts`: the compact list, or with `group` the grouped view ([`view`]).
 pub async fn list(
     State(s): State<AppState>,
     PageViewer(me): PageViewer,
     Query(q): Query<ListQuery>,
 ) -> Result<Html<String>, PageError> {
-    let business = q.business()?;
-    let focus = focus_of(&me);
-    let mut first: Vec<i64> = focus.iter().copied().collect();
-    first.sort_unstable();
-    let now = s.clock.now_ms();
-    let rule = q.rule.trim();
-    let mut f = AlertFilter {
-        open: false,
-        rule: (!rule.is_empty()).then(|| rule.to_string()),
-        business,
-        limit: Some(PAGE_ROWS),
-        offset: 0,
-        state: q.state.catalog(),
-        now_ms: now,
-        first_businesses: first,
-        held_by: (!q.held_by.trim().is_empty()).then(|| q.held_by.trim().to_string()),
+    let body = match q.group()? {
+        Some(by) => view::groups(&s, &me, &q, by).await?,
+        None => view::list(&s, &me, &q).await?,
     };
-    let total = s.catalog.count_alerts(&f).await?;
-    let (page, pages, offset) = list_page(q.page, total);
-    f.offset = offset;
-    // Focus businesses first, then newest first (ordered by the catalog).
-    let alerts = s.catalog.alerts(&f).await?;
-    let rules: BTreeSet<String> = s
-        .catalog
-        .open_alert_rules()
-        .await?
-        .into_iter()
-        .chain(crate::alerts::RULES.iter().map(|r| r.to_string()))
-        .collect();
-    let businesses = s.catalog.businesses().await?;
-    let can_write = me.user.role >= Role::Operator;
-
-    let mut o = String::with_capacity(256 * alerts.len() + 4096);
-    o.push_str(&notice::html(&q.done, &q.n, None));
-    o.push_str(
-        "<form method=\"get\" class=\"filters\" role=\"search\" aria-label=\"Filter alerts\">",
-    );
-    o.push_str("<div><label for=\"f-state\">State</label><select id=\"f-state\" name=\"state\">");
-    for st in [
-        StateFilter::Open,
-        StateFilter::Acked,
-        StateFilter::Silenced,
-        StateFilter::Resolved,
-        StateFilter::All,
-    ] {
-        let sel = if st == q.state { " selected" } else { "" };
-        let _ = write!(o, "<option{sel}>{}</option>", st.name());
-    }
-    o.push_str("</select></div><div><label for=\"f-rule\">Rule</label><select id=\"f-rule\" name=\"rule\"><option value=\"\">any</option>");
-    for r in &rules {
-        let sel = if *r == q.rule { " selected" } else { "" };
-        let _ = write!(o, "<option{sel}>{}</option>", esc(r));
-    }
-    o.push_str("</select></div><div><label for=\"f-biz\">Business</label><select id=\"f-biz\" name=\"business\"><option value=\"\">any</option>");
-    for b in &businesses {
-        let sel = if Some(b.business_id) == business {
-            " selected"
-        } else {
-            ""
-        };
-        let star = if focus.contains(&b.business_id) {
-            " ★"
-        } else {
-            ""
-        };
-        let _ = write!(
-            o,
-            "<option value=\"{}\"{sel}>{} ({}){star}</option>",
-            b.business_id,
-            esc(&b.name),
-            b.business_id
-        );
-    }
-    o.push_str("</select></div>");
-    if !q.held_by.trim().is_empty() {
-        let _ = write!(
-            o,
-            "<input type=\"hidden\" name=\"held_by\" value=\"{}\">",
-            esc(q.held_by.trim())
-        );
-    }
-    o.push_str("<button type=\"submit\">Filter</button>");
-    o.push_str("<p id=\"notify\" class=\"muted\"><span></span> <button type=\"button\" class=\"secondary\" id=\"notify-enable\">Enable notifications</button></p></form>");
-    let held = if q.held_by.trim().is_empty() {
-        String::new()
-    } else {
-        format!(" held under <code>{}</code>", esc(q.held_by.trim()))
-    };
-    let _ = write!(
-        o,
-        "<p class=\"muted\"><b id=\"alert-count\">{total}</b> {} alert(s){held}; ★ = one of your focus businesses. Times in <span id=\"tz\">your zone</span>.</p>",
-        q.state.name()
-    );
-    let pager = pager(&q, page, pages);
-    o.push_str(&pager);
-    o.push_str("<div class=\"scroll\"><table id=\"alerts\">");
-    o.push_str(&thead(&[
-        "", "Rule", "Subject", "Business", "Host", "Message", "Opened", "Updated", "State",
-        "Actions",
-    ]));
-    o.push_str("<tbody>");
-    for a in &alerts {
-        let st = state_of(a, now);
-        let star = if a.game_id.is_some_and(|g| focus.contains(&g)) {
-            "★"
-        } else {
-            ""
-        };
-        let _ = write!(
-            o,
-            "<tr data-alert=\"{id}\"><td>{star}</td><td>{rule}</td><td><a href=\"/alerts/{id}\">{subj}</a></td><td class=\"num\">{biz}</td><td>{host}</td><td class=\"wrap\">{msg}</td><td>{opened}</td><td>{upd}</td><td><span class=\"pill {cls}\">{st}</span>{by}</td><td>",
-            id = a.id,
-            rule = esc(&a.rule),
-            subj = esc(&a.subject),
-            biz = a.game_id.map(|g| g.to_string()).unwrap_or_default(),
-            host = esc(a.game_server_ip.as_deref().unwrap_or("")),
-            msg = esc(&a.message),
-            opened = time(a.opened_ms),
-            upd = time(a.updated_ms),
-            cls = if st == StateFilter::Open { "bad" } else { "muted" },
-            st = st.name(),
-            by = a.acked_by.as_ref().map(|u| format!(" <span class=\"muted\">by {}</span>", esc(u))).unwrap_or_default()
-                + &a.held_by.as_ref().map(|c| format!(" <span class=\"muted\">held under {}</span>", esc(c))).unwrap_or_default(),
-        );
-        if can_write && st != StateFilter::Resolved {
-            o.push_str(&action_forms(&me, a.id, st));
-        }
-        o.push_str("</td></tr>");
-    }
-    o.push_str("</tbody></table></div>");
-    o.push_str(&pager);
-    Ok(Html(layout("Alerts", "/alerts", Some(&me), &o)))
-}
-
-/// Previous / next links keeping the filters.
-fn pager(q: &ListQuery, page: i64, pages: i64) -> String {
-    if pages <= 1 {
-        return String::new();
-    }
-    let link = |p: i64| {
-        format!(
-            "/alerts?state={}&amp;rule={}&amp;business={}&amp;held_by={}&amp;page={p}",
-            q.state.name(),
-            url(q.rule.trim()),
-            url(q.business.trim()),
-            url(q.held_by.trim())
-        )
-    };
-    let mut o = String::from("<nav class=\"pager\" aria-label=\"Alert pages\">");
-    if page > 1 {
-        let _ = write!(
-            o,
-            "<a href=\"{}\" rel=\"prev\">← Previous</a> ",
-            link(page - 1)
-        );
-    }
-    let _ = write!(o, "<span>Page {page} of {pages}</span>");
-    if page < pages {
-        let _ = write!(o, " <a href=\"{}\" rel=\"next\">Next →</a>", link(page + 1));
-    }
-    o.push_str("</nav>");
-    o
+    Ok(Html(layout("Alerts", "/alerts", Some(&me), &body)))
 }
 
 fn action_forms(me: &Session, id: i64, st: StateFilter) -> String {
@@ -500,7 +414,7 @@ pub async fn silence(
     let hours = f.silence_hours()?;
     let now = s.clock.now_ms();
     let until = now + hours * 3_600_000;
-    if !s.catalog.silence_alert(id, until).await? {
+    if !s.catalog.silence_alert(id, until, &me.user.name).await? {
         return Err(PageError::NotFound);
     }
     let comment = f.comment();
