@@ -1,4 +1,6 @@
-//! Screenshots and page timings with real data (ignored by default: it loads a large catalog).
+//! Screenshots and page timings with real data (`screenshots_and_timings`, ignored by default:
+//! it loads a large catalog), and the same pages in CI with hostile text in every free-text
+//! field (`every_page_escapes_hostile_text_and_fits_a_phone`).
 //!
 //! ```text
 //! WEB_SHOTS_DIR=docs/screenshots WEB_BACKUPS=1000000 \
@@ -62,20 +64,45 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Text put in every free-text field the pages show when `hostile` (names, logs, messages, a
+/// node's host and pause reason): markup that would run if a page did not escape it, and long
+/// enough to push a careless layout past a phone's width.
+const HOSTILE: &str = "<img src=x onerror=window.__xss=1><script>window.__xss=2</script>\"'&amp; and a long tail of words for the phone";
+
 #[test]
 #[ignore]
 fn screenshots_and_timings() {
+    let n: u64 = std::env::var("WEB_BACKUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    run(n, false, std::env::var("WEB_SHOTS_DIR").ok(), 5);
+}
+
+/// Issue 27, items 1 and 5, in CI: every page (20,000 instances, hostile long text in every
+/// free-text field) renders that text as text (no element or script of it runs) and is no
+/// wider than a 390 px phone.
+#[test]
+fn every_page_escapes_hostile_text_and_fits_a_phone() {
+    run(20_000, true, None, 1);
+}
+
+/// `text`, with [`HOSTILE`] appended when `hostile`.
+fn txt(text: String, hostile: bool) -> String {
+    if hostile {
+        format!("{text} {HOSTILE}")
+    } else {
+        text
+    }
+}
+
+fn run(n: u64, hostile: bool, shots: Option<String>, loads: usize) {
     let Some(_) = ubackup_testkit::require_chromium() else {
         return;
     };
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let n: u64 = std::env::var("WEB_BACKUPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let shots = std::env::var("WEB_SHOTS_DIR").ok();
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -129,7 +156,7 @@ fn screenshots_and_timings() {
         let biz: Vec<Business> = (0..40)
             .map(|i| Business {
                 business_id: 100 + i,
-                name: format!("game-{i}"),
+                name: txt(format!("game-{i}"), hostile),
             })
             .collect();
         catalog.upsert_businesses(&biz).await.unwrap();
@@ -138,7 +165,7 @@ fn screenshots_and_timings() {
                 let r = record(i, now, n, instances);
                 Instance {
                     key: r.key(),
-                    name: format!("db-{i}"),
+                    name: txt(format!("db-{i}"), hostile),
                     business_id: r.game_id,
                     interval_secs: Some(3600),
                     enabled: true,
@@ -153,7 +180,11 @@ fn screenshots_and_timings() {
         let mut i = 0;
         while i < n {
             let batch: Vec<Ingest> = (i..(i + 5000).min(n))
-                .map(|j| Ingest::Result(Box::new(record(j, now, n, instances))))
+                .map(|j| {
+                    let mut r = record(j, now, n, instances);
+                    r.log = txt(r.log, hostile);
+                    Ingest::Result(Box::new(r))
+                })
                 .collect();
             catalog.ingest(&batch, now).await.unwrap();
             i += 5000;
@@ -169,7 +200,10 @@ fn screenshots_and_timings() {
                         key: Some(r.key()),
                         game_id: r.game_id,
                         game_server_ip: r.game_server_ip.clone(),
-                        message: format!("no successful backup for {} h", 2 + a % 30),
+                        message: txt(
+                            format!("no successful backup for {} h", 2 + a % 30),
+                            hostile,
+                        ),
                         ..NewAlert::default()
                     },
                     now - (a as i64) * 60_000,
@@ -196,7 +230,7 @@ fn screenshots_and_timings() {
                 .arg(&[
                     ("node_id", id),
                     ("ip", "10.200.0.1"),
-                    ("host", "bk01"),
+                    ("host", &txt("bk01".into(), hostile)),
                     ("updated_ms", &now.to_string()),
                     (
                         "free_bytes",
@@ -210,7 +244,11 @@ fn screenshots_and_timings() {
                     ("paused", paused),
                     (
                         "paused_reason",
-                        if paused == "1" { "disk reserve" } else { "" },
+                        &if paused == "1" {
+                            txt("disk reserve".into(), hostile)
+                        } else {
+                            String::new()
+                        },
                     ),
                     ("busy_workers", busy),
                     ("workers", "8"),
@@ -229,7 +267,7 @@ fn screenshots_and_timings() {
         // An operator's control of node-1, as the nodes page writes it.
         let change = ubackup_messages::ControlChange {
             paused: Some(true),
-            reason: Some("disk swap on bk02".into()),
+            reason: Some(txt("disk swap on bk02".into(), hostile)),
             workers: Some(Some(3)),
             ..Default::default()
         };
@@ -358,11 +396,12 @@ fn screenshots_and_timings() {
         pages.push(("held", format!("/alerts?held_by={q}")));
     }
     println!("page          server ms (median of 5)   load ms (median of 5)   html bytes");
+    let mut too_wide = Vec::new();
     for (name, path) in &pages {
         let mut server = Vec::new();
         let mut load = Vec::new();
         let mut size = 0.0;
-        for _ in 0..5 {
+        for _ in 0..loads {
             b.goto(&format!("{base}{path}")).unwrap();
             let v = b
                 .script(
@@ -383,12 +422,47 @@ fn screenshots_and_timings() {
         if let Some(d) = &shots {
             std::fs::create_dir_all(d).unwrap();
             std::fs::write(format!("{d}/{name}-1280.png"), b.screenshot_png().unwrap()).unwrap();
-            b.resize(390, 844).unwrap();
-            b.goto(&format!("{base}{path}")).unwrap();
-            std::fs::write(format!("{d}/{name}-390.png"), b.screenshot_png().unwrap()).unwrap();
-            b.resize(1280, 900).unwrap();
         }
+        if hostile {
+            let ran = b
+                .script(
+                    "return [document.querySelectorAll('img[src=x]').length, window.__xss || 0, document.body.innerText.indexOf('<img src=x onerror')]",
+                    vec![],
+                )
+                .unwrap();
+            assert_eq!(ran[0].as_i64(), Some(0), "{name}: an <img> from the data");
+            assert_eq!(
+                ran[1].as_i64(),
+                Some(0),
+                "{name}: a script from the data ran"
+            );
+            // Shown as text where the page shows that field at all.
+            if ["alerts", "instances", "businesses", "nodes", "history"].contains(name) {
+                assert!(
+                    ran[2].as_i64().unwrap_or(-1) >= 0,
+                    "{name}: the hostile text is not shown as text"
+                );
+            }
+        }
+        // Issue 27 item 5: no page wider than a phone (390 px).
+        b.resize(390, 844).unwrap();
+        b.goto(&format!("{base}{path}")).unwrap();
+        let w = b
+            .script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]",
+                vec![],
+            )
+            .unwrap();
+        let (scroll, inner) = (w[0].as_i64().unwrap_or(-1), w[1].as_i64().unwrap_or(-1));
+        if scroll > inner {
+            too_wide.push(format!("{name} {scroll} px"));
+        }
+        if let Some(d) = &shots {
+            std::fs::write(format!("{d}/{name}-390.png"), b.screenshot_png().unwrap()).unwrap();
+        }
+        b.resize(1280, 900).unwrap();
     }
+    assert!(too_wide.is_empty(), "wider than 390 px: {too_wide:?}");
     drop(b);
     let _ = stop.send(true);
     let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
