@@ -193,6 +193,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
         }
         let web = crate::web::WebOptions {
             secure_cookies: cfg.http.secure_cookies,
+            node_timeout_secs: cfg.alerts.node_timeout_secs,
             ..crate::web::WebOptions::default()
         };
         let edge = crate::http::edge::EdgeOptions {

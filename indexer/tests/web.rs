@@ -488,17 +488,40 @@ fn the_node_page_shows_a_real_heartbeat_and_pausing_stops_taking_jobs() {
             "{busy} vs {hb:?}"
         );
         anyhow::ensure!(t.contains("127.0.0.9") && t.contains("taking jobs"), "{t}");
-        Ok(())
-    });
-    // Pause from the page.
-    b.check("pause", |b| {
-        let f = b.find("form[action='/nodes/control'] select[name=node]")?;
-        let _ = f;
-        b.type_into(&b.find("input[name=reason]")?, "disk swap")?;
-        b.script(
-            "document.querySelector(\"select[name=action]\").value = 'pause';",
+        // The heartbeat's age, and "up" by the node_down rule's test.
+        let age = b.text(&b.find("tr[data-node=node-p] .age")?)?;
+        anyhow::ensure!(age.ends_with("s ago"), "{age}");
+        anyhow::ensure!(
+            b.body_text()?.contains("Nodes up\n1 / 1")
+                || b.body_text()?.contains("NODES UP\n1 / 1"),
+            "{}",
+            b.body_text()?
+        );
+        // The form starts on no action.
+        let chosen = b.script(
+            "return document.querySelector('select[name=action]').value",
             vec![],
         )?;
+        anyhow::ensure!(
+            chosen == serde_json::Value::String(String::new()),
+            "{chosen}"
+        );
+        Ok(())
+    });
+    // Pause from the page: asked first; a refusal sends nothing.
+    b.check("pause", |b| {
+        b.type_into(&b.find("input[name=reason]")?, "disk swap")?;
+        b.script(
+            "document.querySelector(\"select[name=action]\").value = 'pause'; \
+             window.confirm = function () { window.__asked = (window.__asked || 0) + 1; return false; };",
+            vec![],
+        )?;
+        b.click(&b.find("form[action='/nodes/control'] button[type=submit]")?)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let asked = b.script("return window.__asked || 0", vec![])?;
+        anyhow::ensure!(asked.as_i64() == Some(1), "asked {asked}");
+        anyhow::ensure!(b.find("#done").is_err(), "a refused confirmation sent the change");
+        b.script("window.confirm = function () { return true; };", vec![])?;
         b.click(&b.find("form[action='/nodes/control'] button[type=submit]")?)?;
         anyhow::ensure!(b
             .text(&b.wait_for("#done", WAIT)?)?
@@ -528,7 +551,8 @@ fn the_node_page_shows_a_real_heartbeat_and_pausing_stops_taking_jobs() {
     b.check("resume", |b| {
         b.goto(&site.url("/nodes"))?;
         b.script(
-            "document.querySelector(\"select[name=action]\").value = 'resume';",
+            "document.querySelector(\"select[name=action]\").value = 'resume'; \
+             window.confirm = function () { return true; };",
             vec![],
         )?;
         b.type_into(&b.find("input[name=workers]")?, "5")?;

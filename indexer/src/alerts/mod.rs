@@ -575,17 +575,8 @@ impl Engine {
             for n in &cl.nodes {
                 present.insert(n.node_id.clone());
                 let subject = format!("{}/{}", cl.name, n.node_id);
-                let stale = now - n.updated_ms > c.node_timeout_secs * 1000;
-                if !n.alive || stale {
-                    want.push(other_alert(
-                        "node_down",
-                        subject,
-                        if n.alive {
-                            format!("heartbeat {} s old", (now - n.updated_ms) / 1000)
-                        } else {
-                            "no heartbeat (its lease expired)".into()
-                        },
-                    ));
+                if let Some(why) = node_down_reason(n, now, c.node_timeout_secs) {
+                    want.push(other_alert("node_down", subject, why));
                 } else {
                     nodes_alive.push((n.node_id.clone(), cl.name.clone(), n.ip.clone()));
                     if n.paused {
@@ -759,9 +750,53 @@ impl Engine {
     }
 }
 
+/// Why a node counts as down at `now`, or None when it is up: its heartbeat hash is gone (its
+/// lease expired), or its heartbeat is older than `timeout_secs`. The `node_down` rule and the
+/// pages that say "up" or "down" use this one test.
+pub fn node_down_reason(
+    n: &crate::cluster::NodeStatus,
+    now: i64,
+    timeout_secs: i64,
+) -> Option<String> {
+    if !n.alive {
+        return Some("no heartbeat (its lease expired)".into());
+    }
+    let age_ms = now.saturating_sub(n.updated_ms);
+    (age_ms > timeout_secs.saturating_mul(1000))
+        .then(|| format!("heartbeat {} s old", age_ms / 1000))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::overdue_deadline;
+    use super::{node_down_reason, overdue_deadline};
+    use crate::cluster::NodeStatus;
+
+    #[test]
+    fn a_node_is_down_without_a_heartbeat_or_with_an_old_one() {
+        let n = NodeStatus {
+            alive: true,
+            updated_ms: 1_000_000,
+            ..NodeStatus::default()
+        };
+        assert_eq!(node_down_reason(&n, 1_000_000 + 120_000, 120), None);
+        assert_eq!(
+            node_down_reason(&n, 1_000_000 + 300_000, 120).as_deref(),
+            Some("heartbeat 300 s old")
+        );
+        let gone = NodeStatus {
+            alive: false,
+            ..n.clone()
+        };
+        assert!(node_down_reason(&gone, 1_000_000, 120)
+            .unwrap()
+            .contains("lease expired"));
+        // A heartbeat from the far past or future does not overflow.
+        let odd = NodeStatus {
+            updated_ms: i64::MIN,
+            ..n
+        };
+        assert!(node_down_reason(&odd, i64::MAX, i64::MAX).is_none());
+    }
 
     #[test]
     fn an_overdue_deadline_with_a_huge_period_saturates() {

@@ -51,6 +51,9 @@ pub struct WebOptions {
     pub secure_cookies: bool,
     /// Idle session lifetime (ms).
     pub session_idle_ms: i64,
+    /// A node is shown down when its heartbeat is older than this (`alerts.node_timeout_secs`,
+    /// the `node_down` rule's own limit).
+    pub node_timeout_secs: i64,
 }
 
 impl Default for WebOptions {
@@ -58,6 +61,7 @@ impl Default for WebOptions {
         WebOptions {
             secure_cookies: true,
             session_idle_ms: 12 * 3600 * 1000,
+            node_timeout_secs: 120,
         }
     }
 }

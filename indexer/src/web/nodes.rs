@@ -13,6 +13,7 @@ use super::errors::PageError;
 use super::html::{bytes, csrf_field, esc, layout, thead, time, url};
 use super::notice::{self, Notice};
 use super::session::{PageOperator, PageViewer};
+use crate::alerts::node_down_reason;
 use crate::catalog::Role;
 use crate::cluster::control::ControlChange;
 use crate::http::AppState;
@@ -36,6 +37,26 @@ pub struct PageQuery {
     pub(crate) node: String,
 }
 
+/// A heartbeat's age ("12 s ago"), flagged past the timeout, with its time.
+fn heartbeat(n: &crate::cluster::NodeStatus, now: i64, timeout_secs: i64) -> String {
+    if !n.alive || n.updated_ms <= 0 {
+        return "<span class=\"bad\">none</span>".into();
+    }
+    let age = now.saturating_sub(n.updated_ms).max(0) / 1000;
+    let text = if age < 120 {
+        format!("{age} s ago")
+    } else if age < 7200 {
+        format!("{} min ago", age / 60)
+    } else {
+        format!("{} h ago", age / 3600)
+    };
+    format!(
+        "<span class=\"age{}\" data-age-s=\"{age}\">{text}</span><br><span class=\"muted\">{}</span>",
+        if age > timeout_secs { " bad" } else { "" },
+        time(n.updated_ms)
+    )
+}
+
 fn use_bar(used: u64, total: u64) -> String {
     if total == 0 {
         return "<span class=\"muted\">unknown</span>".into();
@@ -56,9 +77,11 @@ fn use_bar(used: u64, total: u64) -> String {
 /// `GET /nodes`.
 pub async fn page(
     State(s): State<AppState>,
+    axum::Extension(web): axum::Extension<super::WebState>,
     PageViewer(me): PageViewer,
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, PageError> {
+    let timeout = web.opts.node_timeout_secs;
     let clusters = s.clusters.status().await;
     let now = s.clock.now_ms();
     let can_write = me.user.role >= Role::Operator;
@@ -88,13 +111,19 @@ pub async fn page(
             );
             continue;
         }
-        let alive = c.nodes.iter().filter(|n| n.alive).count();
+        // Up by the `node_down` rule's own test: a heartbeat no older than its timeout.
+        let up = c
+            .nodes
+            .iter()
+            .filter(|n| node_down_reason(n, now, timeout).is_none())
+            .count();
         let _ = write!(
             o,
-            "<div class=\"kpis\"><div class=\"kpi\"><span>Nodes alive</span><b>{alive} / {}</b></div>\
+            "<div class=\"kpis\"><div class=\"kpi{}\"><span>Nodes up</span><b>{up} / {}</b></div>\
              <div class=\"kpi\"><span>Capacity used</span>{}</div>\
              <div class=\"kpi{}\"><span>Dead letters</span><b>{}</b></div>\
              <div class=\"kpi\"><span>Agents seen</span><b>{}</b></div></div>",
+            if up < c.nodes.len() { " bad" } else { "" },
             c.nodes.len(),
             use_bar(c.used_bytes, c.total_bytes),
             if c.dead_letters > 0 { " bad" } else { "" },
@@ -140,8 +169,12 @@ pub async fn page(
         for n in &c.nodes {
             let used = n.total_bytes.saturating_sub(n.free_bytes);
             let ctl = controls.get(&n.node_id);
-            let state = if !n.alive {
-                "<span class=\"bad\">down</span>".to_string()
+            let down = node_down_reason(n, now, timeout);
+            let state = if let Some(why) = &down {
+                format!(
+                    "<span class=\"bad\">down</span> <span class=\"muted\">{}</span>",
+                    esc(why)
+                )
             } else if n.paused {
                 format!(
                     "<span class=\"warn\">paused</span> <span class=\"muted\">{}</span>",
@@ -190,7 +223,7 @@ pub async fn page(
                 id = esc(&n.node_id),
                 ip = esc(&n.ip),
                 host = esc(&n.host),
-                hb = time(n.updated_ms),
+                hb = heartbeat(n, now, timeout),
                 disk = use_bar(used, n.total_bytes),
                 busy = n.busy_workers,
                 workers = n.workers,
@@ -203,11 +236,11 @@ pub async fn page(
         if can_write && !c.nodes.is_empty() {
             let _ = write!(
                 o,
-                "<form method=\"post\" action=\"/nodes/control\" class=\"card filters\" aria-label=\"Node control in {cn}\">{csrf}\
+                "<form method=\"post\" action=\"/nodes/control\" class=\"card filters\" aria-label=\"Node control in {cn}\" data-confirm=\"Send this change to the node? Pause and drain stop it taking jobs.\">{csrf}\
                  <input type=\"hidden\" name=\"cluster\" value=\"{cn}\">\
                  <div><label for=\"nc-node-{cid}\">Node</label><select id=\"nc-node-{cid}\" name=\"node\">{opts}</select></div>\
-                 <div><label for=\"nc-act-{cid}\">Action</label><select id=\"nc-act-{cid}\" name=\"action\">\
-                 <option value=\"pause\">Pause</option><option value=\"resume\">Resume</option><option value=\"drain\">Drain</option>\
+                 <div><label for=\"nc-act-{cid}\">Action</label><select id=\"nc-act-{cid}\" name=\"action\" required>\
+                 <option value=\"\" selected disabled>choose…</option><option value=\"pause\">Pause</option><option value=\"resume\">Resume</option><option value=\"drain\">Drain</option>\
                  <option value=\"tune\">Set workers / cap only</option></select></div>\
                  <div><label for=\"nc-w-{cid}\">Workers</label><input id=\"nc-w-{cid}\" name=\"workers\" type=\"number\" min=\"0\" max=\"256\" placeholder=\"as is\"></div>\
                  <div><label for=\"nc-bw-{cid}\">Bandwidth cap (MiB/s, 0 = none)</label><input id=\"nc-bw-{cid}\" name=\"bwlimit_mib\" type=\"number\" min=\"0\" step=\"any\" placeholder=\"as is\"></div>\
