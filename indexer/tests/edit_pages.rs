@@ -366,6 +366,67 @@ async fn an_instance_edit_keeps_what_it_does_not_change() {
     }
 }
 
+/// Statistics by business (issue 27, item 6): names with the ids, largest first (ids 31 and
+/// 100 were sorted as text, 100 before 31), each group's share of the bytes, and growth from
+/// the range's first week to its last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_name_businesses_sort_by_size_and_show_growth() {
+    let pg = Postgres::start();
+    for db in both(&pg, "edit_stats").await {
+        let c = db.dyn_catalog();
+        seed(&*c).await;
+        c.upsert_businesses(&[Business {
+            business_id: 31,
+            name: "Small & Old".into(),
+        }])
+        .await
+        .unwrap();
+        // The clock is at T0: the default range is the 30 days up to T0's day.
+        let day0 = T0.div_euclid(DAY) * DAY;
+        let mut recs = Vec::new();
+        for d in 0..30i64 {
+            let t = day0 - d * DAY + HOUR;
+            // Business 101: 1,000 bytes a day in the first week, 3,000 in the last.
+            let mut r = full("S1", 3306, &format!("a{d}"), t);
+            r.game_id = Some(101);
+            r.size = Some(if d < 7 { 3000 } else { 1000 });
+            recs.push(r);
+            // Business 31: 10 bytes a day, flat.
+            let mut r = full("S31", 3306, &format!("b{d}"), t);
+            r.game_id = Some(31);
+            r.size = Some(10);
+            recs.push(r);
+        }
+        c.ingest(&items(&recs), T0).await.unwrap();
+        let s = serve(c.clone()).await;
+        let vic = web_login(s.addr, "vic").await;
+        let p = page(s.addr, "/stats?by=business", &vic.0).await;
+        assert_eq!(p.code, 200, "{}", p.body);
+        let body = &p.body;
+        let table = body.split("id=\"groups\"").nth(1).unwrap_or("");
+        let big = table.find("Game One (101)");
+        let small = table.find("Small &amp; Old (31)");
+        assert!(
+            big.is_some() && small.is_some(),
+            "{}: names with ids: {table}",
+            db.name
+        );
+        assert!(big < small, "{}: largest first", db.name);
+        let row = |id: &str| {
+            table
+                .split(&format!("data-group=\"{id}\""))
+                .nth(1)
+                .and_then(|r| r.split("</tr>").next())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(row("101").contains("+200 %"), "{}: {}", db.name, row("101"));
+        assert!(row("31").contains("+0 %"), "{}: {}", db.name, row("31"));
+        // 101 holds 44,000 of the 44,300 bytes.
+        assert!(row("101").contains("99.3 %"), "{}", row("101"));
+    }
+}
+
 async fn focus(c: &dyn Catalog, name: &str) -> String {
     c.user(name).await.unwrap().unwrap().focus_business
 }

@@ -226,33 +226,99 @@ pub async fn page(
         "Results and bytes per day",
         (pts.len() / 10).max(1),
     ));
+    // Business ids are shown with their names; every group's label is the same in both tables.
+    let names: std::collections::HashMap<String, String> = if by == StatsBy::Business {
+        s.catalog
+            .businesses()
+            .await?
+            .into_iter()
+            .map(|b| {
+                (
+                    b.business_id.to_string(),
+                    format!("{} ({})", b.name, b.business_id),
+                )
+            })
+            .collect()
+    } else {
+        Default::default()
+    };
+    let label = |g: &str| names.get(g).cloned().unwrap_or_else(|| g.to_string());
     if by != StatsBy::Day {
+        // Growth: bytes per day over the range's last 7 days against its first 7 (a range of
+        // 14 days or more; shorter ranges compare its halves).
+        let span = to - from + 1;
+        let week = (span / 2).clamp(1, 7);
+        let first_days: std::collections::HashSet<String> =
+            (from..from + week).map(day_str).collect();
+        let last_days: std::collections::HashSet<String> =
+            (to + 1 - week..=to).map(day_str).collect();
+        let mut growth: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for r in &rows {
+            let e = growth.entry(&r.group).or_default();
+            if first_days.contains(&r.day) {
+                e.0 += r.bytes;
+            }
+            if last_days.contains(&r.day) {
+                e.1 += r.bytes;
+            }
+        }
+        let total_bytes: i64 = per_group.values().map(|v| v.1).sum::<i64>().max(1);
+        // Largest first (bytes, then results), ids in numeric order on ties.
+        let mut order: Vec<(&str, &(i64, i64, i64, f64, i64))> =
+            per_group.iter().map(|(g, v)| (*g, v)).collect();
+        order.sort_by(|a, b| {
+            b.1 .1.cmp(&a.1 .1).then(b.1 .0.cmp(&a.1 .0)).then_with(|| {
+                match (a.0.parse::<i64>(), b.0.parse::<i64>()) {
+                    (Ok(x), Ok(y)) => x.cmp(&y),
+                    _ => a.0.cmp(b.0),
+                }
+            })
+        });
         let _ = write!(
             o,
-            "<h2>Per {by_name}</h2><div class=\"scroll\"><table id=\"groups\">"
+            "<h2>Per {by_name}</h2><p class=\"muted\">Largest first. Growth: bytes per day over the last {week} days of the range against its first {week}.</p><div class=\"scroll\"><table id=\"groups\">"
         );
         o.push_str(&thead(&[
             by_name,
             "Results",
             "Bytes",
+            "Share of bytes",
+            "Bytes / day, first → last",
+            "Growth",
             "Failed",
             "Failure rate",
             "Mean pull",
             "Longest",
         ]));
         o.push_str("<tbody>");
-        for (g, v) in &per_group {
+        for (g, v) in order {
+            let share = 100.0 * v.1 as f64 / total_bytes as f64;
+            let (first, last) = growth.get(g).copied().unwrap_or_default();
+            let (first, last) = (first / week, last / week);
+            let grow = if first > 0 {
+                format!("{:+.0} %", 100.0 * (last - first) as f64 / first as f64)
+            } else if last > 0 {
+                "new".into()
+            } else {
+                "—".into()
+            };
             let _ = write!(
                 o,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{:.2} %</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                esc(g),
+                "<tr data-group=\"{g}\"><td>{label}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td><div class=\"share\"><div class=\"bar\" role=\"img\" aria-label=\"{share:.1} % of the bytes\"><i style=\"width:{share:.1}%\"></i></div><span class=\"muted\">{share:.1} %</span></div></td>\
+                 <td class=\"num\">{} → {}</td><td class=\"num growth\">{grow}</td>\
+                 <td class=\"num{}\">{}</td><td class=\"num\">{:.2} %</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 v.0,
                 bytes(v.1),
+                bytes(first),
+                bytes(last),
                 if v.2 > 0 { " bad" } else { "" },
                 v.2,
                 if v.0 > 0 { 100.0 * v.2 as f64 / v.0 as f64 } else { 0.0 },
                 duration(if v.0 > 0 { v.3 / v.0 as f64 } else { 0.0 }),
-                duration(v.4 as f64)
+                duration(v.4 as f64),
+                g = esc(g),
+                label = esc(&label(g)),
             );
         }
         o.push_str("</tbody></table></div>");
@@ -273,7 +339,7 @@ pub async fn page(
             o,
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(&r.day),
-            esc(&r.group),
+            esc(&label(&r.group)),
             r.count,
             bytes(r.bytes),
             r.failures,
