@@ -149,6 +149,9 @@ fn stats_csv(rows: &[crate::catalog::DayGroupRow]) -> Result<Vec<u8>, csv::Error
     w.into_inner().map_err(|e| e.into_error().into())
 }
 
+/// A group's results, bytes, failures, duration sum (ms, for the mean) and longest pull.
+type GroupTotals = (i64, i64, i64, f64, i64);
+
 /// `GET /stats`.
 pub async fn page(
     State(s): State<AppState>,
@@ -179,7 +182,7 @@ pub async fn page(
     }
     // Totals per day for the chart; totals per group for the summary.
     let mut per_day: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
-    let mut per_group: BTreeMap<&str, (i64, i64, i64, f64, i64)> = BTreeMap::new();
+    let mut per_group: BTreeMap<&str, GroupTotals> = BTreeMap::new();
     for r in &rows {
         let d = per_day.entry(&r.day).or_default();
         d.0 += r.count;
@@ -264,8 +267,7 @@ pub async fn page(
         }
         let total_bytes: i64 = per_group.values().map(|v| v.1).sum::<i64>().max(1);
         // Largest first (bytes, then results), ids in numeric order on ties.
-        let mut order: Vec<(&str, &(i64, i64, i64, f64, i64))> =
-            per_group.iter().map(|(g, v)| (*g, v)).collect();
+        let mut order: Vec<(&str, &GroupTotals)> = per_group.iter().map(|(g, v)| (*g, v)).collect();
         order.sort_by(|a, b| {
             b.1 .1.cmp(&a.1 .1).then(b.1 .0.cmp(&a.1 .0)).then_with(|| {
                 match (a.0.parse::<i64>(), b.0.parse::<i64>()) {
