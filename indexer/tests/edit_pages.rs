@@ -427,6 +427,97 @@ async fn statistics_name_businesses_sort_by_size_and_show_growth() {
     }
 }
 
+/// The overview answers "is the fleet backed up?" (issue 27, item 2): each registered
+/// instance counted once as ok, overdue, failing, awaiting its first backup or disabled, and
+/// the open alerts by rule with links to their lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_coverage_once_per_instance() {
+    let pg = Postgres::start();
+    for db in both(&pg, "edit_overview").await {
+        let c = db.dyn_catalog();
+        // S1 (seeded, never backed up) and S2..S6.
+        seed(&*c).await;
+        let reg = |server: &str, enabled: bool| Instance {
+            key: InstanceKey::new(server, "mysql", 3306),
+            name: String::new(),
+            business_id: Some(101),
+            interval_secs: Some(3600),
+            enabled,
+            created_ms: T0 - DAY,
+        };
+        c.upsert_instances(
+            &[
+                reg("S2", true),
+                reg("S3", true),
+                reg("S4", true),
+                reg("S5", false),
+                reg("S6", true),
+            ],
+            T0 - DAY,
+        )
+        .await
+        .unwrap();
+        let recs = vec![
+            full("S2", 3306, "s2", T0 - HOUR),
+            full("S3", 3306, "s3", T0 - 3 * HOUR),
+            failed("S3", 3306, T0 - HOUR, "rsync: connection refused"),
+            full("S6", 3306, "s6", T0 - 20 * HOUR),
+            full("S5", 3306, "s5", T0 - HOUR),
+        ];
+        c.ingest(&items(&recs), T0).await.unwrap();
+        let key = InstanceKey::new("S6", "mysql", 3306);
+        c.open_alert(
+            &ubackup_indexer::catalog::NewAlert {
+                rule: "overdue".into(),
+                subject: key.subject(),
+                key: Some(key),
+                message: "late".into(),
+                ..Default::default()
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+        let cov = c.coverage().await.unwrap();
+        assert_eq!(
+            (
+                cov.total,
+                cov.ok(),
+                cov.overdue,
+                cov.failing,
+                cov.awaiting,
+                cov.disabled
+            ),
+            (6, 1, 1, 1, 2, 1),
+            "{}: {cov:?}",
+            db.name
+        );
+        let s = serve(c.clone()).await;
+        let vic = web_login(s.addr, "vic").await;
+        let p = page(s.addr, "/", &vic.0).await;
+        assert_eq!(p.code, 200, "{}", p.body);
+        for (id, n) in [
+            ("ok", 1),
+            ("overdue", 1),
+            ("failing", 1),
+            ("awaiting", 2),
+            ("disabled", 1),
+        ] {
+            assert!(
+                p.body.contains(&format!("id=\"cov-{id}\">{n}<")),
+                "{}: {id} {n}",
+                db.name
+            );
+        }
+        assert!(
+            p.body
+                .contains("<a href=\"/alerts?rule=overdue\">overdue</a> <b>1</b>"),
+            "{}",
+            p.body
+        );
+    }
+}
+
 async fn focus(c: &dyn Catalog, name: &str) -> String {
     c.user(name).await.unwrap().unwrap().focus_business
 }

@@ -47,7 +47,7 @@ pub use engine::{Engine, SqlCatalog};
 pub use ingest::IngestCatalog;
 pub use registry::RegistryCatalog;
 pub use rows::UnknownRole;
-pub use statistics::{DayGroupRow, HourRow, InstanceTotals, StatsCatalog};
+pub use statistics::{Coverage, DayGroupRow, HourRow, InstanceTotals, StatsCatalog};
 pub use types::*;
 pub use users::{ApiToken, UserCatalog, UserRemoval};
 

@@ -37,6 +37,32 @@ pub trait StatsCatalog: Send + Sync {
         by_failures: bool,
         limit: i64,
     ) -> Result<Vec<InstanceTotals>, CatalogError>;
+    /// The registry's backup coverage now, each instance counted once (see [`Coverage`]).
+    async fn coverage(&self) -> Result<Coverage, CatalogError>;
+}
+
+/// How many registered instances are in each state, each counted once, first match wins:
+/// disabled; overdue (an open `overdue` alert); failing (its latest result failed);
+/// awaiting its first backup (no success yet); ok.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Coverage {
+    /// Registered instances.
+    pub total: i64,
+    /// Disabled in the registry.
+    pub disabled: i64,
+    /// With an open `overdue` alert.
+    pub overdue: i64,
+    /// Latest result failed, not overdue.
+    pub failing: i64,
+    /// No success yet, latest result not a failure, not overdue.
+    pub awaiting: i64,
+}
+
+impl Coverage {
+    /// Enabled, not overdue, latest result a success.
+    pub fn ok(&self) -> i64 {
+        (self.total - self.disabled - self.overdue - self.failing - self.awaiting).max(0)
+    }
 }
 
 /// One hour of results.
@@ -98,6 +124,27 @@ fn sums(e: Engine) -> String {
 
 #[async_trait]
 impl StatsCatalog for SqlCatalog {
+    async fn coverage(&self) -> Result<Coverage, CatalogError> {
+        // One pass over the registry, its state rows and the open `overdue` alerts, joined by
+        // subject (`InstanceKey::subject`) through the partial unique index on open
+        // (rule, subject): at most one per instance.
+        const FAILING: &str = "COALESCE(st.last_ms, 0) > 0 AND COALESCE(st.last_succeed, 0) = 0";
+        let sql = format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS total, \
+             CAST(COALESCE(SUM(CASE WHEN i.enabled = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS disabled, \
+             CAST(COALESCE(SUM(CASE WHEN i.enabled <> 0 AND o.id IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS overdue, \
+             CAST(COALESCE(SUM(CASE WHEN i.enabled <> 0 AND o.id IS NULL AND {FAILING} THEN 1 ELSE 0 END), 0) AS BIGINT) AS failing, \
+             CAST(COALESCE(SUM(CASE WHEN i.enabled <> 0 AND o.id IS NULL AND NOT ({FAILING}) \
+                 AND COALESCE(st.last_ok_ms, 0) = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS awaiting \
+             FROM instances i \
+             LEFT JOIN instance_state st ON st.server_id = i.server_id \
+                 AND st.type_key = i.type_key AND st.instance = i.instance \
+             LEFT JOIN alerts o ON o.resolved_ms IS NULL AND o.rule = 'overdue' \
+                 AND o.subject = i.server_id || ':' || i.type_key || ':' || i.instance"
+        );
+        Ok(sqlx::query_as(&sql).fetch_one(&self.pool).await?)
+    }
+
     async fn stats(
         &self,
         by: StatsBy,
