@@ -17,15 +17,56 @@ pub struct Point {
     pub failures: i64,
     /// Line value.
     pub bytes: i64,
+    /// The start of the hour the bar is, when it is one: `app.js` writes its label in the
+    /// reader's time zone.
+    pub hour_ms: Option<i64>,
+}
+
+/// The step of an axis of about four steps up to `max`: 1, 2 or 5 times a power of ten, so
+/// the ticks are round numbers (not 167, 334, …). At least 1.
+pub fn nice_step(max: f64) -> f64 {
+    let raw = (max / 4.0).max(1.0);
+    let mag = 10f64.powf(raw.log10().floor());
+    let norm = raw / mag;
+    let m = if norm <= 1.0 {
+        1.0
+    } else if norm <= 2.0 {
+        2.0
+    } else if norm <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    m * mag
+}
+
+/// [`nice_step`] in the binary unit the step falls in (KiB, MiB, GiB, …), so the bytes axis
+/// reads 20 GiB, 40 GiB, … rather than 18.6 GiB, 37.3 GiB.
+pub fn nice_bytes_step(max: f64) -> f64 {
+    let mut unit = 1.0_f64;
+    while max / 4.0 >= unit * 1024.0 && unit < 1024f64.powi(6) {
+        unit *= 1024.0;
+    }
+    nice_step(max / unit) * unit
 }
 
 /// A bar + line chart `w` x `h` (user units; it scales to its box).
 pub fn bars(points: &[Point], caption: &str, label_every: usize) -> String {
-    let (w, h, pad_l, pad_b, pad_t) = (960.0_f64, 220.0_f64, 44.0_f64, 22.0_f64, 10.0_f64);
+    let (w, h, pad_l, pad_r, pad_b, pad_t) =
+        (960.0_f64, 220.0_f64, 44.0_f64, 70.0_f64, 22.0_f64, 10.0_f64);
     let n = points.len().max(1) as f64;
-    let max_c = points.iter().map(|p| p.count).max().unwrap_or(0).max(1) as f64;
-    let max_b = points.iter().map(|p| p.bytes).max().unwrap_or(0).max(1) as f64;
-    let plot_w = w - pad_l - 8.0;
+    // Both axes end on round numbers: results on the left, bytes (the line) on the right.
+    let step_c = nice_step(points.iter().map(|p| p.count).max().unwrap_or(0) as f64);
+    let max_c = (points.iter().map(|p| p.count).max().unwrap_or(0) as f64 / step_c)
+        .ceil()
+        .max(1.0)
+        * step_c;
+    let steps_c = (max_c / step_c).round().max(1.0) as i32;
+    // The bytes share the gridlines: as many steps, each a round number of bytes.
+    let raw_b = points.iter().map(|p| p.bytes).max().unwrap_or(0) as f64;
+    let step_b = nice_bytes_step(raw_b * 4.0 / f64::from(steps_c));
+    let max_b = step_b * f64::from(steps_c);
+    let plot_w = w - pad_l - pad_r;
     let plot_h = h - pad_b - pad_t;
     let bw = plot_w / n;
     let mut o = String::with_capacity(points.len() * 200 + 1024);
@@ -35,15 +76,19 @@ pub fn bars(points: &[Point], caption: &str, label_every: usize) -> String {
         esc(caption),
         esc(caption)
     );
-    for i in 0..=4 {
-        let y = pad_t + plot_h * f64::from(i) / 4.0;
-        let v = max_c * (1.0 - f64::from(i) / 4.0);
+    for i in 0..=steps_c {
+        let share = f64::from(i) / f64::from(steps_c);
+        let y = pad_t + plot_h * (1.0 - share);
         let _ = write!(
             o,
-            "<line x1=\"{pad_l}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e5e7eb\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>",
-            w - 8.0,
+            "<line x1=\"{pad_l}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e5e7eb\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}</text><text x=\"{}\" y=\"{:.1}\" text-anchor=\"start\" fill=\"#1d4ed8\">{}</text>",
+            w - pad_r,
             pad_l - 4.0,
-            y + 3.0
+            y + 3.0,
+            max_c * share,
+            w - pad_r + 4.0,
+            y + 3.0,
+            bytes((max_b * share) as i64)
         );
     }
     let mut line = String::new();
@@ -83,24 +128,58 @@ pub fn bars(points: &[Point], caption: &str, label_every: usize) -> String {
         if label_every > 0 && i % label_every == 0 {
             let _ = write!(
                 o,
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\"{}>{}</text>",
                 x + bw / 2.0,
                 h - 6.0,
+                p.hour_ms
+                    .map(|t| format!(" data-hour-ms=\"{t}\""))
+                    .unwrap_or_default(),
                 esc(&p.label)
             );
         }
     }
     let _ = write!(
         o,
-        "<polyline points=\"{line}\" fill=\"none\" stroke=\"#1d4ed8\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#1d4ed8\">max {}</text></svg></div>",
-        w - 10.0,
-        pad_t + 10.0,
-        bytes(max_b as i64)
+        "<polyline points=\"{line}\" fill=\"none\" stroke=\"#1d4ed8\" stroke-width=\"2\"/></svg></div>"
     );
     let _ = write!(
         o,
-        "<figcaption class=\"muted\">{} <span style=\"color:#60a5fa\">■</span> results <span style=\"color:#dc2626\">■</span> failures <span style=\"color:#1d4ed8\">—</span> bytes</figcaption></figure>",
+        "<figcaption class=\"muted\">{} <span style=\"color:#60a5fa\">■</span> results (left axis) <span style=\"color:#dc2626\">■</span> failures <span style=\"color:#1d4ed8\">—</span> bytes (right axis)</figcaption></figure>",
         esc(caption)
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_step_by_round_numbers() {
+        assert_eq!(nice_step(667.0), 200.0);
+        assert_eq!(nice_step(28.0), 10.0);
+        assert_eq!(nice_step(0.0), 1.0);
+        assert_eq!(nice_step(4.0), 1.0);
+        assert_eq!(nice_step(1.0e12), 5.0e11);
+        // 75 GiB over four steps: 20 GiB each.
+        assert_eq!(
+            nice_bytes_step(75.0 * 1024f64.powi(3)),
+            20.0 * 1024f64.powi(3)
+        );
+        assert_eq!(nice_bytes_step(3000.0), 1000.0);
+        let p = |count, bytes| Point {
+            label: String::new(),
+            title: String::new(),
+            count,
+            failures: 0,
+            bytes,
+            hour_ms: None,
+        };
+        let svg = bars(&[p(667, 3 << 30), p(12, 0)], "c", 1);
+        // Left axis 0, 200, … 800; no "max" label over the bars.
+        for t in [">0<", ">200<", ">400<", ">600<", ">800<"] {
+            assert!(svg.contains(t), "{t}");
+        }
+        assert!(!svg.contains(">334<") && !svg.contains("max "));
+    }
 }

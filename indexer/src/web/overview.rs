@@ -200,6 +200,7 @@ pub async fn page(
             count: row.map_or(0, |r| r.count),
             failures: row.map_or(0, |r| r.failures),
             bytes: row.map_or(0, |r| r.bytes),
+            hour_ms: Some(h0),
         });
     }
     let mut o = String::new();
@@ -233,7 +234,9 @@ pub async fn page(
     o.push_str("</section><section><h2>Nodes and queues</h2>");
     o.push_str(&fleet(&clusters, now, web.opts.node_timeout_secs));
     o.push_str("</section></div>");
-    o.push_str("<h2>Last 48 hours, per hour (UTC hours)</h2>");
+    o.push_str(
+        "<h2>Last 48 hours, per hour <span class=\"muted hours-zone\">(UTC hours)</span></h2>",
+    );
     o.push_str(&bars(&pts, "Backups and bytes per hour, last 48 h", 6));
     o.push_str("<div class=\"grid2\"><section><h2>Most failing, last 24 h</h2>");
     o.push_str(&top_table("failing", &failing));

@@ -205,6 +205,7 @@ pub async fn page(
             count: v.0,
             failures: v.2,
             bytes: v.1,
+            hour_ms: None,
         });
     }
     let mut o = String::new();

@@ -11,8 +11,17 @@
       t.textContent = fmt.format(d);
       t.setAttribute("datetime", d.toISOString());
     });
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
     var tz = document.getElementById("tz");
-    if (tz) tz.textContent = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+    if (tz) tz.textContent = zone;
+    // Hour labels of charts in the reader's zone, stated beside the chart's title.
+    var hours = (root || document).querySelectorAll("text[data-hour-ms]");
+    hours.forEach(function (t) {
+      t.textContent = new Date(Number(t.getAttribute("data-hour-ms"))).getHours() + "h";
+    });
+    if (hours.length) document.querySelectorAll(".hours-zone").forEach(function (s) { s.textContent = "(hours in " + zone + ")"; });
+    // Charts that scroll (phones) open on their newest data, at the right.
+    document.querySelectorAll("figure.chart .scroll").forEach(function (s) { s.scrollLeft = s.scrollWidth; });
   }
   function copyButtons() {
     document.querySelectorAll("button[data-copy]").forEach(function (b) {
