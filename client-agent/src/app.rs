@@ -126,12 +126,13 @@ pub async fn once<Q: Queue + 'static>(ctx: Arc<Context<Q>>, only: Option<&str>) 
         code = exit::SETUP;
     }
     // A short retry for jobs still spooled; the next run delivers whatever is left.
-    for attempt in 0..3 {
+    let mut backoff = backup::spool_backoff();
+    for _ in 0..3 {
         match ctx.spool.depth() {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        tokio::time::sleep(backup::backoff(attempt)).await;
+        tokio::time::sleep(backoff.next_delay()).await;
         let _ = backup::drain(&ctx.queue, &ctx.spool).await;
     }
     let bad = ctx.spool.set_aside_count();
@@ -205,7 +206,7 @@ pub async fn run<Q: Queue + 'static>(ctx: Arc<Context<Q>>, mut shutdown: watch::
     // Spool deliverer and heartbeat.
     let beat_every =
         (ctx.cfg.heartbeat_ttl / 3).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let mut attempt = 0u32;
+    let mut backoff = backup::spool_backoff();
     let mut next_drain = tokio::time::Instant::now();
     let mut next_beat = tokio::time::Instant::now();
     loop {
@@ -218,13 +219,13 @@ pub async fn run<Q: Queue + 'static>(ctx: Arc<Context<Q>>, mut shutdown: watch::
         if now >= next_drain {
             match backup::drain(&ctx.queue, &ctx.spool).await {
                 Ok(0) => {
-                    attempt = 0;
+                    backoff.reset();
                     next_drain = now + Duration::from_secs(5);
                 }
                 Ok(n) => {
-                    next_drain = now + backup::backoff(attempt);
-                    tracing::warn!(waiting = n, retry_in = ?backup::backoff(attempt), "spooled jobs wait for Redis");
-                    attempt = attempt.saturating_add(1);
+                    let delay = backoff.next_delay();
+                    next_drain = now + delay;
+                    tracing::warn!(waiting = n, retry_in = ?delay, "spooled jobs wait for Redis");
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "spool unreadable");

@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ubackup_backoff::Backoff;
+
 use crate::backlog::{self, BackLog, LogDefect};
 use crate::checksum;
 use crate::config::{AgentConfig, ChainKind, InstanceConfig, MessageForm, SelfCheck};
@@ -538,6 +540,6 @@ pub async fn beat<Q: Queue>(ctx: &Context<Q>) -> Result<(), QueueError> {
 }
 
 /// Backoff between spool deliveries: doubles from 1 s to 60 s.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
+pub fn spool_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
 }

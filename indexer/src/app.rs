@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
+use ubackup_backoff::Backoff;
 
 use crate::alerts::{Engine, Notify};
 use crate::catalog::{Catalog, SqlCatalog};
@@ -77,7 +78,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
                 cfg.registry.auto_register,
             );
             let r = &cfg.results;
-            let mut delay = Duration::from_millis(200);
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
             while !*stop.borrow() {
                 match RedisIntake::connect_to(
                     r.ha.target(&r.redis),
@@ -100,9 +101,9 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()>
                         metrics
                             .redis_errors
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let delay = backoff.next_delay();
                         tracing::warn!("{e}; retrying in {delay:?}");
                         sleep_or_stop(delay, &mut stop).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
                     }
                 }
             }

@@ -8,6 +8,7 @@ pub mod control;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use ubackup_messages::{heartbeat_key, NodeHeartbeat};
 use ubackup_redis_ha::HaConnection;
 
 use crate::config::ClusterConfig;
@@ -84,6 +85,34 @@ pub struct ClusterStatus {
     pub used_bytes: u64,
 }
 
+impl NodeStatus {
+    /// A node from its heartbeat hash (empty: expired). A malformed hash is logged and shown
+    /// with its bad fields at zero and its long ones cut.
+    pub fn from_heartbeat(node_id: String, hash: &BTreeMap<String, String>) -> NodeStatus {
+        let hb = NodeHeartbeat::parse(hash.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap_or_else(|e| {
+                tracing::warn!(node = %node_id, "{e}");
+                *e.salvaged
+            });
+        NodeStatus {
+            alive: !hash.is_empty(),
+            ip: hb.ip,
+            host: hb.host,
+            updated_ms: hb.updated_ms,
+            free_bytes: hb.free_bytes,
+            total_bytes: hb.total_bytes,
+            paused: hb.paused,
+            paused_reason: hb.paused_reason,
+            busy_workers: hb.busy_workers,
+            workers: hb.workers,
+            bytes_per_second: hb.bytes_per_second,
+            done: hb.done,
+            failed: hb.failed,
+            node_id,
+        }
+    }
+}
+
 fn num<T: std::str::FromStr + Default>(h: &BTreeMap<String, String>, k: &str) -> T {
     h.get(k).and_then(|v| v.parse().ok()).unwrap_or_default()
 }
@@ -144,25 +173,10 @@ pub async fn read(
     let mut nodes = Vec::new();
     for id in ids {
         let h: BTreeMap<String, String> = redis::cmd("HGETALL")
-            .arg(format!("{p}:node:{id}"))
+            .arg(heartbeat_key(p, &id))
             .query_async(conn)
             .await?;
-        nodes.push(NodeStatus {
-            alive: !h.is_empty(),
-            ip: h.get("ip").cloned().unwrap_or_default(),
-            host: h.get("host").cloned().unwrap_or_default(),
-            updated_ms: num(&h, "updated_ms"),
-            free_bytes: num(&h, "free_bytes"),
-            total_bytes: num(&h, "total_bytes"),
-            paused: h.get("paused").map(|v| v == "1").unwrap_or(false),
-            paused_reason: h.get("paused_reason").cloned().unwrap_or_default(),
-            busy_workers: num(&h, "busy_workers"),
-            workers: num(&h, "workers"),
-            bytes_per_second: num(&h, "bytes_per_second"),
-            done: num(&h, "done"),
-            failed: num(&h, "failed"),
-            node_id: id,
-        });
+        nodes.push(NodeStatus::from_heartbeat(id, &h));
     }
     let mut queues = Vec::new();
     for list in &cfg.lists {
@@ -347,5 +361,70 @@ impl Clusters {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_written_heartbeat_is_shown_as_written() {
+        let hb = NodeHeartbeat {
+            node_id: "bk-01".into(),
+            ip: "10.0.0.7".into(),
+            host: "bk01".into(),
+            updated_ms: 1_765_000_000_000,
+            free_bytes: 3 << 30,
+            total_bytes: 50 << 30,
+            paused: true,
+            paused_reason: "free 3 GiB < reserve 50 GiB".into(),
+            busy_workers: 2,
+            workers: 4,
+            bytes_per_second: 1000,
+            done: 7,
+            failed: 1,
+            ..NodeHeartbeat::default()
+        };
+        let hash: BTreeMap<String, String> = hb.to_fields().into_iter().collect();
+        let n = NodeStatus::from_heartbeat("bk-01".into(), &hash);
+        assert_eq!(
+            n,
+            NodeStatus {
+                node_id: "bk-01".into(),
+                ip: "10.0.0.7".into(),
+                host: "bk01".into(),
+                updated_ms: 1_765_000_000_000,
+                free_bytes: 3 << 30,
+                total_bytes: 50 << 30,
+                paused: true,
+                paused_reason: "free 3 GiB < reserve 50 GiB".into(),
+                busy_workers: 2,
+                workers: 4,
+                bytes_per_second: 1000,
+                done: 7,
+                failed: 1,
+                alive: true,
+            }
+        );
+    }
+
+    #[test]
+    fn a_malformed_or_expired_heartbeat_still_shows_the_node() {
+        let hash: BTreeMap<String, String> = [
+            ("updated_ms", "later"),
+            ("workers", "-4"),
+            ("done", "12"),
+            ("paused", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let n = NodeStatus::from_heartbeat("n1".into(), &hash);
+        assert!(n.alive && n.paused);
+        assert_eq!((n.updated_ms, n.workers, n.done), (0, 0, 12));
+        let gone = NodeStatus::from_heartbeat("n2".into(), &BTreeMap::new());
+        assert!(!gone.alive);
+        assert_eq!(gone.node_id, "n2");
     }
 }

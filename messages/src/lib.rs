@@ -1,6 +1,7 @@
 //! The JSON contracts between ubackup daemons: pull jobs (the UBackup client's message and our
 //! versioned schema), the wrapper around a requeued job, pull results, node events, the
-//! restore plan the indexer serves to `ubackup-agent restore`, and the node control hash.
+//! restore plan the indexer serves to `ubackup-agent restore`, the node control hash and the
+//! node heartbeat hash.
 //!
 //! Every consumer validates every field and reports *all* problems at once, instead of
 //! UBackup's silent "message illegal" drop. File names and module paths are checked to be
@@ -11,6 +12,7 @@ mod event;
 mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heartbeat;
 mod job;
 mod legacy;
 mod plan;
@@ -20,6 +22,9 @@ mod result;
 pub use control::{control_key, ControlChange, ControlWrites, NodeControl};
 pub use event::{is_event, parse_event, EventError, EventKind, NodeEvent};
 pub use fields::{FieldProblem, MessageError, MAX_MESSAGE_BYTES};
+pub use heartbeat::{
+    heartbeat_key, ControlReport, HeartbeatError, HeartbeatProblem, NodeHeartbeat, RedisLink,
+};
 pub use job::{ChecksumHint, HintAlgorithm, Job, JobForm, JobIdentity, RSYNC_PORT};
 pub use legacy::LegacyJob;
 pub use plan::{PlanHole, PlanInstance, PlanStep, RestorePlan, StepKind};

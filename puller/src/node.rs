@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rsync_proto::limit::BandwidthLimiter;
 use tokio::sync::{mpsc, watch, Semaphore};
+use ubackup_backoff::Backoff;
 
 pub mod admission;
 pub mod control;
@@ -196,7 +197,8 @@ pub async fn run_on<Q: JobQueue + Clone>(
     let sem = Arc::new(Semaphore::new(cfg.workers));
     let mut tasks = tokio::task::JoinSet::new();
     let mut stop = control.stop.clone();
-    let mut idle_delay = Duration::from_millis(50);
+    // Idle polls back off from 50 ms to the configured poll interval; a job resets them.
+    let mut idle = Backoff::new(Duration::from_millis(50), cfg.queue.idle_poll);
     let mut workers = cfg.workers;
     tracing::info!(node = %cfg.node_id, lists = ?cfg.queue.lists, workers, "node started");
     'dispatch: loop {
@@ -233,7 +235,7 @@ pub async fn run_on<Q: JobQueue + Clone>(
         node.stats.set_paused(None);
         match node.take().await {
             Ok(Some(t)) => {
-                idle_delay = Duration::from_millis(50);
+                idle.reset();
                 if let Ok(mut a) = node.active.lock() {
                     a.insert(t.field.clone());
                 }
@@ -264,11 +266,10 @@ pub async fn run_on<Q: JobQueue + Clone>(
                     }
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(idle_delay) => {},
+                    _ = tokio::time::sleep(idle.next_delay()) => {},
                     _ = stop.changed() => {},
                     _ = tasks.join_next(), if !tasks.is_empty() => {},
                 }
-                idle_delay = (idle_delay * 2).min(cfg.queue.idle_poll);
             }
             Err(e) => {
                 drop(permit);
@@ -331,8 +332,9 @@ async fn connect_with_retry(
     cfg: &NodeConfig,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<RedisQueue> {
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
+        let delay = backoff.next_delay();
         match RedisQueue::connect(&cfg.queue, &cfg.results, &cfg.node_id).await {
             Ok(q) => return Ok(q),
             Err(e) => {
@@ -343,7 +345,6 @@ async fn connect_with_retry(
             _ = tokio::time::sleep(delay) => {},
             _ = stop.changed() => anyhow::bail!("stopped before Redis was reachable"),
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -50,7 +50,8 @@ pub struct PullJob {
     pub tls: Option<client::TlsConnector>,
 }
 
-/// Exponential backoff with jitter.
+/// Exponential backoff with jitter: [`ubackup_backoff::Backoff`] from `base_delay` to
+/// `max_delay`, scaled by [`ubackup_backoff::equal_jitter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all (1 = no retry).
@@ -76,9 +77,9 @@ impl RetryPolicy {
     /// `base · 2^(attempt-1)`, capped, then scaled by a random factor in
     /// [0.5, 1.0] so that many workers do not retry in step.
     pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = 2u32.saturating_pow(attempt.saturating_sub(1));
-        let raw = self.base_delay.saturating_mul(exp).min(self.max_delay);
-        raw.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+        let raw = ubackup_backoff::Backoff::new(self.base_delay, self.max_delay)
+            .delay_for(attempt.saturating_sub(1));
+        ubackup_backoff::equal_jitter(raw, jitter)
     }
 }
 
@@ -573,6 +574,8 @@ mod tests {
         assert_eq!(p.delay(9, 1.0), Duration::from_secs(10));
         assert_eq!(p.delay(3, 0.0), Duration::from_secs(2));
         assert_eq!(p.delay(40, 0.5), Duration::from_millis(7500));
+        assert_eq!(p.delay(u32::MAX, 1.0), Duration::from_secs(10));
+        assert_eq!(p.delay(0, 1.0), Duration::from_secs(1));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use redis::{AsyncCommands, Script};
+use ubackup_messages::NodeHeartbeat;
 use ubackup_redis_ha::{Durability, HaConnection, HaError, Options};
 
 use crate::config::{QueueConfig, ResultsConfig};
@@ -101,10 +102,7 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Another process's heartbeat under this node id, if one is alive: (host, pid).
     fn live_owner(&self) -> impl Future<Output = Result<Option<(String, i64)>, QueueError>> + Send;
     /// Writes the heartbeat with the lease as its lifetime, and registers the node.
-    fn heartbeat(
-        &self,
-        fields: &[(String, String)],
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn heartbeat(&self, hb: &NodeHeartbeat) -> impl Future<Output = Result<(), QueueError>> + Send;
     /// The operator's control hash of this node.
     fn control(&self) -> impl Future<Output = Result<HashMap<String, String>, QueueError>> + Send;
     /// Removes the heartbeat (clean shutdown with nothing in flight).
@@ -241,7 +239,7 @@ impl RedisQueue {
 
     /// A node's heartbeat hash.
     pub fn heartbeat_key(&self, node: &str) -> String {
-        self.key("node", node)
+        ubackup_messages::heartbeat_key(&self.cfg.key_prefix, node)
     }
 
     fn nodes_key(&self) -> String {
@@ -433,22 +431,21 @@ impl JobQueue for RedisQueue {
         if fields.is_empty() {
             return Ok(None);
         }
-        let host = fields.get("host").cloned().unwrap_or_default();
-        let pid = fields.get("pid").and_then(|p| p.parse().ok()).unwrap_or(0);
-        Ok(Some((host, pid)))
+        // A malformed pid reads as 0 (no process), as it always has.
+        let hb = NodeHeartbeat::parse(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap_or_else(|e| *e.salvaged);
+        Ok(Some((hb.host, i64::from(hb.pid))))
     }
 
     /// Writes the heartbeat hash with the lease as its TTL, and registers the node.
-    async fn heartbeat(&self, fields: &[(String, String)]) -> Result<(), QueueError> {
+    async fn heartbeat(&self, hb: &NodeHeartbeat) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let key = self.heartbeat_key(&self.node_id);
-        let mut fields = fields.to_vec();
-        fields.extend(self.conn.heartbeat_fields());
         let _: () = redis::pipe()
             .atomic()
             .del(&key)
             .ignore()
-            .hset_multiple(&key, &fields)
+            .hset_multiple(&key, &hb.to_fields())
             .ignore()
             .pexpire(&key, self.cfg.lease.as_millis() as i64)
             .ignore()

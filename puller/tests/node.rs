@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::Commands as _;
-use ubackup_messages::{parse_result, PullResult};
+use ubackup_messages::{parse_result, NodeHeartbeat, PullResult};
 use ubackup_testkit::{
     compare_files, http::get_http10, temp_files, wait_until, write_random_file, LoggedChild, Site,
 };
@@ -482,6 +482,22 @@ fn the_reserve_pauses_the_node_until_sighup_lowers_it() {
     assert!(env.results().is_empty());
     let queued: String = env.conn().hget(hb, "queue:level1").unwrap();
     assert_eq!(queued, "3");
+    // The whole hash, as the running node wrote it, reads through the shared contract.
+    let hash: BTreeMap<String, String> = env.conn().hgetall(hb).unwrap();
+    let read = NodeHeartbeat::parse(hash.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .expect("a running node's heartbeat parses");
+    assert_eq!(read.node_id, "n1");
+    assert!(
+        read.paused && read.paused_reason.contains("reserve"),
+        "{read:?}"
+    );
+    assert!(read.queues.contains(&("level1".to_string(), 3)), "{read:?}");
+    assert!(
+        read.pid > 0 && read.updated_ms > 0 && read.total_bytes > 0,
+        "{read:?}"
+    );
+    let link = read.redis.expect("the queue's Redis link is reported");
+    assert!(link.master.contains(':'), "{link:?}");
     let text = get_http10(port, "/metrics").unwrap();
     assert!(text.contains("\nubackup_paused 1\n"), "{text}");
     assert!(

@@ -10,6 +10,8 @@ use redis::{
     RedisResult, Value,
 };
 
+use ubackup_backoff::Backoff;
+
 use crate::config::{Durability, SentinelConfig, Target};
 use crate::HaError;
 
@@ -453,12 +455,8 @@ impl Shared {
             Err(e) => {
                 if let Ok(mut s) = self.state.lock() {
                     s.failing = s.failing.saturating_add(1);
-                    let exp = s.failing.min(16);
-                    let delay = self
-                        .opts
-                        .backoff_min
-                        .saturating_mul(1u32 << exp.min(10))
-                        .min(self.opts.backoff_max);
+                    let delay = Backoff::new(self.opts.backoff_min, self.opts.backoff_max)
+                        .delay_for(s.failing);
                     s.next_try = Some(Instant::now() + delay);
                     tracing::warn!(failing = s.failing, next_in = ?delay, "no redis master: {e}");
                 }

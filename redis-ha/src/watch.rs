@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use redis::{ConnectionAddr, IntoConnectionInfo as _, RedisConnectionInfo};
 
+use ubackup_backoff::Backoff;
+
 use crate::config::{SentinelConfig, Target};
 use crate::conn::Shared;
 
@@ -40,6 +42,10 @@ pub(crate) fn parse_switch(payload: &str, name: &str) -> Option<(String, u16)> {
     Some((ip.to_string(), port))
 }
 
+/// Between re-subscriptions after the `n`th failure in a row: 200 ms doubled per failure, at
+/// most 2 s.
+const RESUBSCRIBE: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+
 /// Starts the watcher; it ends when the last [`crate::HaConnection`] clone is dropped.
 pub(crate) fn spawn(shared: Weak<Shared>) {
     tokio::spawn(async move {
@@ -64,10 +70,7 @@ pub(crate) fn spawn(shared: Weak<Shared>) {
                     tracing::debug!(sentinel = %format!("{host}:{port}"), "+switch-master subscription ended: {e}");
                 }
             }
-            let delay = Duration::from_millis(200)
-                .saturating_mul(1 << failures.min(4))
-                .min(Duration::from_secs(2));
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(RESUBSCRIBE.delay_for(failures)).await;
         }
     });
 }

@@ -99,7 +99,7 @@ impl Clusters {
                 conn.hgetall(control_key(&cfg.key_prefix, id)).await?;
             let desired = (!hash.is_empty())
                 .then(|| ControlHash::parse(hash.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
-            let hb_key = format!("{}:node:{id}", cfg.key_prefix);
+            let hb_key = ubackup_messages::heartbeat_key(&cfg.key_prefix, id);
             let (seq, applied): (Option<i64>, Option<String>) = redis::pipe()
                 .hget(&hb_key, field::CONTROL_SEQ)
                 .hget(&hb_key, field::CONTROL_APPLIED)

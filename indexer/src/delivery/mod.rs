@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use ubackup_backoff::Backoff;
 
 use crate::alerts::{severity, Notification, Notify, Route};
 use crate::catalog::outbox::{OutEvent, Outbox, PendingGroup};
@@ -38,6 +39,9 @@ pub const FIRST_SUBJECTS: usize = 5;
 const LEASE_MS: i64 = 120_000;
 /// Messages sent per tick at most.
 const SEND_BATCH: i64 = 100;
+/// The longest wait before an alert message's next attempt (the channel's `backoff_ms`
+/// doubles up to it).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// One message as stored in the outbox: what every channel renders from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -541,11 +545,10 @@ impl Delivery {
                     let c = ch.config();
                     let attempts = m.attempts.saturating_add(1);
                     let give_up = attempts >= i64::from(c.max_attempts);
-                    let shift = u32::try_from(attempts.saturating_sub(1).min(20)).unwrap_or(20);
-                    let delay = i64::try_from(c.backoff_ms)
-                        .unwrap_or(i64::MAX)
-                        .saturating_mul(1i64 << shift)
-                        .min(300_000);
+                    let failures = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+                    let delay = Backoff::new(Duration::from_millis(c.backoff_ms), MAX_RETRY_DELAY)
+                        .delay_for(failures);
+                    let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                     let now = self.clock.now_ms();
                     // Recorded first: the counter then never shows a give-up the outbox
                     // does not hold yet.

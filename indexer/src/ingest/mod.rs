@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use ubackup_backoff::Backoff;
 
 use crate::catalog::{Catalog, Ingest, Instance, InstanceKey};
 use crate::clock::Clock;
@@ -133,7 +134,7 @@ impl Pipeline {
     /// catalog failures are retried with backoff, and after each one what is in flight is
     /// replayed before anything new is taken; nothing leaves flight before its commit.
     pub async fn run<I: Intake>(&mut self, intake: &mut I, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut flight_known = false;
         if self.auto_register {
             self.refresh_registry().await;
@@ -150,17 +151,17 @@ impl Pipeline {
                 })
             };
             match step {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => backoff.reset(),
                 Err(e) => {
                     // A take whose reply was lost, or a batch whose commit or settle failed,
                     // is in flight and unknown: replay before taking more.
                     flight_known = false;
-                    tracing::warn!("{e:#}; retrying in {backoff:?}");
+                    let delay = backoff.next_delay();
+                    tracing::warn!("{e:#}; retrying in {delay:?}");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {},
+                        _ = tokio::time::sleep(delay) => {},
                         _ = stop.changed() => {},
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

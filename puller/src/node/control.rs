@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use rsync_proto::limit::Rate;
 use tokio::sync::mpsc;
-use ubackup_messages::control::field;
+use ubackup_messages::ControlReport;
 
 use crate::config::NodeConfig;
 use crate::queue::JobQueue;
@@ -129,18 +129,15 @@ impl OperatorControl {
         true
     }
 
-    /// Heartbeat fields: `control_seq`, `control_applied`, and `drained` (draining with
-    /// nothing running).
-    pub fn heartbeat_fields(&self, busy: u64) -> Vec<(String, String)> {
+    /// The heartbeat's control fields: the applied `seq`, what it applied, and whether it
+    /// is drained (draining with nothing running).
+    pub fn report(&self, busy: u64) -> ControlReport {
         let a = self.applied();
-        vec![
-            (field::CONTROL_SEQ.into(), a.seq.to_string()),
-            (field::CONTROL_APPLIED.into(), a.describe()),
-            (
-                field::DRAINED.into(),
-                u8::from(a.drain && busy == 0).to_string(),
-            ),
-        ]
+        ControlReport {
+            seq: a.seq,
+            applied: a.describe(),
+            drained: a.drain && busy == 0,
+        }
     }
 }
 
@@ -165,7 +162,15 @@ mod tests {
             ..Desired::default()
         }));
         assert_eq!(c.pause_reason(), None);
-        let f = c.heartbeat_fields(0);
-        assert_eq!(f[0], ("control_seq".into(), "2".into()));
+        let r = c.report(0);
+        assert_eq!((r.seq, r.drained), (2, false));
+        assert_eq!(r.applied, "as configured");
+        assert!(c.apply(Desired {
+            seq: 3,
+            drain: true,
+            ..Desired::default()
+        }));
+        assert!(c.report(0).drained);
+        assert!(!c.report(1).drained);
     }
 }

@@ -1,11 +1,14 @@
 //! The node's counters ([`Stats`], shared by every task and rendered by `metrics`) and the
-//! heartbeat hash that shows them to the dashboard and to other nodes (the lease).
+//! heartbeat hash that shows them to the dashboard and to other nodes (the lease), written as
+//! [`ubackup_messages::NodeHeartbeat`] says.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::watch;
+
+use ubackup_messages::{NodeHeartbeat, RedisLink};
 
 use super::{control, now_ms, Node};
 use crate::queue::JobQueue;
@@ -122,80 +125,50 @@ impl<Q: JobQueue> Node<Q> {
         }
         let s = &self.stats;
         let paused = s.paused();
-        let mut fields = vec![
-            ("node_id".to_string(), self.cfg.node_id.clone()),
-            ("ip".into(), self.cfg.node_ip.clone()),
-            ("host".into(), crate::config::hostname()),
-            ("pid".into(), std::process::id().to_string()),
-            ("version".into(), env!("CARGO_PKG_VERSION").to_string()),
-            ("updated_ms".into(), now_ms().to_string()),
-            ("free_bytes".into(), free.to_string()),
-            ("total_bytes".into(), total.to_string()),
-            ("paused".into(), u8::from(paused.is_some()).to_string()),
-            ("paused_reason".into(), paused.unwrap_or_default()),
-            (
-                "busy_workers".into(),
-                s.busy.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "workers".into(),
-                s.workers.load(Ordering::Relaxed).to_string(),
-            ),
-            ("bytes_per_second".into(), rate.to_string()),
-            ("done".into(), s.done.load(Ordering::Relaxed).to_string()),
-            (
-                "failed".into(),
-                s.failed.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "internal_errors".into(),
-                s.internal_errors.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "deferred_jobs".into(),
-                s.deferred_now.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "partial_files".into(),
-                s.partial_files.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "partial_bytes".into(),
-                s.partial_bytes.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "partials_removed".into(),
-                s.partials_removed.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "temps_cleared".into(),
-                s.temps_cleared.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "pulls_tls".into(),
-                s.pulls_tls.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "pulls_plain".into(),
-                s.pulls_plain.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "tls_handshake_failures".into(),
-                s.tls_handshake_failures.load(Ordering::Relaxed).to_string(),
-            ),
-        ];
-        if let Ok(l) = s.lengths.lock() {
-            for (name, len) in l.iter() {
-                fields.push((format!("queue:{name}"), len.to_string()));
-            }
-        }
-        fields.extend(
-            s.operator
-                .heartbeat_fields(s.busy.load(Ordering::Relaxed) as u64),
-        );
-        if let Err(e) = self.queue.heartbeat(&fields).await {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let busy = s.busy.load(Ordering::Relaxed) as u64;
+        let hb = NodeHeartbeat {
+            node_id: self.cfg.node_id.clone(),
+            ip: self.cfg.node_ip.clone(),
+            host: crate::config::hostname(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            updated_ms: now_ms(),
+            free_bytes: free,
+            total_bytes: total,
+            paused: paused.is_some(),
+            paused_reason: paused.unwrap_or_default(),
+            busy_workers: busy,
+            workers: s.workers.load(Ordering::Relaxed) as u64,
+            bytes_per_second: rate,
+            done: load(&s.done),
+            failed: load(&s.failed),
+            internal_errors: load(&s.internal_errors),
+            deferred_jobs: s.deferred_now.load(Ordering::Relaxed) as u64,
+            partial_files: load(&s.partial_files),
+            partial_bytes: load(&s.partial_bytes),
+            partials_removed: load(&s.partials_removed),
+            temps_cleared: load(&s.temps_cleared),
+            pulls_tls: load(&s.pulls_tls),
+            pulls_plain: load(&s.pulls_plain),
+            tls_handshake_failures: load(&s.tls_handshake_failures),
+            queues: s.lengths.lock().map(|l| l.clone()).unwrap_or_default(),
+            control: s.operator.report(busy),
+            redis: s.redis.lock().ok().and_then(|r| r.as_ref().map(redis_link)),
+        };
+        if let Err(e) = self.queue.heartbeat(&hb).await {
             tracing::warn!("cannot write the heartbeat: {e}");
         }
+    }
+}
+
+/// The heartbeat's view of the queue connection.
+fn redis_link(s: &ubackup_redis_ha::Status) -> RedisLink {
+    RedisLink {
+        master: s.master.clone().unwrap_or_default(),
+        master_changes: s.master_changes,
+        reconnects: s.reconnects,
+        unconfirmed_writes: s.unconfirmed_writes,
     }
 }
 

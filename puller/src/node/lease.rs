@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use ubackup_backoff::Backoff;
 use ubackup_messages::{Delivery, HistoryEntry, Job, PullResult};
 
 use super::{now_ms, Node};
@@ -83,7 +84,7 @@ impl<Q: JobQueue> Node<Q> {
         } else {
             msg
         };
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         for _ in 0..20 {
             match self.queue.requeue(owner, t, &payload, dead).await {
                 Ok(true) => {
@@ -98,8 +99,7 @@ impl<Q: JobQueue> Node<Q> {
                 Ok(false) => return None, // someone else already did
                 Err(e) => {
                     tracing::warn!("cannot requeue: {e}; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
@@ -144,7 +144,7 @@ impl<Q: JobQueue> Node<Q> {
     pub(super) async fn publish(&self, t: &Taken, result: PullResult, dead: Option<Vec<u8>>) {
         let succeeded = result.succeeded();
         let bytes = serde_json::to_vec(&result).unwrap_or_default();
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         // A finish that ran on the master but was not confirmed by a replica is repeated; if
         // it was not lost after all, the repeat finds the job released: published, not lost.
         let mut unconfirmed = false;
@@ -172,13 +172,13 @@ impl<Q: JobQueue> Node<Q> {
                         e,
                         QueueError::Ha(ubackup_redis_ha::HaError::Unconfirmed { .. })
                     );
-                    if *self.cancel.borrow() && delay >= Duration::from_secs(5) {
+                    if *self.cancel.borrow() && backoff.is_at_max() {
                         tracing::error!("cannot publish the result at shutdown: {e}; the job stays in flight and is redone");
                         return;
                     }
+                    let delay = backoff.next_delay();
                     tracing::warn!("cannot publish the result: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
