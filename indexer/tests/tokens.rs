@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::server::{self, request, Answer, Server, LOCAL, PASSWORD};
+use support::server::{self, page, post_form, request, web_login, Answer, Server, LOCAL, PASSWORD};
 use support::*;
 use ubackup_indexer::auth::LoginPolicy;
 use ubackup_indexer::catalog::{prelude::*, Role};
@@ -55,72 +55,6 @@ async fn api_login(to: SocketAddr, name: &str, extra: Value) -> (String, i64) {
 async fn api(to: SocketAddr, method: &str, path: &str, token: &str) -> Answer {
     let auth = format!("Bearer {token}");
     request(LOCAL, to, method, path, &[("Authorization", &auth)], "").await
-}
-
-/// A web session: (cookie value, CSRF token).
-async fn web_login(to: SocketAddr, name: &str) -> (String, String) {
-    let body = form_urlencoded::Serializer::new(String::new())
-        .append_pair("name", name)
-        .append_pair("password", PASSWORD)
-        .finish();
-    let a = request(
-        LOCAL,
-        to,
-        "POST",
-        "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        &body,
-    )
-    .await;
-    let c = a.header("set-cookie").unwrap();
-    let session = c
-        .strip_prefix("ubk_session=")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = page(to, "/users", &session).await;
-    assert_eq!(page.code, 200, "{}", page.body);
-    let csrf = page
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|x| x.split('"').next())
-        .unwrap()
-        .to_string();
-    (session, csrf)
-}
-
-async fn page(to: SocketAddr, path: &str, session: &str) -> Answer {
-    let cookie = format!("ubk_session={session}");
-    request(LOCAL, to, "GET", path, &[("Cookie", &cookie)], "").await
-}
-
-async fn post_form(
-    to: SocketAddr,
-    path: &str,
-    web: &(String, String),
-    pairs: &[(&str, &str)],
-) -> Answer {
-    let mut f = form_urlencoded::Serializer::new(String::new());
-    f.append_pair("csrf", &web.1);
-    for (k, v) in pairs {
-        f.append_pair(k, v);
-    }
-    let cookie = format!("ubk_session={}", web.0);
-    request(
-        LOCAL,
-        to,
-        "POST",
-        path,
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", &cookie),
-        ],
-        &f.finish(),
-    )
-    .await
 }
 
 /// The token on the "shown only now" page.

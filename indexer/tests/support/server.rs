@@ -123,3 +123,66 @@ pub async fn request(
         body: body.to_string(),
     }
 }
+
+/// A dashboard session by a real login of `name` with [`PASSWORD`]: (cookie value, CSRF token
+/// read from the users page).
+pub async fn web_login(to: SocketAddr, name: &str) -> (String, String) {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("name", name)
+        .append_pair("password", PASSWORD)
+        .finish();
+    let a = request(
+        LOCAL,
+        to,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &body,
+    )
+    .await;
+    assert_eq!(a.code, 303, "login {name}: {}", a.body);
+    let session = a.session().unwrap();
+    let page = page(to, "/users", &session).await;
+    assert_eq!(page.code, 200, "{}", page.body);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|x| x.split('"').next())
+        .unwrap()
+        .to_string();
+    (session, csrf)
+}
+
+/// A page GET on a dashboard session.
+pub async fn page(to: SocketAddr, path: &str, session: &str) -> Answer {
+    let cookie = format!("ubk_session={session}");
+    request(LOCAL, to, "GET", path, &[("Cookie", &cookie)], "").await
+}
+
+/// A form POST on a dashboard session `web` (cookie, CSRF token), the token added.
+pub async fn post_form(
+    to: SocketAddr,
+    path: &str,
+    web: &(String, String),
+    pairs: &[(&str, &str)],
+) -> Answer {
+    let mut f = form_urlencoded::Serializer::new(String::new());
+    f.append_pair("csrf", &web.1);
+    for (k, v) in pairs {
+        f.append_pair(k, v);
+    }
+    let cookie = format!("ubk_session={}", web.0);
+    request(
+        LOCAL,
+        to,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &cookie),
+        ],
+        &f.finish(),
+    )
+    .await
+}
